@@ -1,0 +1,323 @@
+//! Diagnostics: what is wrong with a pipeline file, where, and what to do about it.
+//!
+//! In: problems found by any front-end or compiler phase, each with a [`Span`].
+//! Out: rustc-shaped text (`path:line:col: error[CODE]: message`, the line, a caret,
+//! `help:`) or one JSON object per problem for CI tools.
+//! Must not: stop at the first problem, or print anything itself.
+//!
+//! The first line of each text diagnostic is the grep- and editor-friendly
+//! `path:line:col:` form that CI problem matchers parse; miette/ariadne put the
+//! location on a second line, which is why this renderer is our own (it is small).
+
+use super::span::{SourceFile, Span};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// Stable diagnostic codes. Layers: E01xx syntax, E02xx schema (keys, types,
+/// values), E03xx graph (names, references, cycles, columns), E04xx data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    /// The file is not valid TOML / dagml syntax.
+    Syntax,
+    /// The file is not UTF-8 text.
+    NotText,
+    /// Nesting or size beyond what dagml accepts.
+    TooDeep,
+    /// A key the schema does not know.
+    UnknownKey,
+    /// A value of the wrong type.
+    WrongType,
+    /// A required key is missing.
+    MissingKey,
+    /// A number outside its allowed range.
+    OutOfRange,
+    /// A string that is not one of the allowed choices.
+    UnknownChoice,
+    /// An unknown estimator name.
+    UnknownEstimator,
+    /// An expression that does not parse.
+    BadExpression,
+    /// A secret written in the file.
+    SecretInFile,
+    /// Two keys or options that contradict each other.
+    Conflict,
+    /// A name defined twice.
+    DuplicateName,
+    /// A reference to a step or dataset that does not exist.
+    UnknownReference,
+    /// Steps that depend on each other in a cycle.
+    Cycle,
+    /// An estimator used for a target of the wrong kind.
+    TargetKind,
+    /// An output whose path is also an input.
+    OverwritesInput,
+    /// A column that does not exist at that step.
+    UnknownColumn,
+    /// A reference to a step of the wrong kind.
+    WrongStepKind,
+    /// An unknown function or a wrong argument count in an expression.
+    BadFunction,
+    /// A file named by the pipeline does not exist or cannot be read.
+    MissingFile,
+    /// A column named by the pipeline is not in the data.
+    ColumnNotInData,
+    /// A step whose result reaches no output or evaluation.
+    UnusedStep,
+    /// Two outputs write the same path.
+    DuplicateOutput,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        use Code::*;
+        match self {
+            Syntax => "E0101",
+            NotText => "E0102",
+            TooDeep => "E0103",
+            UnknownKey => "E0201",
+            WrongType => "E0202",
+            MissingKey => "E0203",
+            OutOfRange => "E0204",
+            UnknownChoice => "E0205",
+            UnknownEstimator => "E0206",
+            BadExpression => "E0207",
+            SecretInFile => "E0208",
+            Conflict => "E0209",
+            DuplicateName => "E0301",
+            UnknownReference => "E0302",
+            Cycle => "E0303",
+            TargetKind => "E0304",
+            OverwritesInput => "E0305",
+            UnknownColumn => "E0306",
+            WrongStepKind => "E0307",
+            BadFunction => "E0308",
+            DuplicateOutput => "E0309",
+            MissingFile => "E0401",
+            ColumnNotInData => "E0402",
+            UnusedStep => "W0301",
+        }
+    }
+
+    pub fn default_severity(self) -> Severity {
+        match self {
+            Code::UnusedStep => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+}
+
+/// One problem in one file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub code: Code,
+    pub message: String,
+    pub span: Option<Span>,
+    pub help: Option<String>,
+    pub notes: Vec<String>,
+}
+
+impl Diagnostic {
+    pub fn new(code: Code, span: impl Into<Option<Span>>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: code.default_severity(),
+            code,
+            message: message.into(),
+            span: span.into(),
+            help: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// rustc-shaped text for a terminal or a log.
+    pub fn render(&self, file: &SourceFile) -> String {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut out = String::new();
+        let Some(span) = self.span else {
+            let _ = writeln!(
+                out,
+                "{}: {sev}[{}]: {}",
+                file.path,
+                self.code.as_str(),
+                self.message
+            );
+            self.render_tail(&mut out, 2);
+            return out;
+        };
+        let (line, col) = file.line_col(span.start);
+        let (end_line, end_col) = file.line_col(span.end);
+        let _ = writeln!(
+            out,
+            "{}:{line}:{col}: {sev}[{}]: {}",
+            file.path,
+            self.code.as_str(),
+            self.message
+        );
+        let text = file.line_text(line);
+        let gutter = line.to_string().len();
+        let shown = printable(text);
+        let _ = writeln!(out, "{:gutter$} |", "");
+        let _ = writeln!(out, "{line} | {shown}");
+        let line_chars = text.chars().count();
+        let caret_start = col - 1;
+        let caret_end = if end_line == line {
+            (end_col - 1).max(caret_start + 1)
+        } else {
+            line_chars.max(caret_start + 1)
+        };
+        let pad: String = text
+            .chars()
+            .take(caret_start)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:gutter$} | {pad}{}",
+            "",
+            "^".repeat((caret_end - caret_start).min(200))
+        );
+        self.render_tail(&mut out, gutter);
+        out
+    }
+
+    fn render_tail(&self, out: &mut String, gutter: usize) {
+        for note in &self.notes {
+            let _ = writeln!(out, "{:gutter$} = note: {note}", "");
+        }
+        if let Some(help) = &self.help {
+            let _ = writeln!(out, "{:gutter$} = help: {help}", "");
+        }
+    }
+
+    /// One JSON object (one line) for CI tools.
+    pub fn to_json(&self, file: &SourceFile) -> serde_json::Value {
+        let (line, column, end_line, end_column) = match self.span {
+            Some(s) => {
+                let (l, c) = file.line_col(s.start);
+                let (el, ec) = file.line_col(s.end);
+                (Some(l), Some(c), Some(el), Some(ec))
+            }
+            None => (None, None, None, None),
+        };
+        serde_json::json!({
+            "file": file.path,
+            "line": line,
+            "column": column,
+            "end_line": end_line,
+            "end_column": end_column,
+            "severity": self.severity,
+            "code": self.code.as_str(),
+            "message": self.message,
+            "help": self.help,
+            "notes": self.notes,
+        })
+    }
+}
+
+/// Replace control characters so a broken file cannot mess up the terminal,
+/// and cut very long lines.
+fn printable(text: &str) -> String {
+    let mut s: String = text
+        .chars()
+        .take(300)
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if text.chars().count() > 300 {
+        s.push('…');
+    }
+    s
+}
+
+/// The closest candidate to `word`, if one is close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()),
+                c,
+            )
+        })
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| c)
+}
+
+/// `help:` text for an unknown name: "did you mean" or the list of choices.
+pub fn suggest<'a>(word: &str, candidates: &[&'a str], what: &str) -> String {
+    match did_you_mean(word, candidates.iter().copied()) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None if candidates.is_empty() => format!("no {what} is defined"),
+        None => format!(
+            "expected one of {}",
+            candidates
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_location_line_caret_and_help() {
+        let f = SourceFile::new("p.toml", "[models.f]\nestimator = \"random_forrest\"\n");
+        let d = Diagnostic::new(
+            Code::UnknownEstimator,
+            Span::new(23, 39),
+            "unknown estimator",
+        )
+        .with_help("did you mean `random_forest`?");
+        let text = d.render(&f);
+        assert_eq!(
+            text,
+            "p.toml:2:13: error[E0206]: unknown estimator\n  |\n2 | estimator = \"random_forrest\"\n  |             ^^^^^^^^^^^^^^^^\n  = help: did you mean `random_forest`?\n"
+        );
+    }
+
+    #[test]
+    fn did_you_mean_finds_close_names_only() {
+        let c = ["random_forest", "decision_tree", "ridge"];
+        assert_eq!(did_you_mean("random_forrest", c), Some("random_forest"));
+        assert_eq!(did_you_mean("RIDGE", c), Some("ridge"));
+        assert_eq!(did_you_mean("xgboost", c), None);
+    }
+}
