@@ -3,5 +3,9 @@
 //! Phases, each a module that only uses the ones before it (docs/ARCHITECTURE.md):
 //! `spec` (text → model) → `compile` (model → checked DAG) → ... → `cli`.
 
+// Diagnostics travel in `Err` only on the error path, where size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod compile;
 pub mod spec;
+pub mod workspace;

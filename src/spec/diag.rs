@@ -122,6 +122,8 @@ pub struct Diagnostic {
     pub span: Option<Span>,
     pub help: Option<String>,
     pub notes: Vec<String>,
+    /// Other places that explain this one ("first defined here").
+    pub related: Vec<(Span, String)>,
 }
 
 impl Diagnostic {
@@ -133,6 +135,7 @@ impl Diagnostic {
             span: span.into(),
             help: None,
             notes: Vec::new(),
+            related: Vec::new(),
         }
     }
 
@@ -143,6 +146,11 @@ impl Diagnostic {
 
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
         self.notes.push(note.into());
+        self
+    }
+
+    pub fn with_related(mut self, span: Span, note: impl Into<String>) -> Self {
+        self.related.push((span, note.into()));
         self
     }
 
@@ -165,7 +173,7 @@ impl Diagnostic {
                 self.code.as_str(),
                 self.message
             );
-            self.render_tail(&mut out, 2);
+            self.render_tail(&mut out, file, 2);
             return out;
         };
         let (line, col) = file.line_col(span.start);
@@ -200,11 +208,15 @@ impl Diagnostic {
             "",
             "^".repeat((caret_end - caret_start).min(200))
         );
-        self.render_tail(&mut out, gutter);
+        self.render_tail(&mut out, file, gutter);
         out
     }
 
-    fn render_tail(&self, out: &mut String, gutter: usize) {
+    fn render_tail(&self, out: &mut String, file: &SourceFile, gutter: usize) {
+        for (span, note) in &self.related {
+            let (l, c) = file.line_col(span.start);
+            let _ = writeln!(out, "{:gutter$} = note: {note}: {}:{l}:{c}", "", file.path);
+        }
         for note in &self.notes {
             let _ = writeln!(out, "{:gutter$} = note: {note}", "");
         }
@@ -233,7 +245,10 @@ impl Diagnostic {
             "code": self.code.as_str(),
             "message": self.message,
             "help": self.help,
-            "notes": self.notes,
+            "notes": self.notes.iter().cloned().chain(self.related.iter().map(|(s, n)| {
+                let (l, c) = file.line_col(s.start);
+                format!("{n}: {}:{l}:{c}", file.path)
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -278,7 +293,7 @@ pub fn did_you_mean<'a>(
 }
 
 /// `help:` text for an unknown name: "did you mean" or the list of choices.
-pub fn suggest<'a>(word: &str, candidates: &[&'a str], what: &str) -> String {
+pub fn suggest(word: &str, candidates: &[&str], what: &str) -> String {
     match did_you_mean(word, candidates.iter().copied()) {
         Some(best) => format!("did you mean `{best}`?"),
         None if candidates.is_empty() => format!("no {what} is defined"),

@@ -490,20 +490,20 @@ impl<'a> Parser<'a> {
             };
             let rhs = self.expr(next_min)?;
             let is_cmp = |o: BinOp| o.precedence() == 4;
-            if is_cmp(op) {
-                if let Some(op2) = self.binop().filter(|o| is_cmp(*o)) {
-                    return Err(Diagnostic::new(
-                        Code::BadExpression,
-                        self.span,
-                        format!(
-                            "comparisons do not chain: `{}` after `{}`",
-                            op2.symbol(),
-                            op.symbol()
-                        ),
-                    )
-                    .with_help("join two comparisons with `and`")
-                    .with_note(format!("the first comparison is at byte {}", op_span.start)));
-                }
+            if is_cmp(op)
+                && let Some(op2) = self.binop().filter(|o| is_cmp(*o))
+            {
+                return Err(Diagnostic::new(
+                    Code::BadExpression,
+                    self.span,
+                    format!(
+                        "comparisons do not chain: `{}` after `{}`",
+                        op2.symbol(),
+                        op.symbol()
+                    ),
+                )
+                .with_help("join two comparisons with `and`")
+                .with_note(format!("the first comparison is at byte {}", op_span.start)));
             }
             let span = lhs.span.join(rhs.span);
             lhs = Expr {

@@ -652,8 +652,18 @@ fn lower_source(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Op
             r.misplace(k, why.to_string());
         }
     }
+    let after = if kname == "synthetic" {
+        None
+    } else {
+        r.string(cx, "after")
+    };
     r.finish(cx);
-    sk.map(|kind| Source { name, span, kind })
+    sk.map(|kind| Source {
+        name,
+        span,
+        kind,
+        after,
+    })
 }
 
 fn lower_synthetic(cx: &mut Cx, r: &mut Reader) -> Option<Synthetic> {
@@ -701,17 +711,17 @@ fn lower_synthetic(cx: &mut Cx, r: &mut Reader) -> Option<Synthetic> {
         20
     };
     let features = features.unwrap_or(Spanned::new(default_features, r.head));
-    if let Some(inf) = &informative {
-        if inf.value > features.value {
-            cx.err(
-                Code::OutOfRange,
-                inf.span,
-                format!(
-                    "`informative` ({}) is more than `features` ({})",
-                    inf.value, features.value
-                ),
-            );
-        }
+    if let Some(inf) = &informative
+        && inf.value > features.value
+    {
+        cx.err(
+            Code::OutOfRange,
+            inf.span,
+            format!(
+                "`informative` ({}) is more than `features` ({})",
+                inf.value, features.value
+            ),
+        );
     }
     if generator == Generator::Gaussian
         && !columns.is_empty()
@@ -1048,21 +1058,22 @@ fn lower_model(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
         .map(|i| [Combine::Vote, Combine::Average][i.value])
         .unwrap_or(Combine::Average);
     let params_table = r.table(cx, "params");
-    if let (Some(est), Some(task)) = (&estimator, &task) {
-        if !est.value.tasks().contains(&task.value) {
-            cx.err(
-                Code::TargetKind,
-                task.span,
-                format!("{} does not do {}", est.value.name(), task.value.name()),
-            )
-            .help = Some(match est.value {
-                EstimatorKind::LogisticRegression => {
-                    "for regression use linear_regression, ridge or random_forest".into()
-                }
-                _ => "for classification use logistic_regression, decision_tree or random_forest"
-                    .into(),
-            });
-        }
+    if let (Some(est), Some(task)) = (&estimator, &task)
+        && !est.value.tasks().contains(&task.value)
+    {
+        cx.err(
+            Code::TargetKind,
+            task.span,
+            format!("{} does not do {}", est.value.name(), task.value.name()),
+        )
+        .help = Some(match est.value {
+            EstimatorKind::LogisticRegression => {
+                "for regression use linear_regression, ridge or random_forest".into()
+            }
+            _ => {
+                "for classification use logistic_regression, decision_tree or random_forest".into()
+            }
+        });
     }
     let params = estimator.as_ref().map(|est| {
         let empty = Table::default();

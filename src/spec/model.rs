@@ -56,6 +56,9 @@ pub struct Source {
     pub name: Name,
     pub span: Span,
     pub kind: SourceKind,
+    /// A dataset output of this pipeline that this source reads back: the source
+    /// runs after that output is written (and may share its path).
+    pub after: Option<Name>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -640,7 +643,7 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
         _ => return None,
     };
     let v = n * mult;
-    (v.is_finite() && v >= 0.0 && v < 1.8e19).then_some(v as u64)
+    (v.is_finite() && (0.0..1.8e19).contains(&v)).then_some(v as u64)
 }
 
 #[cfg(test)]

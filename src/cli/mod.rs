@@ -1,0 +1,45 @@
+//! Command-line interface: parse arguments, call the library, print, pick the exit status.
+//!
+//! In: `std::env::args`. Out: text on stdout/stderr and an exit status
+//! (0 success, 1 invalid pipeline or failed run, 2 usage error).
+//! Must not: hold logic that a library user or a test would need.
+
+mod check;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "dagml",
+    version,
+    about = "Compile and run declarative machine-learning pipelines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check pipeline files (or folders of them) and print every problem.
+    Check(check::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    match cli.command {
+        Command::Check(a) => check::run(a),
+    }
+}

@@ -1,0 +1,930 @@
+//! Name resolution: every reference in a pipeline → the step or dataset it means.
+//!
+//! In: a lowered [`Pipeline`]. Out: [`Resolved`] (what each reference points at)
+//! and the graph diagnostics: duplicate names, unknown references with "did you
+//! mean", references to the wrong kind of step, cycles, estimators against target
+//! kinds, metrics against tasks, outputs that overwrite inputs or each other, and
+//! steps that reach no output (warnings).
+//! Must not: do I/O or look at columns (that is `schema`).
+
+use crate::spec::diag::{Code, Diagnostic, suggest};
+use crate::spec::model::*;
+use crate::spec::span::Span;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A part of a split.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Part {
+    Train,
+    Test,
+    Fold(u32),
+    /// A whole shard.
+    Shard(String),
+    ShardTrain(String),
+    ShardValidation(String),
+}
+
+impl Part {
+    pub fn label(&self) -> String {
+        match self {
+            Part::Train => "train".into(),
+            Part::Test => "test".into(),
+            Part::Fold(i) => format!("fold{i}"),
+            Part::Shard(s) => s.clone(),
+            Part::ShardTrain(s) => format!("{s}.train"),
+            Part::ShardValidation(s) => format!("{s}.validation"),
+        }
+    }
+}
+
+/// A dataset: rows with columns.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dataset {
+    Source(usize),
+    Transform(usize),
+    Part { split: usize, part: Part },
+}
+
+/// What a data reference means.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataTarget {
+    Dataset(Dataset),
+    /// A split as a whole: k-fold (cross-validation) or shards (per-shard models, matrix).
+    Split(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    Source,
+    Transform,
+    Split,
+    Model,
+    Evaluation,
+    Output,
+}
+
+impl StepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Source => "source",
+            StepKind::Transform => "transform",
+            StepKind::Split => "split",
+            StepKind::Model => "model",
+            StepKind::Evaluation => "evaluation",
+            StepKind::Output => "output",
+        }
+    }
+}
+
+/// Resolved references, indexed like the pipeline's sections.
+#[derive(Clone, Debug, Default)]
+pub struct Resolved {
+    /// The dataset output each source reads back, if any (it runs after it).
+    pub source_after: Vec<Option<usize>>,
+    pub transform_inputs: Vec<Option<Dataset>>,
+    /// Inputs of each split: one, or train and test for a predefined pair.
+    pub split_inputs: Vec<Vec<Dataset>>,
+    pub model_inputs: Vec<Option<DataTarget>>,
+    pub eval_models: Vec<Option<usize>>,
+    pub eval_data: Vec<Vec<DataTarget>>,
+    /// Per output: the model, evaluations and dataset it names.
+    pub output_models: Vec<Option<usize>>,
+    pub output_evals: Vec<Vec<usize>>,
+    pub output_data: Vec<Option<Dataset>>,
+    /// The task of each model, where it can be known before the data.
+    pub model_tasks: Vec<Option<Task>>,
+}
+
+struct Names<'p> {
+    map: BTreeMap<&'p str, (StepKind, usize, Span)>,
+}
+
+pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut names = Names {
+        map: BTreeMap::new(),
+    };
+    let sections: [(StepKind, Vec<&Name>); 6] = [
+        (
+            StepKind::Source,
+            p.sources.iter().map(|s| &s.name).collect(),
+        ),
+        (
+            StepKind::Transform,
+            p.transforms.iter().map(|s| &s.name).collect(),
+        ),
+        (StepKind::Split, p.splits.iter().map(|s| &s.name).collect()),
+        (StepKind::Model, p.models.iter().map(|s| &s.name).collect()),
+        (
+            StepKind::Evaluation,
+            p.evaluations.iter().map(|s| &s.name).collect(),
+        ),
+        (
+            StepKind::Output,
+            p.outputs.iter().map(|s| &s.name).collect(),
+        ),
+    ];
+    for (kind, list) in &sections {
+        for (i, n) in list.iter().enumerate() {
+            if let Some((k0, _, s0)) = names.map.get(n.value.as_str()) {
+                let d = Diagnostic::new(
+                    Code::DuplicateName,
+                    n.span,
+                    format!("`{}` is already the name of a {}", n.value, k0.name()),
+                )
+                .with_help(format!(
+                    "rename this {}: every step needs its own name",
+                    kind.name()
+                ))
+                .with_related(
+                    *s0,
+                    format!("the {} `{}` is defined here", k0.name(), n.value),
+                );
+                diags.push(d);
+            } else {
+                names.map.insert(n.value.as_str(), (*kind, i, n.span));
+            }
+        }
+    }
+
+    let mut r = Resolved::default();
+    let cx = Cx { p, names: &names };
+    for t in &p.transforms {
+        r.transform_inputs
+            .push(cx.dataset(&t.input, &mut diags, "a transform"));
+    }
+    for s in &p.splits {
+        let inputs: Vec<Dataset> = match &s.kind {
+            SplitKind::Holdout { input, .. }
+            | SplitKind::KFold { input, .. }
+            | SplitKind::Shards { input, .. } => cx
+                .dataset(input, &mut diags, "a split")
+                .into_iter()
+                .collect(),
+            SplitKind::Predefined {
+                from: PredefinedFrom::Pair { train, test },
+            } => [train, test]
+                .into_iter()
+                .filter_map(|x| cx.dataset(x, &mut diags, "a split"))
+                .collect(),
+            SplitKind::Predefined {
+                from: PredefinedFrom::Source(input),
+            } => {
+                let d = cx.dataset(input, &mut diags, "a split");
+                if let Some(Dataset::Source(i)) = &d {
+                    let ok = matches!(
+                        p.sources[*i].kind,
+                        SourceKind::Mnist {
+                            subset: MnistSubset::All,
+                            ..
+                        }
+                    );
+                    if !ok {
+                        diags.push(
+                            Diagnostic::new(
+                                Code::WrongStepKind,
+                                input.span,
+                                format!("source `{}` has no predefined train and test parts", input.value),
+                            )
+                            .with_help("only an MNIST source with subset = \"all\" carries them; otherwise give `train` and `test`"),
+                        );
+                    }
+                } else if d.is_some() {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::WrongStepKind,
+                            input.span,
+                            format!("`{}` has no predefined train and test parts", input.value),
+                        )
+                        .with_help("name an MNIST source, or give `train` and `test`"),
+                    );
+                }
+                d.into_iter().collect()
+            }
+        };
+        r.split_inputs.push(inputs);
+    }
+    for m in &p.models {
+        let target = cx.data_target(&m.input, &mut diags, "a model");
+        let target = match target {
+            Some(DataTarget::Split(i)) => {
+                let is_shards = matches!(p.splits[i].kind, SplitKind::Shards { .. });
+                if !m.per_shard || !is_shards {
+                    let help = if is_shards {
+                        format!(
+                            "set `per_shard = true` to fit one model per shard, or name one part, like `{}.train`",
+                            m.input.value
+                        )
+                    } else {
+                        format!(
+                            "fit on one part, like `{}.{}`",
+                            m.input.value,
+                            first_part(&p.splits[i].kind)
+                        )
+                    };
+                    diags.push(
+                        Diagnostic::new(
+                            Code::WrongStepKind,
+                            m.input.span,
+                            format!(
+                                "model `{}` is fitted on the whole split `{}`",
+                                m.name.value, m.input.value
+                            ),
+                        )
+                        .with_help(help),
+                    );
+                    None
+                } else {
+                    Some(DataTarget::Split(i))
+                }
+            }
+            Some(DataTarget::Dataset(d)) => {
+                if m.per_shard {
+                    diags.push(
+                        Diagnostic::new(Code::WrongStepKind, m.input.span, format!("per-shard model `{}` needs a shards split as input, found a dataset", m.name.value))
+                            .with_help("name a split of kind \"shards\", or remove `per_shard`"),
+                    );
+                    None
+                } else {
+                    Some(DataTarget::Dataset(d))
+                }
+            }
+            None => None,
+        };
+        r.model_inputs.push(target);
+        r.model_tasks.push(cx.model_task(m, &mut diags));
+    }
+    for e in &p.evaluations {
+        let model = cx.step(&e.model, StepKind::Model, &mut diags);
+        r.eval_models.push(model);
+        let mut data = Vec::new();
+        for d in &e.data {
+            match cx.data_target(d, &mut diags, "an evaluation") {
+                Some(DataTarget::Split(i)) => {
+                    let ok = match &p.splits[i].kind {
+                        SplitKind::KFold { .. } => true,
+                        SplitKind::Shards { .. } => model.is_some_and(|m| p.models[m].per_shard),
+                        _ => false,
+                    };
+                    if ok {
+                        data.push(DataTarget::Split(i));
+                    } else {
+                        diags.push(
+                            Diagnostic::new(Code::WrongStepKind, d.span, format!("cannot evaluate on the whole split `{}`", d.value))
+                                .with_help(format!("name one part, like `{}.{}`; a kfold split cross-validates and a shards split scores a per-shard model on every shard", d.value, first_part(&p.splits[i].kind))),
+                        );
+                    }
+                }
+                Some(t) => data.push(t),
+                None => {}
+            }
+        }
+        r.eval_data.push(data);
+        if let (Some(m), Some(task)) = (
+            model,
+            model.and_then(|m| r.model_tasks.get(m).copied().flatten()),
+        ) {
+            for metric in &e.metrics {
+                if metric.value.task() != task {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::TargetKind,
+                            metric.span,
+                            format!("`{}` is a {} metric, but model `{}` does {}", metric.value.name(), metric.value.task().name(), p.models[m].name.value, task.name()),
+                        )
+                        .with_help(match task {
+                            Task::Classification => "for classification use accuracy, f1, classification_report, confusion_matrix or log_loss",
+                            Task::Regression => "for regression use rmse, mae or r2",
+                        }),
+                    );
+                }
+            }
+        }
+    }
+    let mut written: BTreeMap<String, Span> = BTreeMap::new();
+    // Paths read by sources, except those a source reads back after this pipeline
+    // writes them (`after`).
+    for s in &p.sources {
+        r.source_after.push(None);
+        let Some(after) = &s.after else { continue };
+        let Some(o) = cx.step(after, StepKind::Output, &mut diags) else {
+            continue;
+        };
+        let out = &p.outputs[o];
+        if !matches!(out.kind, OutputKind::Dataset { .. }) {
+            diags.push(
+                Diagnostic::new(
+                    Code::WrongStepKind,
+                    after.span,
+                    format!("output `{}` writes no dataset to read back", after.value),
+                )
+                .with_help("`after` names an output of kind \"dataset\""),
+            );
+        } else if source_path(s).map(norm) != Some(norm(&out.path)) {
+            diags.push(
+                Diagnostic::new(
+                    Code::Conflict,
+                    after.span,
+                    format!(
+                        "source `{}` reads back output `{}` but their paths differ",
+                        s.name.value, after.value
+                    ),
+                )
+                .with_help(format!("set the source's path to \"{}\"", out.path.value)),
+            );
+        } else {
+            *r.source_after.last_mut().expect("pushed above") = Some(o);
+        }
+    }
+    let inputs: BTreeSet<String> = p
+        .sources
+        .iter()
+        .filter(|s| s.after.is_none())
+        .filter_map(|s| match &s.kind {
+            SourceKind::Mnist { path, .. }
+            | SourceKind::Parquet { path }
+            | SourceKind::Arrow { path } => Some(norm(path)),
+            SourceKind::Csv(c) => Some(norm(&c.path)),
+            SourceKind::Synthetic(_) => None,
+        })
+        .collect();
+    for o in &p.outputs {
+        let (mut model, mut evals, mut data) = (None, Vec::new(), None);
+        match &o.kind {
+            OutputKind::Model { model: m } => model = cx.step(m, StepKind::Model, &mut diags),
+            OutputKind::Metrics { evaluations } => {
+                evals = evaluations
+                    .iter()
+                    .filter_map(|e| cx.step(e, StepKind::Evaluation, &mut diags))
+                    .collect();
+                if evaluations.is_empty() {
+                    evals = (0..p.evaluations.len()).collect();
+                }
+            }
+            OutputKind::Predictions {
+                model: m, data: d, ..
+            } => {
+                model = cx.step(m, StepKind::Model, &mut diags);
+                data = cx.dataset(d, &mut diags, "an output");
+            }
+            OutputKind::Plan { .. } => {}
+            OutputKind::Dataset { data: d, .. } => data = cx.dataset(d, &mut diags, "an output"),
+        }
+        r.output_models.push(model);
+        r.output_evals.push(evals);
+        r.output_data.push(data);
+        let path = norm(&o.path);
+        if inputs.contains(&path) {
+            diags.push(
+                Diagnostic::new(
+                    Code::OverwritesInput,
+                    o.path.span,
+                    format!(
+                        "output `{}` would overwrite the input `{}`",
+                        o.name.value, o.path.value
+                    ),
+                )
+                .with_help("write outputs to their own path, for example under out/"),
+            );
+        }
+        if let Some(first) = written.get(&path) {
+            diags.push(
+                Diagnostic::new(
+                    Code::DuplicateOutput,
+                    o.path.span,
+                    format!("`{}` is written by another output too", o.path.value),
+                )
+                .with_related(*first, "first written here")
+                .with_help("give each output its own path"),
+            );
+        } else {
+            written.insert(path, o.path.span);
+        }
+    }
+    cycles(p, &r, &mut diags);
+    unused(p, &r, &mut diags);
+    (r, diags)
+}
+
+fn source_path(s: &Source) -> Option<&str> {
+    match &s.kind {
+        SourceKind::Mnist { path, .. }
+        | SourceKind::Parquet { path }
+        | SourceKind::Arrow { path } => Some(&path.value),
+        SourceKind::Csv(c) => Some(&c.path.value),
+        SourceKind::Synthetic(_) => None,
+    }
+}
+
+fn norm(path: &str) -> String {
+    let mut s = path.trim().replace('\\', "/");
+    while let Some(rest) = s.strip_prefix("./") {
+        s = rest.to_string();
+    }
+    s.trim_end_matches('/').to_string()
+}
+
+fn first_part(k: &SplitKind) -> String {
+    match k {
+        SplitKind::Holdout { .. } | SplitKind::Predefined { .. } => "train".into(),
+        SplitKind::KFold { .. } => "fold1".into(),
+        SplitKind::Shards {
+            by: ShardBy::Rows { names },
+            ..
+        } => names
+            .first()
+            .map(|n| format!("{}.train", n.value))
+            .unwrap_or_else(|| "A.train".into()),
+        SplitKind::Shards { .. } => "A.train".into(),
+    }
+}
+
+struct Cx<'p, 'n> {
+    p: &'p Pipeline,
+    names: &'n Names<'p>,
+}
+
+impl Cx<'_, '_> {
+    fn unknown(&self, r: &Name, want: &[StepKind], diags: &mut Vec<Diagnostic>) {
+        let cands: Vec<&str> = self
+            .names
+            .map
+            .iter()
+            .filter(|(_, (k, _, _))| want.contains(k))
+            .map(|(n, _)| *n)
+            .collect();
+        let what = want
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        diags.push(
+            Diagnostic::new(
+                Code::UnknownReference,
+                r.span,
+                format!("no {what} is named `{}`", r.value),
+            )
+            .with_help(suggest(&r.value, &cands, &what)),
+        );
+    }
+
+    fn step(&self, r: &Name, kind: StepKind, diags: &mut Vec<Diagnostic>) -> Option<usize> {
+        match self.names.map.get(r.value.as_str()) {
+            Some((k, i, _)) if *k == kind => Some(*i),
+            Some((k, _, _)) => {
+                diags.push(Diagnostic::new(
+                    Code::WrongStepKind,
+                    r.span,
+                    format!("`{}` is a {}, not a {}", r.value, k.name(), kind.name()),
+                ));
+                None
+            }
+            None => {
+                self.unknown(r, &[kind], diags);
+                None
+            }
+        }
+    }
+
+    fn dataset(&self, r: &Name, diags: &mut Vec<Diagnostic>, user: &str) -> Option<Dataset> {
+        match self.data_target(r, diags, user)? {
+            DataTarget::Dataset(d) => Some(d),
+            DataTarget::Split(i) => {
+                diags.push(
+                    Diagnostic::new(
+                        Code::WrongStepKind,
+                        r.span,
+                        format!("`{}` is a split; {user} reads one of its parts", r.value),
+                    )
+                    .with_help(format!(
+                        "name a part, like `{}.{}`",
+                        r.value,
+                        first_part(&self.p.splits[i].kind)
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    fn data_target(&self, r: &Name, diags: &mut Vec<Diagnostic>, user: &str) -> Option<DataTarget> {
+        let (head, rest) = match r.value.split_once('.') {
+            Some((h, t)) => (h, Some(t)),
+            None => (r.value.as_str(), None),
+        };
+        let Some((kind, i, _)) = self.names.map.get(head) else {
+            let data_kinds = [StepKind::Source, StepKind::Transform, StepKind::Split];
+            let cands: Vec<String> = self
+                .names
+                .map
+                .iter()
+                .filter(|(_, (k, _, _))| data_kinds.contains(k))
+                .flat_map(|(n, (k, i, _))| {
+                    if *k == StepKind::Split {
+                        parts_of(&self.p.splits[*i].kind)
+                            .into_iter()
+                            .map(|pt| format!("{n}.{pt}"))
+                            .collect()
+                    } else {
+                        vec![n.to_string()]
+                    }
+                })
+                .collect();
+            let cands: Vec<&str> = cands.iter().map(String::as_str).collect();
+            diags.push(
+                Diagnostic::new(
+                    Code::UnknownReference,
+                    r.span,
+                    format!("no dataset is named `{}`", r.value),
+                )
+                .with_help(suggest(&r.value, &cands, "dataset")),
+            );
+            return None;
+        };
+        match (kind, rest) {
+            (StepKind::Source, None) => Some(DataTarget::Dataset(Dataset::Source(*i))),
+            (StepKind::Transform, None) => Some(DataTarget::Dataset(Dataset::Transform(*i))),
+            (StepKind::Split, None) => Some(DataTarget::Split(*i)),
+            (StepKind::Split, Some(part)) => {
+                let split = &self.p.splits[*i];
+                match parse_part(&split.kind, part) {
+                    Some(pt) => Some(DataTarget::Dataset(Dataset::Part {
+                        split: *i,
+                        part: pt,
+                    })),
+                    None => {
+                        let parts = parts_of(&split.kind);
+                        let cands: Vec<&str> = parts.iter().map(String::as_str).collect();
+                        diags.push(
+                            Diagnostic::new(
+                                Code::UnknownReference,
+                                r.span,
+                                format!("split `{head}` has no part `{part}`"),
+                            )
+                            .with_help(suggest(part, &cands, "part")),
+                        );
+                        None
+                    }
+                }
+            }
+            (k, Some(_)) => {
+                diags.push(Diagnostic::new(
+                    Code::UnknownReference,
+                    r.span,
+                    format!(
+                        "`{head}` is a {}; only splits have parts (`name.part`)",
+                        k.name()
+                    ),
+                ));
+                None
+            }
+            (k, None) => {
+                diags.push(Diagnostic::new(
+                    Code::WrongStepKind,
+                    r.span,
+                    format!("`{head}` is a {}, not a dataset; {user} reads a source, a transform or a part of a split", k.name()),
+                ));
+                None
+            }
+        }
+    }
+
+    /// The task a model does: declared, or known from its target column's origin.
+    fn model_task(&self, m: &ModelSpec, diags: &mut Vec<Diagnostic>) -> Option<Task> {
+        let known = target_kind(self.p, &m.input.value, &m.target.value, self.names);
+        let task = m.task.as_ref().map(|t| t.value).or(known.map(|(t, _)| t));
+        let Some(task) = task else {
+            return default_task(m.estimator.value);
+        };
+        if let (Some(declared), Some((from_data, why))) = (&m.task, known)
+            && declared.value != from_data
+        {
+            diags.push(
+                Diagnostic::new(
+                    Code::TargetKind,
+                    declared.span,
+                    format!(
+                        "model `{}` is declared {} but its target `{}` is {why}",
+                        m.name.value,
+                        declared.value.name(),
+                        m.target.value
+                    ),
+                )
+                .with_help(format!("set task = \"{}\"", from_data.name())),
+            );
+            return Some(declared.value);
+        }
+        if !m.estimator.value.tasks().contains(&task) && m.task.is_none() {
+            let why = known.map(|(_, w)| w).unwrap_or("of that kind");
+            diags.push(
+                Diagnostic::new(
+                    Code::TargetKind,
+                    m.estimator.span,
+                    format!(
+                        "{} cannot predict `{}`, which is {why} ({})",
+                        m.estimator.value.name(),
+                        m.target.value,
+                        task.name()
+                    ),
+                )
+                .with_help(match task {
+                    Task::Classification => {
+                        "for classes use logistic_regression, decision_tree or random_forest"
+                    }
+                    Task::Regression => {
+                        "for numbers use linear_regression, ridge, decision_tree or random_forest"
+                    }
+                }),
+            );
+        }
+        Some(task)
+    }
+}
+
+fn default_task(e: EstimatorKind) -> Option<Task> {
+    match e.tasks() {
+        [only] => Some(*only),
+        _ => None,
+    }
+}
+
+/// What the target column is, where its origin tells: MNIST labels are classes,
+/// generated targets follow their generator, declared CSV types tell.
+fn target_kind(
+    p: &Pipeline,
+    input: &str,
+    target: &str,
+    names: &Names,
+) -> Option<(Task, &'static str)> {
+    let mut name = input.split('.').next()?;
+    // Follow transforms and splits back to a source (bounded: cycles are reported elsewhere).
+    for _ in 0..64 {
+        let (kind, i, _) = names.map.get(name)?;
+        match kind {
+            StepKind::Source => {
+                return match &p.sources[*i].kind {
+                    SourceKind::Mnist { .. } if target == "label" => {
+                        Some((Task::Classification, "a class label"))
+                    }
+                    SourceKind::Synthetic(s) if s.target == target => match s.generator {
+                        Generator::Classification | Generator::Blobs => {
+                            Some((Task::Classification, "a class label"))
+                        }
+                        Generator::Regression => Some((Task::Regression, "a number")),
+                        Generator::Gaussian => None,
+                    },
+                    SourceKind::Csv(c) => c
+                        .columns
+                        .iter()
+                        .find(|(n, _)| n.value == target)
+                        .and_then(|(_, t)| match t.value {
+                            ColumnType::Float => Some((Task::Regression, "a float column")),
+                            ColumnType::String => Some((Task::Classification, "a text column")),
+                            ColumnType::Bool => Some((Task::Classification, "a boolean column")),
+                            ColumnType::Int => None,
+                        }),
+                    _ => None,
+                };
+            }
+            StepKind::Transform => {
+                let t = &p.transforms[*i];
+                // A derived or cast target has a type the source cannot tell.
+                let touched = t.steps.iter().any(|s| match &s.value {
+                    Op::Derive { column, .. } | Op::Cast { column, .. } => column.value == target,
+                    _ => false,
+                });
+                if touched {
+                    return None;
+                }
+                name = t.input.value.split('.').next()?;
+            }
+            StepKind::Split => {
+                name = match &p.splits[*i].kind {
+                    SplitKind::Holdout { input, .. }
+                    | SplitKind::KFold { input, .. }
+                    | SplitKind::Shards { input, .. } => input.value.split('.').next()?,
+                    SplitKind::Predefined {
+                        from: PredefinedFrom::Source(s),
+                    } => s.value.split('.').next()?,
+                    SplitKind::Predefined {
+                        from: PredefinedFrom::Pair { train, .. },
+                    } => train.value.split('.').next()?,
+                };
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The parts a split offers, for references and suggestions.
+pub fn parts_of(k: &SplitKind) -> Vec<String> {
+    match k {
+        SplitKind::Holdout { .. } | SplitKind::Predefined { .. } => {
+            vec!["train".into(), "test".into()]
+        }
+        SplitKind::KFold { k, .. } => (1..=k.value.min(1000))
+            .map(|i| format!("fold{i}"))
+            .collect(),
+        SplitKind::Shards {
+            by: ShardBy::Rows { names } | ShardBy::Column { names, .. },
+            ..
+        } => names
+            .iter()
+            .flat_map(|n| {
+                [
+                    n.value.clone(),
+                    format!("{}.train", n.value),
+                    format!("{}.validation", n.value),
+                ]
+            })
+            .collect(),
+        SplitKind::Shards { .. } => vec![],
+    }
+}
+
+fn parse_part(k: &SplitKind, part: &str) -> Option<Part> {
+    match k {
+        SplitKind::Holdout { .. } | SplitKind::Predefined { .. } => match part {
+            "train" => Some(Part::Train),
+            "test" => Some(Part::Test),
+            _ => None,
+        },
+        SplitKind::KFold { k, .. } => {
+            let i: u32 = part.strip_prefix("fold")?.parse().ok()?;
+            (1..=k.value).contains(&i).then_some(Part::Fold(i))
+        }
+        SplitKind::Shards { by, .. } => {
+            let (shard, sub) = match part.rsplit_once('.') {
+                Some((s, "train")) => (s, Some(true)),
+                Some((s, "validation")) => (s, Some(false)),
+                Some(_) => return None,
+                None => (part, None),
+            };
+            let known = match by {
+                ShardBy::Rows { names } => names.iter().any(|n| n.value == shard),
+                // Values or file stems are only known from the data; listed names are checked.
+                ShardBy::Column { names, .. } => {
+                    names.is_empty() || names.iter().any(|n| n.value == shard)
+                }
+                ShardBy::File => true,
+            };
+            if !known || shard.is_empty() {
+                return None;
+            }
+            Some(match sub {
+                None => Part::Shard(shard.into()),
+                Some(true) => Part::ShardTrain(shard.into()),
+                Some(false) => Part::ShardValidation(shard.into()),
+            })
+        }
+    }
+}
+
+/// Transforms that read each other in a loop.
+fn cycles(p: &Pipeline, r: &Resolved, diags: &mut Vec<Diagnostic>) {
+    // Each transform has one input; follow the chain from every transform.
+    let n = p.transforms.len();
+    let next = |i: usize| -> Option<usize> {
+        match r.transform_inputs.get(i)?.as_ref()? {
+            Dataset::Transform(j) => Some(*j),
+            Dataset::Part { split, .. } => match r.split_inputs.get(*split)?.first()? {
+                Dataset::Transform(j) => Some(*j),
+                _ => None,
+            },
+            Dataset::Source(_) => None,
+        }
+    };
+    let mut reported = vec![false; n];
+    for start in 0..n {
+        let mut seen = vec![start];
+        let mut cur = start;
+        while let Some(j) = next(cur) {
+            if j == start {
+                if seen.iter().any(|s| reported[*s]) {
+                    break;
+                }
+                seen.iter().for_each(|s| reported[*s] = true);
+                let path: Vec<&str> = seen
+                    .iter()
+                    .chain([&start])
+                    .map(|i| p.transforms[*i].name.value.as_str())
+                    .collect();
+                diags.push(
+                    Diagnostic::new(
+                        Code::Cycle,
+                        p.transforms[start].input.span,
+                        format!(
+                            "transforms read each other in a cycle: {}",
+                            path.join(" → ")
+                        ),
+                    )
+                    .with_help(
+                        "a pipeline is a DAG: make one of them read a source or another step",
+                    ),
+                );
+                break;
+            }
+            if seen.contains(&j) || seen.len() > n {
+                break;
+            }
+            seen.push(j);
+            cur = j;
+        }
+    }
+}
+
+/// Warn about sources, transforms, splits and models that nothing uses.
+fn unused(p: &Pipeline, r: &Resolved, diags: &mut Vec<Diagnostic>) {
+    let mut used_src = vec![false; p.sources.len()];
+    let mut used_tr = vec![false; p.transforms.len()];
+    let mut used_split = vec![false; p.splits.len()];
+    let mut used_model = vec![false; p.models.len()];
+    let mut stack: Vec<Dataset> = Vec::new();
+    let mark_split = |i: usize, stack: &mut Vec<Dataset>, used_split: &mut Vec<bool>| {
+        if !used_split[i] {
+            used_split[i] = true;
+            stack.extend(r.split_inputs[i].iter().cloned());
+        }
+    };
+    for (i, m) in r.eval_models.iter().enumerate() {
+        if let Some(m) = m {
+            used_model[*m] = true;
+        }
+        for t in &r.eval_data[i] {
+            match t {
+                DataTarget::Dataset(d) => stack.push(d.clone()),
+                DataTarget::Split(s) => mark_split(*s, &mut stack, &mut used_split),
+            }
+        }
+    }
+    for i in 0..p.outputs.len() {
+        if let Some(m) = r.output_models[i] {
+            used_model[m] = true;
+        }
+        for e in &r.output_evals[i] {
+            if let Some(Some(m)) = r.eval_models.get(*e) {
+                used_model[*m] = true;
+            }
+        }
+        if let Some(d) = &r.output_data[i] {
+            stack.push(d.clone());
+        }
+    }
+    for (i, used) in used_model.iter().enumerate() {
+        if *used {
+            match &r.model_inputs[i] {
+                Some(DataTarget::Dataset(d)) => stack.push(d.clone()),
+                Some(DataTarget::Split(s)) => mark_split(*s, &mut stack, &mut used_split),
+                None => {}
+            }
+        }
+    }
+    let mut guard = 0;
+    while let Some(d) = stack.pop() {
+        guard += 1;
+        if guard > 100_000 {
+            break;
+        }
+        match d {
+            Dataset::Source(i) => used_src[i] = true,
+            Dataset::Transform(i) => {
+                if !used_tr[i] {
+                    used_tr[i] = true;
+                    if let Some(x) = &r.transform_inputs[i] {
+                        stack.push(x.clone());
+                    }
+                }
+            }
+            Dataset::Part { split, .. } => mark_split(split, &mut stack, &mut used_split),
+        }
+    }
+    let warn = |diags: &mut Vec<Diagnostic>, kind: &str, n: &Name| {
+        diags.push(
+            Diagnostic::new(
+                Code::UnusedStep,
+                n.span,
+                format!("{kind} `{}` is never used", n.value),
+            )
+            .with_help("it reaches no evaluation or output and will not run; remove it or use it"),
+        );
+    };
+    for (i, s) in p.sources.iter().enumerate().filter(|(i, _)| !used_src[*i]) {
+        let _ = i;
+        warn(diags, "source", &s.name);
+    }
+    for (_, s) in p
+        .transforms
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !used_tr[*i])
+    {
+        warn(diags, "transform", &s.name);
+    }
+    for (_, s) in p.splits.iter().enumerate().filter(|(i, _)| !used_split[*i]) {
+        warn(diags, "split", &s.name);
+    }
+    for (_, s) in p.models.iter().enumerate().filter(|(i, _)| !used_model[*i]) {
+        warn(diags, "model", &s.name);
+    }
+}

@@ -1,0 +1,93 @@
+//! Files on disk → parsed and checked pipelines: the glue the commands share.
+//!
+//! In: paths given on the command line. Out: the list of pipeline files, and for
+//! each its [`Parsed`] with every diagnostic of every layer that could run.
+//! Must not: print, or decide exit statuses (that is `cli`).
+
+use crate::compile;
+use crate::spec::{self, Code, Diagnostic, Parsed};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Also check data files (existence, columns).
+    pub data: bool,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub parsed: Parsed,
+    pub checked: Option<compile::Checked>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("`{0}` does not exist")]
+    Missing(PathBuf),
+    #[error("no *.toml or *.dagml pipeline files under `{0}`")]
+    Empty(PathBuf),
+    #[error("cannot read the folder `{0}`: {1}")]
+    Unreadable(PathBuf, std::io::Error),
+}
+
+/// Files given directly, plus *.toml and *.dagml found under folders (sorted).
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PathError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let before = out.len();
+            walk(p, &mut out, 0)?;
+            out[before..].sort();
+            if out.len() == before {
+                return Err(PathError::Empty(p.clone()));
+            }
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(PathError::Missing(p.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), PathError> {
+    if depth > 32 {
+        return Ok(());
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| PathError::Unreadable(dir.to_path_buf(), e))?;
+    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out, depth + 1)?;
+        } else if spec::Syntax::of_path(name).is_some() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Read, parse and check one file. An unreadable file is a diagnostic, not an error.
+pub fn check_file(path: &Path, opts: &CheckOptions) -> Report {
+    let shown = path.to_string_lossy().into_owned();
+    let mut parsed = match std::fs::read(path) {
+        Ok(bytes) => spec::parse_bytes(&shown, &bytes),
+        Err(e) => Parsed {
+            file: spec::SourceFile::new(&shown, ""),
+            pipeline: None,
+            diagnostics: vec![Diagnostic::new(
+                Code::MissingFile,
+                None,
+                format!("cannot read the file: {e}"),
+            )],
+        },
+    };
+    let checked = compile::check(&mut parsed);
+    let _ = opts;
+    Report { parsed, checked }
+}
