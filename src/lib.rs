@@ -7,5 +7,6 @@
 #![allow(clippy::result_large_err)]
 
 pub mod compile;
+pub mod optimize;
 pub mod spec;
 pub mod workspace;

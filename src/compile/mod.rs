@@ -4,25 +4,51 @@
 //! resolved) and the graph-level diagnostics. Must not: parse text, or touch data
 //! files unless asked (`check --data`).
 
+pub mod logical;
 pub mod resolve;
+pub mod schema;
 
 use crate::spec::{Diagnostic, Parsed, Pipeline};
 pub use resolve::Resolved;
+use std::collections::BTreeMap;
 
-/// A pipeline whose names all resolve.
+/// A pipeline whose names all resolve, with its logical plan.
 #[derive(Debug)]
 pub struct Checked {
     pub pipeline: Pipeline,
     pub resolved: Resolved,
+    pub plan: logical::LogicalPlan,
 }
 
 /// Run every check that needs no data; diagnostics are appended to `parsed`'s.
 pub fn check(parsed: &mut Parsed) -> Option<Checked> {
+    check_with(parsed, &BTreeMap::new())
+}
+
+/// As [`check`], with source schemas read from the data (`--data`), by source index.
+pub fn check_with(
+    parsed: &mut Parsed,
+    source_schemas: &BTreeMap<usize, schema::Schema>,
+) -> Option<Checked> {
     let pipeline = parsed.pipeline.clone()?;
     let (resolved, diags) = resolve::resolve(&pipeline);
+    let resolve_failed = diags.iter().any(Diagnostic::is_error) || parsed.has_errors();
     parsed.diagnostics.extend(diags);
+    let mut plan = None;
+    if !resolve_failed {
+        let (p, diags) = logical::build(&pipeline, &resolved, source_schemas);
+        parsed.diagnostics.extend(diags);
+        plan = Some(p);
+    }
     sort(&mut parsed.diagnostics);
-    (!parsed.has_errors()).then_some(Checked { pipeline, resolved })
+    match plan {
+        Some(plan) if !parsed.has_errors() => Some(Checked {
+            pipeline,
+            resolved,
+            plan,
+        }),
+        _ => None,
+    }
 }
 
 /// File order, errors before warnings at the same place; duplicates removed.
