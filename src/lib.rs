@@ -8,5 +8,6 @@
 
 pub mod compile;
 pub mod optimize;
+pub mod plan;
 pub mod spec;
 pub mod workspace;

@@ -91,3 +91,31 @@ pub fn check_file(path: &Path, opts: &CheckOptions) -> Report {
     let _ = opts;
     Report { parsed, checked }
 }
+
+/// A planned pipeline: the plan after each optimizer rule, and the physical plan.
+pub struct Planned {
+    pub initial: String,
+    pub steps: Vec<crate::optimize::Step>,
+    pub physical: crate::plan::PhysicalPlan,
+}
+
+/// Check, optimize and cut one file into tasks. On an invalid pipeline, the
+/// report with the same diagnostics `check` gives.
+pub fn plan_file(path: &Path, opts: &CheckOptions) -> Result<(Report, Planned), Report> {
+    let mut report = check_file(path, opts);
+    let Some(checked) = report.checked.take() else {
+        return Err(report);
+    };
+    let initial = checked.plan.display();
+    let (optimized, steps) = crate::optimize::optimize(checked.plan.clone());
+    let physical = crate::plan::physical(optimized);
+    report.checked = Some(checked);
+    Ok((
+        report,
+        Planned {
+            initial,
+            steps,
+            physical,
+        },
+    ))
+}

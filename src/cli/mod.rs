@@ -5,6 +5,7 @@
 //! Must not: hold logic that a library user or a test would need.
 
 mod check;
+mod plan;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Check pipeline files (or folders of them) and print every problem.
     Check(check::Args),
+    /// Compile, optimize and draw a pipeline's task graph.
+    Plan(plan::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -41,5 +44,6 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check(a) => check::run(a),
+        Command::Plan(a) => plan::run(a),
     }
 }

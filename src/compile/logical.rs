@@ -356,16 +356,16 @@ pub fn build(
             }
         }
     }
-    for i in 0..p.outputs.len() {
+    for (i, &sink) in out.iter().enumerate() {
         if let Some(m) = r.output_models[i] {
-            g.add_edge(fit[m], out[i], EdgeKind::Model);
+            g.add_edge(fit[m], sink, EdgeKind::Model);
         }
         for e in &r.output_evals[i] {
-            g.add_edge(ev[*e], out[i], EdgeKind::Metrics);
+            g.add_edge(ev[*e], sink, EdgeKind::Metrics);
         }
         if let Some(d) = &r.output_data[i] {
             let (n, part) = data_node(d);
-            g.add_edge(n, out[i], data(part));
+            g.add_edge(n, sink, data(part));
         }
     }
     for (i, after) in r.source_after.iter().enumerate() {
@@ -462,13 +462,12 @@ fn infer(
         let ins: Vec<Schema> = plan
             .graph
             .edges_directed(n, Direction::Incoming)
-            .filter_map(|e| {
-                matches!(e.weight(), EdgeKind::Data { .. }).then(|| {
-                    out_schema
-                        .get(&e.source())
-                        .cloned()
-                        .unwrap_or_else(Schema::open)
-                })
+            .filter(|&e| matches!(e.weight(), EdgeKind::Data { .. }))
+            .map(|e| {
+                out_schema
+                    .get(&e.source())
+                    .cloned()
+                    .unwrap_or_else(Schema::open)
             })
             .collect();
         let first = ins.first().cloned().unwrap_or_else(Schema::open);
@@ -503,13 +502,15 @@ fn infer(
                     }
                     SplitKind::Predefined {
                         from: PredefinedFrom::Pair { .. },
-                    } if ins.len() == 2 && !ins[0].open && !ins[1].open => {
-                        if ins[0].names() != ins[1].names() {
-                            diags.push(
+                    } if ins.len() == 2
+                        && !ins[0].open
+                        && !ins[1].open
+                        && ins[0].names() != ins[1].names() =>
+                    {
+                        diags.push(
                                 Diagnostic::new(Code::UnknownColumn, split.name.span, format!("the train and test sources of split `{}` have different columns", split.name.value))
                                     .with_help("both parts must have the same columns in the same order"),
                             );
-                        }
                     }
                     _ => {}
                 }
@@ -560,12 +561,12 @@ fn infer(
             LOp::Split { split } => Some(split.clone()),
             _ => None,
         };
-        if let Some(EdgeKind::Data { schema, part }) = plan.graph.edge_weight_mut(e) {
-            if let Some(s) = out_schema.get(&a) {
-                *schema = s.clone();
-                if let (Some(split), Some(pt)) = (&split, part.as_ref()) {
-                    schema.rows = s.rows.map(|r| part_rows(split, pt, r));
-                }
+        if let Some(EdgeKind::Data { schema, part }) = plan.graph.edge_weight_mut(e)
+            && let Some(s) = out_schema.get(&a)
+        {
+            *schema = s.clone();
+            if let (Some(split), Some(pt)) = (&split, part.as_ref()) {
+                schema.rows = s.rows.map(|r| part_rows(split, pt, r));
             }
         }
     }

@@ -1,0 +1,213 @@
+//! The task graph as Graphviz DOT, built with graphviz-rust.
+//!
+//! In: a physical plan (logical nodes with their tasks). Out: DOT text, emitted
+//! deterministically (nodes and edges sorted by id). A fan-out of many tasks is one
+//! node with a count, so 100 trees or N shards stay readable.
+//! Must not: run Graphviz (that is `render`).
+
+use super::PhysicalPlan;
+use crate::compile::logical::{EdgeKind, Fanout, LOp, describe};
+use graphviz_rust::dot_structures::{
+    Attribute, Edge, EdgeTy, Graph, GraphAttributes, Id, Node, NodeId, Stmt, Vertex,
+};
+use graphviz_rust::printer::{DotPrinter, PrinterContext};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Logical,
+    Physical,
+}
+
+fn esc(s: &str) -> Id {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    Id::Escaped(out)
+}
+
+fn attr(k: &str, v: &str) -> Attribute {
+    Attribute(Id::Plain(k.into()), esc(v))
+}
+
+fn colour(op: &LOp) -> &'static str {
+    match op {
+        LOp::Source { .. } => "#cfe2f3",
+        LOp::Transform { .. } => "#fff2cc",
+        LOp::Split { .. } => "#ead1dc",
+        LOp::Fit { .. } => "#f4cccc",
+        LOp::Evaluate { .. } => "#d9ead3",
+        LOp::Sink { .. } => "#eeeeee",
+    }
+}
+
+/// Human size: 1.2 MB, 60,000 rows.
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut x = b as f64;
+    let mut i = 0;
+    while x >= 1000.0 && i < U.len() - 1 {
+        x /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{x:.1} {}", U[i])
+    }
+}
+
+pub fn human_count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The DOT text of a plan at a level.
+pub fn to_dot(p: &PhysicalPlan, level: Level) -> String {
+    let lp = &p.logical;
+    let mut stmts: Vec<Stmt> = vec![
+        Stmt::GAttribute(GraphAttributes::Graph(vec![
+            attr("rankdir", "TB"),
+            attr(
+                "label",
+                &format!("{} ({:?} plan)", lp.name, level).to_lowercase(),
+            ),
+            attr("fontname", "Helvetica"),
+        ])),
+        Stmt::GAttribute(GraphAttributes::Node(vec![
+            attr("shape", "box"),
+            attr("style", "rounded,filled"),
+            attr("fontname", "Helvetica"),
+            attr("fontsize", "11"),
+        ])),
+        Stmt::GAttribute(GraphAttributes::Edge(vec![
+            attr("fontname", "Helvetica"),
+            attr("fontsize", "9"),
+        ])),
+    ];
+    for n in lp.sorted_nodes() {
+        let node = &lp.graph[n];
+        let id = node.id();
+        let mut label = format!(
+            "{} {}\n{}",
+            node.op.kind(),
+            node.op.name(),
+            describe(&node.op)
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+        );
+        let rows = lp.graph.edges(n).find_map(|e| match e.weight() {
+            EdgeKind::Data { schema, part: None } => Some(schema.clone()),
+            _ => None,
+        });
+        if let Some(s) = rows {
+            let cols = if s.open {
+                format!("{}+ columns", s.columns.len())
+            } else {
+                format!("{} columns", s.columns.len())
+            };
+            match (s.rows, s.est_bytes()) {
+                (Some(r), Some(b)) => label.push_str(&format!(
+                    "\n{} rows × {cols} · ~{}",
+                    human_count(r),
+                    human_bytes(b)
+                )),
+                _ => label.push_str(&format!("\n{cols}")),
+            }
+        }
+        let mut attrs = vec![attr("fillcolor", colour(&node.op))];
+        if level == Level::Physical {
+            let tasks = p.tasks_of(&id);
+            if tasks.len() > 1 {
+                label.push_str(&format!("\n× {} tasks", tasks.len()));
+                attrs.push(attr("shape", "box3d"));
+                attrs.push(attr("style", "filled"));
+            }
+            let mut workers: Vec<u32> = tasks.iter().filter_map(|t| t.worker).collect();
+            workers.sort();
+            workers.dedup();
+            if !workers.is_empty() && p.workers.is_some_and(|w| w > 1) {
+                label.push_str(&format!(
+                    "\non worker{} {}",
+                    if workers.len() > 1 { "s" } else { "" },
+                    workers
+                        .iter()
+                        .map(|w| w.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
+            }
+        } else if let LOp::Fit {
+            fanout: Fanout::TreeGroups { .. } | Fanout::PerShard | Fanout::PartialStats,
+            ..
+        } = node.op
+        {
+            attrs.push(attr("shape", "box3d"));
+            attrs.push(attr("style", "filled"));
+        }
+        attrs.push(attr("label", &label));
+        stmts.push(Stmt::Node(Node::new(NodeId(esc(&id), None), attrs)));
+    }
+    let mut edges: Vec<(String, String, String, &'static str)> = (&lp.graph)
+        .edge_references()
+        .map(|e| {
+            let (a, b) = (lp.graph[e.source()].id(), lp.graph[e.target()].id());
+            let (label, style) = match e.weight() {
+                EdgeKind::Data {
+                    part: Some(pt),
+                    schema,
+                } => (
+                    match schema.rows {
+                        Some(r) => format!("{} ({} rows)", pt.label(), human_count(r)),
+                        None => pt.label(),
+                    },
+                    "solid",
+                ),
+                EdgeKind::Data { .. } => (String::new(), "solid"),
+                EdgeKind::Model => ("model".into(), "dashed"),
+                EdgeKind::Metrics => ("metrics".into(), "dotted"),
+                EdgeKind::Order => ("after".into(), "dotted"),
+            };
+            (a, b, label, style)
+        })
+        .collect();
+    edges.sort();
+    edges.dedup();
+    for (a, b, label, style) in edges {
+        let mut attrs = vec![attr("style", style)];
+        if !label.is_empty() {
+            attrs.push(attr("label", &label));
+        }
+        stmts.push(Stmt::Edge(Edge {
+            ty: EdgeTy::Pair(
+                Vertex::N(NodeId(esc(&a), None)),
+                Vertex::N(NodeId(esc(&b), None)),
+            ),
+            attributes: attrs,
+        }));
+    }
+    let g = Graph::DiGraph {
+        id: esc(&lp.name),
+        strict: false,
+        stmts,
+    };
+    let mut ctx = PrinterContext::default();
+    let mut text = g.print(&mut ctx);
+    text.push('\n');
+    text
+}

@@ -1,0 +1,424 @@
+//! The physical plan: the optimized logical plan cut into tasks over partitions,
+//! with estimated sizes and, when the cluster is known, placement.
+//!
+//! In: an optimized [`LogicalPlan`]. Out: [`PhysicalPlan`], the list of tasks the
+//! runtime executes, with sorted, stable ids; and its pictures (`dot`, `render`).
+//! Must not: depend on the machine (core count, clock, randomness): the same file
+//! gives the same plan.
+
+pub mod dot;
+pub mod render;
+
+use crate::compile::logical::{EdgeKind, Fanout, LOp, LogicalPlan};
+use crate::compile::resolve::Part;
+use crate::spec::model::{Cluster, ShardBy, SourceKind, SplitKind};
+use petgraph::Direction;
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use std::collections::BTreeMap;
+
+/// What one task does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskKind {
+    Read,
+    Transform,
+    Split,
+    /// Fit trees `first..first+count` of a forest (tree index = seed identity).
+    FitTrees {
+        first: u32,
+        count: u32,
+    },
+    /// Gather fitted parts into one model.
+    Combine,
+    FitShard {
+        shard: String,
+    },
+    PartialStats,
+    Reduce,
+    Fit,
+    Evaluate,
+    Write,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    /// Stable id: `<logical id>/<part>`.
+    pub id: String,
+    /// The logical node this task belongs to.
+    pub node: String,
+    pub kind: TaskKind,
+    /// Partition ids read: `<dataset>/<partition>` or a task id for models and metrics.
+    pub inputs: Vec<String>,
+    /// Partition ids written.
+    pub outputs: Vec<String>,
+    pub est_rows: Option<u64>,
+    pub est_bytes: Option<u64>,
+    /// Worker index, when the cluster is known in the file.
+    pub worker: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PhysicalPlan {
+    pub logical: LogicalPlan,
+    /// Sorted by id.
+    pub tasks: Vec<Task>,
+    /// Workers the placement assumed, if any.
+    pub workers: Option<u32>,
+}
+
+impl PhysicalPlan {
+    pub fn tasks_of(&self, node: &str) -> Vec<&Task> {
+        self.tasks.iter().filter(|t| t.node == node).collect()
+    }
+
+    /// One line per task, for `plan --level physical --format text` and tests.
+    pub fn display(&self) -> String {
+        let mut out = String::new();
+        for t in &self.tasks {
+            out.push_str(&format!(
+                "{} {:?} in=[{}] out=[{}]{}{}\n",
+                t.id,
+                t.kind,
+                t.inputs.join(","),
+                t.outputs.join(","),
+                t.est_rows.map(|r| format!(" rows~{r}")).unwrap_or_default(),
+                t.worker.map(|w| format!(" @w{w}")).unwrap_or_default(),
+            ));
+        }
+        out
+    }
+}
+
+fn partitions_of_source(kind: &SourceKind) -> u32 {
+    match kind {
+        SourceKind::Synthetic(g) => g.partitions.value,
+        _ => 1,
+    }
+}
+
+type DataIn = (NodeIndex, Option<Part>, Option<u64>, Option<u64>);
+
+/// Cut the plan into tasks.
+pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
+    let workers = match &plan.cluster {
+        Some(Cluster::Local {
+            workers: Some(w), ..
+        }) => Some(w.value),
+        _ => None,
+    };
+    let order = petgraph::algo::toposort(&plan.graph, None).unwrap_or_default();
+    // Partition ids each (node, part) produces.
+    let mut produced: BTreeMap<(NodeIndex, Option<Part>), Vec<String>> = BTreeMap::new();
+    let mut tasks: Vec<Task> = Vec::new();
+    let g = &plan.graph;
+    let place = |i: u32| workers.map(|w| i % w.max(1));
+    for n in order {
+        let node = &g[n];
+        let id = node.id();
+        let name = node.op.name();
+        // (producer, part, rows, bytes) of each data input.
+        let data_in: Vec<DataIn> = g
+            .edges_directed(n, Direction::Incoming)
+            .filter_map(|e| match e.weight() {
+                EdgeKind::Data { part, schema } => {
+                    Some((e.source(), part.clone(), schema.rows, schema.est_bytes()))
+                }
+                _ => None,
+            })
+            .collect();
+        let other_in: Vec<String> = g
+            .edges_directed(n, Direction::Incoming)
+            .filter(|e| {
+                matches!(
+                    e.weight(),
+                    EdgeKind::Model | EdgeKind::Metrics | EdgeKind::Order
+                )
+            })
+            .map(|e| format!("{}/out", g[e.source()].id()))
+            .collect();
+        let in_parts =
+            |want: &(NodeIndex, Option<Part>)| produced.get(want).cloned().unwrap_or_default();
+        let all_inputs: Vec<String> = data_in
+            .iter()
+            .flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
+            .chain(other_in.iter().cloned())
+            .collect();
+        let rows_in: Option<u64> = if data_in.is_empty() {
+            None
+        } else {
+            data_in.iter().map(|d| d.2).sum()
+        };
+        let bytes_in: Option<u64> = if data_in.is_empty() {
+            None
+        } else {
+            data_in.iter().map(|d| d.3).sum()
+        };
+        let out_schema = g
+            .edges_directed(n, Direction::Outgoing)
+            .find_map(|e| match e.weight() {
+                EdgeKind::Data { schema, part: None } => Some(schema.clone()),
+                _ => None,
+            });
+        let mut new_tasks = Vec::new();
+        match &node.op {
+            LOp::Source { source, .. } => {
+                let parts = partitions_of_source(&source.kind);
+                let rows = out_schema.as_ref().and_then(|s| s.rows);
+                let bytes = out_schema.as_ref().and_then(|s| s.est_bytes());
+                let mut outs = Vec::new();
+                for p in 0..parts {
+                    let out = format!("{name}/p{p}");
+                    outs.push(out.clone());
+                    new_tasks.push(Task {
+                        id: format!("{id}/p{p}"),
+                        node: id.clone(),
+                        kind: TaskKind::Read,
+                        inputs: other_in.clone(),
+                        outputs: vec![out],
+                        est_rows: rows.map(|r| r / parts as u64),
+                        est_bytes: bytes.map(|b| b / parts as u64),
+                        worker: place(p),
+                    });
+                }
+                produced.insert((n, None), outs);
+            }
+            LOp::Transform { .. } => {
+                let ins = data_in
+                    .first()
+                    .map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
+                    .unwrap_or_default();
+                let mut outs = Vec::new();
+                let k = ins.len().max(1) as u64;
+                for (p, input) in ins.iter().enumerate() {
+                    let out = format!("{name}/p{p}");
+                    outs.push(out.clone());
+                    new_tasks.push(Task {
+                        id: format!("{id}/p{p}"),
+                        node: id.clone(),
+                        kind: TaskKind::Transform,
+                        inputs: vec![input.clone()],
+                        outputs: vec![out],
+                        est_rows: rows_in.map(|r| r / k),
+                        est_bytes: bytes_in.map(|b| b / k),
+                        worker: place(p as u32),
+                    });
+                }
+                produced.insert((n, None), outs);
+            }
+            LOp::Split { split } => {
+                let parts: Vec<Part> = match &split.kind {
+                    SplitKind::Holdout { .. } | SplitKind::Predefined { .. } => {
+                        vec![Part::Train, Part::Test]
+                    }
+                    SplitKind::KFold { k, .. } => (1..=k.value).map(Part::Fold).collect(),
+                    SplitKind::Shards {
+                        by: ShardBy::Rows { names } | ShardBy::Column { names, .. },
+                        ..
+                    } => names
+                        .iter()
+                        .flat_map(|s| {
+                            [
+                                Part::Shard(s.value.clone()),
+                                Part::ShardTrain(s.value.clone()),
+                                Part::ShardValidation(s.value.clone()),
+                            ]
+                        })
+                        .collect(),
+                    SplitKind::Shards { .. } => vec![],
+                };
+                // One task per input partition (a pair split reads both sources in one task).
+                let ins: Vec<Vec<String>> = match data_in.as_slice() {
+                    [(s, p, _, _)] => in_parts(&(*s, p.clone()))
+                        .into_iter()
+                        .map(|x| vec![x])
+                        .collect(),
+                    many => vec![
+                        many.iter()
+                            .flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
+                            .collect(),
+                    ],
+                };
+                let k = ins.len().max(1) as u64;
+                let mut outs: BTreeMap<Part, Vec<String>> = BTreeMap::new();
+                for (p, input) in ins.into_iter().enumerate() {
+                    let these: Vec<String> = parts
+                        .iter()
+                        .map(|pt| format!("{name}.{}/p{p}", pt.label()))
+                        .collect();
+                    for (pt, o) in parts.iter().zip(&these) {
+                        outs.entry(pt.clone()).or_default().push(o.clone());
+                    }
+                    new_tasks.push(Task {
+                        id: format!("{id}/p{p}"),
+                        node: id.clone(),
+                        kind: TaskKind::Split,
+                        inputs: input,
+                        outputs: these,
+                        est_rows: rows_in.map(|r| r / k),
+                        est_bytes: bytes_in.map(|b| b / k),
+                        worker: place(p as u32),
+                    });
+                }
+                let whole: Vec<String> = outs.values().flatten().cloned().collect();
+                for (pt, o) in outs {
+                    produced.insert((n, Some(pt)), o);
+                }
+                produced.insert((n, None), whole);
+            }
+            LOp::Fit { model, fanout } => {
+                let mk = |suffix: &str,
+                          kind: TaskKind,
+                          inputs: Vec<String>,
+                          worker: Option<u32>,
+                          rows: Option<u64>| Task {
+                    id: format!("{id}/{suffix}"),
+                    node: id.clone(),
+                    kind,
+                    inputs,
+                    outputs: vec![format!("{id}/{suffix}")],
+                    est_rows: rows,
+                    est_bytes: None,
+                    worker,
+                };
+                match fanout {
+                    Fanout::TreeGroups { groups, trees } => {
+                        let per = trees.div_ceil(*groups);
+                        let mut parts = Vec::new();
+                        for gi in 0..*groups {
+                            let first = gi * per;
+                            let count = per.min(trees - first);
+                            let t = mk(
+                                &format!("g{gi}"),
+                                TaskKind::FitTrees { first, count },
+                                all_inputs.clone(),
+                                place(gi),
+                                rows_in,
+                            );
+                            parts.push(t.id.clone());
+                            new_tasks.push(t);
+                        }
+                        let mut c = mk("out", TaskKind::Combine, parts, place(0), None);
+                        c.outputs = vec![format!("{id}/out")];
+                        new_tasks.push(c);
+                    }
+                    Fanout::PerShard => {
+                        let mut parts = Vec::new();
+                        let shards: Vec<String> = data_in
+                            .first()
+                            .and_then(|(s, _, _, _)| match &g[*s].op {
+                                LOp::Split {
+                                    split:
+                                        crate::spec::model::Split {
+                                            kind:
+                                                SplitKind::Shards {
+                                                    by:
+                                                        ShardBy::Rows { names }
+                                                        | ShardBy::Column { names, .. },
+                                                    ..
+                                                },
+                                            ..
+                                        },
+                                } => Some(names.iter().map(|n| n.value.clone()).collect()),
+                                _ => None,
+                            })
+                            .filter(|v: &Vec<String>| !v.is_empty())
+                            .unwrap_or_else(|| vec!["*".into()]);
+                        let src = data_in.first().map(|(s, _, _, _)| *s);
+                        for (i, s) in shards.iter().enumerate() {
+                            let inputs = src
+                                .map(|x| in_parts(&(x, Some(Part::ShardTrain(s.clone())))))
+                                .unwrap_or_default();
+                            let t = mk(
+                                &format!("shard-{s}"),
+                                TaskKind::FitShard { shard: s.clone() },
+                                inputs,
+                                place(i as u32),
+                                None,
+                            );
+                            parts.push(t.id.clone());
+                            new_tasks.push(t);
+                        }
+                        new_tasks.push(mk("out", TaskKind::Combine, parts, place(0), None));
+                    }
+                    Fanout::PartialStats => {
+                        let mut parts = Vec::new();
+                        for (i, input) in all_inputs.iter().enumerate() {
+                            let t = mk(
+                                &format!("p{i}"),
+                                TaskKind::PartialStats,
+                                vec![input.clone()],
+                                place(i as u32),
+                                rows_in.map(|r| r / all_inputs.len().max(1) as u64),
+                            );
+                            parts.push(t.id.clone());
+                            new_tasks.push(t);
+                        }
+                        new_tasks.push(mk("out", TaskKind::Reduce, parts, place(0), None));
+                    }
+                    Fanout::Single => new_tasks.push(mk(
+                        "out",
+                        TaskKind::Fit,
+                        all_inputs.clone(),
+                        place(0),
+                        rows_in,
+                    )),
+                }
+                let _ = model;
+            }
+            LOp::Evaluate { .. } | LOp::Sink { .. } => {
+                let kind = if matches!(node.op, LOp::Evaluate { .. }) {
+                    TaskKind::Evaluate
+                } else {
+                    TaskKind::Write
+                };
+                new_tasks.push(Task {
+                    id: format!("{id}/out"),
+                    node: id.clone(),
+                    kind,
+                    inputs: all_inputs.clone(),
+                    outputs: vec![format!("{id}/out")],
+                    est_rows: rows_in,
+                    est_bytes: bytes_in,
+                    worker: place(0),
+                });
+            }
+        }
+        tasks.extend(new_tasks);
+    }
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    PhysicalPlan {
+        logical: plan,
+        tasks,
+        workers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optimize;
+
+    #[test]
+    fn mnist_rf_is_read_split_ten_tree_groups_and_a_combine() {
+        let text = std::fs::read_to_string("pipelines/mnist_rf.toml").unwrap();
+        let plan = crate::optimize::testutil::plan(&text);
+        let (plan, _) = optimize::optimize(plan);
+        let p = physical(plan);
+        let fit = p.tasks_of("fit:forest");
+        assert_eq!(fit.len(), 11);
+        assert_eq!(
+            fit.iter()
+                .filter(|t| matches!(t.kind, TaskKind::FitTrees { count: 10, .. }))
+                .count(),
+            10
+        );
+        assert_eq!(fit[0].inputs, vec!["mnist.train/p0".to_string()]);
+        assert_eq!(fit[0].est_rows, Some(60_000));
+        // Placement over the file's two workers alternates the tree groups.
+        let workers: Vec<_> = fit.iter().take(4).map(|t| t.worker).collect();
+        assert_eq!(workers, vec![Some(0), Some(1), Some(0), Some(1)]);
+        // Same file, same plan.
+        let again = physical(optimize::optimize(crate::optimize::testutil::plan(&text)).0);
+        assert_eq!(p.display(), again.display());
+    }
+}
