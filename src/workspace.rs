@@ -87,8 +87,15 @@ pub fn check_file(path: &Path, opts: &CheckOptions) -> Report {
             )],
         },
     };
-    let checked = compile::check(&mut parsed);
-    let _ = opts;
+    let mut schemas = std::collections::BTreeMap::new();
+    if opts.data && !parsed.has_errors() {
+        if let Some(p) = &parsed.pipeline {
+            let (s, diags) = compile::data_check::check_data(p, Path::new("."));
+            schemas = s;
+            parsed.diagnostics.extend(diags);
+        }
+    }
+    let checked = compile::check_with(&mut parsed, &schemas);
     Report { parsed, checked }
 }
 

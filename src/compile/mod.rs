@@ -4,6 +4,7 @@
 //! resolved) and the graph-level diagnostics. Must not: parse text, or touch data
 //! files unless asked (`check --data`).
 
+pub mod data_check;
 pub mod logical;
 pub mod resolve;
 pub mod schema;
