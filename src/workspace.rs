@@ -88,12 +88,13 @@ pub fn check_file(path: &Path, opts: &CheckOptions) -> Report {
         },
     };
     let mut schemas = std::collections::BTreeMap::new();
-    if opts.data && !parsed.has_errors() {
-        if let Some(p) = &parsed.pipeline {
-            let (s, diags) = compile::data_check::check_data(p, Path::new("."));
-            schemas = s;
-            parsed.diagnostics.extend(diags);
-        }
+    if opts.data
+        && !parsed.has_errors()
+        && let Some(p) = &parsed.pipeline
+    {
+        let (s, diags) = compile::data_check::check_data(p, Path::new("."));
+        schemas = s;
+        parsed.diagnostics.extend(diags);
     }
     let checked = compile::check_with(&mut parsed, &schemas);
     Report { parsed, checked }
