@@ -226,39 +226,25 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                         .collect(),
                     SplitKind::Shards { .. } => vec![],
                 };
-                // One task per input partition (a pair split reads both sources in one task).
-                let ins: Vec<Vec<String>> = match data_in.as_slice() {
-                    [(s, p, _, _)] => in_parts(&(*s, p.clone()))
-                        .into_iter()
-                        .map(|x| vec![x])
-                        .collect(),
-                    many => vec![
-                        many.iter()
-                            .flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
-                            .collect(),
-                    ],
-                };
-                let k = ins.len().max(1) as u64;
+                // One task over every input partition: splits rank rows by a hash of
+                // (seed, row identity), which needs the whole input, and shards by
+                // rows need the global row order.
+                let input: Vec<String> = data_in.iter().flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone()))).collect();
+                let these: Vec<String> = parts.iter().map(|pt| format!("{name}.{}/p0", pt.label())).collect();
                 let mut outs: BTreeMap<Part, Vec<String>> = BTreeMap::new();
-                for (p, input) in ins.into_iter().enumerate() {
-                    let these: Vec<String> = parts
-                        .iter()
-                        .map(|pt| format!("{name}.{}/p{p}", pt.label()))
-                        .collect();
-                    for (pt, o) in parts.iter().zip(&these) {
-                        outs.entry(pt.clone()).or_default().push(o.clone());
-                    }
-                    new_tasks.push(Task {
-                        id: format!("{id}/p{p}"),
-                        node: id.clone(),
-                        kind: TaskKind::Split,
-                        inputs: input,
-                        outputs: these,
-                        est_rows: rows_in.map(|r| r / k),
-                        est_bytes: bytes_in.map(|b| b / k),
-                        worker: place(p as u32),
-                    });
+                for (pt, o) in parts.iter().zip(&these) {
+                    outs.entry(pt.clone()).or_default().push(o.clone());
                 }
+                new_tasks.push(Task {
+                    id: format!("{id}/p0"),
+                    node: id.clone(),
+                    kind: TaskKind::Split,
+                    inputs: input,
+                    outputs: these,
+                    est_rows: rows_in,
+                    est_bytes: bytes_in,
+                    worker: place(0),
+                });
                 let whole: Vec<String> = outs.values().flatten().cloned().collect();
                 for (pt, o) in outs {
                     produced.insert((n, Some(pt)), o);
