@@ -9,5 +9,6 @@
 pub mod compile;
 pub mod optimize;
 pub mod plan;
+pub mod runtime;
 pub mod spec;
 pub mod workspace;

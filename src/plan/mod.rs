@@ -229,8 +229,14 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 // One task over every input partition: splits rank rows by a hash of
                 // (seed, row identity), which needs the whole input, and shards by
                 // rows need the global row order.
-                let input: Vec<String> = data_in.iter().flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone()))).collect();
-                let these: Vec<String> = parts.iter().map(|pt| format!("{name}.{}/p0", pt.label())).collect();
+                let input: Vec<String> = data_in
+                    .iter()
+                    .flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
+                    .collect();
+                let these: Vec<String> = parts
+                    .iter()
+                    .map(|pt| format!("{name}.{}/p0", pt.label()))
+                    .collect();
                 let mut outs: BTreeMap<Part, Vec<String>> = BTreeMap::new();
                 for (pt, o) in parts.iter().zip(&these) {
                     outs.entry(pt.clone()).or_default().push(o.clone());

@@ -1,0 +1,6 @@
+//! The runtime: executes physical plans.
+//!
+//! In: a [`crate::plan::PhysicalPlan`]. Out: models, metrics, predictions and
+//! files. Must not: parse pipeline text (the runtime never sees TOML).
+
+pub mod executor;
