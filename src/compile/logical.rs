@@ -16,7 +16,7 @@ use petgraph::visit::EdgeRef;
 use std::collections::BTreeMap;
 
 /// How one logical operation is cut into parallel tasks.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Fanout {
     /// One task.
     Single,
@@ -28,7 +28,7 @@ pub enum Fanout {
     PartialStats,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LOp {
     /// Read (or generate) a dataset; `columns` is set by projection pushdown.
     Source {
@@ -79,7 +79,7 @@ impl LOp {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LNode {
     pub op: LOp,
     pub span: Span,
@@ -92,7 +92,7 @@ impl LNode {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum EdgeKind {
     /// Rows flow; `part` names the part of a split.
     Data { part: Option<Part>, schema: Schema },
@@ -106,7 +106,7 @@ pub enum EdgeKind {
 
 pub type Graph = StableDiGraph<LNode, EdgeKind>;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LogicalPlan {
     pub name: String,
     pub seed: u64,

@@ -13,7 +13,9 @@ use crate::spec::span::Span;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A part of a split.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Part {
     Train,
     Test,
@@ -38,7 +40,9 @@ impl Part {
 }
 
 /// A dataset: rows with columns.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Dataset {
     Source(usize),
     Transform(usize),
@@ -46,14 +50,16 @@ pub enum Dataset {
 }
 
 /// What a data reference means.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum DataTarget {
     Dataset(Dataset),
     /// A split as a whole: k-fold (cross-validation) or shards (per-shard models, matrix).
     Split(usize),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StepKind {
     Source,
     Transform,
@@ -77,7 +83,7 @@ impl StepKind {
 }
 
 /// Resolved references, indexed like the pipeline's sections.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     /// The dataset output each source reads back, if any (it runs after it).
     pub source_after: Vec<Option<usize>>,

@@ -13,7 +13,7 @@ use crate::spec::expr::{BinOp, Expr, ExprKind, UnOp};
 use crate::spec::model::*;
 use crate::spec::span::Spanned;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DType {
     Int,
     Float,
@@ -51,7 +51,7 @@ impl DType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Schema {
     pub columns: Vec<(String, DType)>,
     /// More columns may exist than are listed.

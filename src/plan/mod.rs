@@ -18,7 +18,7 @@ use petgraph::visit::EdgeRef;
 use std::collections::BTreeMap;
 
 /// What one task does.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TaskKind {
     Read,
     Transform,
@@ -40,7 +40,7 @@ pub enum TaskKind {
     Write,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// Stable id: `<logical id>/<part>`.
     pub id: String,
@@ -57,7 +57,7 @@ pub struct Task {
     pub worker: Option<u32>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PhysicalPlan {
     pub logical: LogicalPlan,
     /// Sorted by id.
@@ -412,5 +412,20 @@ mod tests {
         // Same file, same plan.
         let again = physical(optimize::optimize(crate::optimize::testutil::plan(&text)).0);
         assert_eq!(p.display(), again.display());
+    }
+
+    #[test]
+    fn a_plan_travels_as_json_unchanged() {
+        // Workers receive tasks and their operations as data, never code.
+        let text = std::fs::read_to_string("pipelines/house_prices_ensemble.toml").unwrap();
+        let p = physical(optimize::optimize(crate::optimize::testutil::plan(&text)).0);
+        let json = serde_json::to_string(&p).unwrap();
+        let back: PhysicalPlan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.tasks, p.tasks);
+        assert_eq!(back.logical.display(), p.logical.display());
+        assert_eq!(
+            crate::plan::dot::to_dot(&back, dot::Level::Physical),
+            crate::plan::dot::to_dot(&p, dot::Level::Physical)
+        );
     }
 }

@@ -4,3 +4,5 @@
 //! files. Must not: parse pipeline text (the runtime never sees TOML).
 
 pub mod executor;
+pub mod progress;
+pub mod value;

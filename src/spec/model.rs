@@ -15,7 +15,7 @@ pub type Name = Spanned<String>;
 /// (`holdout.train`, `shards.A`), or a split as a whole (`shards`).
 pub type DataRef = Spanned<String>;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pipeline {
     pub name: Name,
     pub description: Option<String>,
@@ -31,7 +31,7 @@ pub struct Pipeline {
 
 pub const DEFAULT_SEED: u64 = 0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ColumnType {
     Int,
     Float,
@@ -51,7 +51,7 @@ impl ColumnType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Source {
     pub name: Name,
     pub span: Span,
@@ -61,7 +61,7 @@ pub struct Source {
     pub after: Option<Name>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MnistSubset {
     Train,
     Test,
@@ -69,7 +69,7 @@ pub enum MnistSubset {
     All,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SourceKind {
     /// MNIST IDX files (gzipped or raw) in a directory.
     Mnist {
@@ -88,7 +88,7 @@ pub enum SourceKind {
     Synthetic(Synthetic),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CsvSource {
     /// A file, or a directory / glob of files (one partition each).
     pub path: Spanned<String>,
@@ -101,7 +101,7 @@ pub struct CsvSource {
 
 pub const DEFAULT_NA_VALUES: &[&str] = &["", "NA", "N/A", "NaN", "null"];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Generator {
     /// Like scikit-learn's make_classification: informative features around class
     /// centroids, redundant combinations, noise features.
@@ -119,7 +119,7 @@ impl Generator {
         &["classification", "regression", "blobs", "gaussian"];
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Synthetic {
     pub generator: Generator,
     pub rows: Spanned<u64>,
@@ -134,7 +134,7 @@ pub struct Synthetic {
     pub target: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Transform {
     pub name: Name,
     pub span: Span,
@@ -142,7 +142,7 @@ pub struct Transform {
     pub steps: Vec<Spanned<Op>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ImputeStrategy {
     Mean,
     Median,
@@ -155,7 +155,7 @@ impl ImputeStrategy {
 }
 
 /// A literal fill value for `impute` with the `constant` strategy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Literal {
     Int(i64),
     Float(f64),
@@ -165,7 +165,7 @@ pub enum Literal {
 
 /// One preprocessing operation. `columns: None` means every column it applies to
 /// (numeric ones for scaling and numeric imputing, text ones for encoding).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Select {
         columns: Vec<Name>,
@@ -247,14 +247,14 @@ impl Op {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Split {
     pub name: Name,
     pub span: Span,
     pub kind: SplitKind,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SplitKind {
     /// Parts `train` and `test`.
     Holdout {
@@ -282,13 +282,13 @@ pub enum SplitKind {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PredefinedFrom {
     Source(DataRef),
     Pair { train: DataRef, test: DataRef },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ShardBy {
     /// Contiguous, equal row ranges, one per name, in row order.
     Rows { names: Vec<Name> },
@@ -298,7 +298,7 @@ pub enum ShardBy {
     File,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EstimatorKind {
     RandomForest,
     DecisionTree,
@@ -349,7 +349,7 @@ impl EstimatorKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Task {
     Classification,
     Regression,
@@ -364,7 +364,7 @@ impl Task {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Criterion {
     Gini,
     Entropy,
@@ -375,7 +375,7 @@ impl Criterion {
     pub const NAMES: &'static [&'static str] = &["gini", "entropy", "squared_error"];
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MaxFeatures {
     Sqrt,
     Log2,
@@ -388,7 +388,7 @@ pub enum MaxFeatures {
 
 /// Parameters of random_forest and decision_tree (a tree ignores `n_trees` and
 /// `bootstrap`, which lowering refuses for it).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TreeParams {
     pub n_trees: u32,
     pub max_depth: Option<u32>,
@@ -404,7 +404,7 @@ pub struct TreeParams {
 
 /// Parameters of the linear models, as written: `c` is logistic regression's
 /// inverse L2 strength (scikit-learn's `C`), `alpha` ridge's L2 strength.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LinearParams {
     pub c: f64,
     pub alpha: f64,
@@ -413,13 +413,13 @@ pub struct LinearParams {
     pub tol: f64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Params {
     Tree(TreeParams),
     Linear(LinearParams),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Combine {
     /// Majority vote of the shard models' predicted classes.
     Vote,
@@ -427,7 +427,7 @@ pub enum Combine {
     Average,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
     pub name: Name,
     pub span: Span,
@@ -446,7 +446,7 @@ pub struct ModelSpec {
     pub combine: Combine,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Metric {
     Accuracy,
     Precision,
@@ -503,7 +503,7 @@ impl Metric {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     pub name: Name,
     pub span: Span,
@@ -515,7 +515,7 @@ pub struct Evaluation {
     pub metrics: Vec<Spanned<Metric>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileFormat {
     Csv,
     Parquet,
@@ -553,7 +553,7 @@ impl FileFormat {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     pub name: Name,
     pub span: Span,
@@ -561,7 +561,7 @@ pub struct Output {
     pub kind: OutputKind,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum OutputKind {
     /// The fitted model file.
     Model { model: Name },
@@ -587,7 +587,7 @@ impl OutputKind {
         &["model", "metrics", "predictions", "plan", "dataset"];
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Cluster {
     /// An embedded cluster in this process, on loopback.
     Local {

@@ -7,7 +7,19 @@
 use std::fmt;
 
 /// A half-open byte range `start..end` into one source file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Span {
     pub start: usize,
     pub end: usize,
@@ -34,7 +46,7 @@ impl From<std::ops::Range<usize>> for Span {
 ///
 /// Equality and hashing look at the value only: two pipelines that say the same
 /// thing are equal whichever front end or layout they came from.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Spanned<T> {
     pub value: T,
     pub span: Span,
@@ -78,7 +90,7 @@ impl<T: fmt::Display> fmt::Display for Spanned<T> {
 }
 
 /// One pipeline file's text with a line index for offset → `line:col`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SourceFile {
     pub path: String,
     pub text: String,
