@@ -1,0 +1,3 @@
+//! Estimators and metrics.
+
+pub mod glm;
