@@ -172,7 +172,16 @@ pub fn fit_logistic(
     let np = d * k + k;
     let mut p = vec![0.0f32; np];
     let mut buf = Vec::new();
-    let (mut f, mut g) = objective(x, y, rows, d, k, &p, o.c, o.fit_intercept, &mut buf);
+    let pr = Problem {
+        x,
+        y,
+        rows,
+        d,
+        k,
+        c: o.c,
+        fit_b: o.fit_intercept,
+    };
+    let (mut f, mut g) = objective(&pr, &p, &mut buf);
     let mut hist: Vec<(Vec<f32>, Vec<f32>, f64)> = Vec::new();
     let mut iterations = 0;
     let mut converged = false;
@@ -224,7 +233,7 @@ pub fn fit_logistic(
                 .zip(&dir)
                 .map(|(a, b)| a + (step as f32) * b)
                 .collect();
-            let (fc, gc) = objective(x, y, rows, d, k, &cand, o.c, o.fit_intercept, &mut buf);
+            let (fc, gc) = objective(&pr, &cand, &mut buf);
             if fc <= f + 1e-4 * step * slope {
                 accepted = Some((cand, fc, gc));
                 break;
@@ -298,7 +307,7 @@ pub struct PartialStats {
 
 impl PartialStats {
     pub fn of(x: &[f32], y: &[f64], rows: usize) -> PartialStats {
-        let d = if rows == 0 { 0 } else { x.len() / rows };
+        let d = x.len().checked_div(rows).unwrap_or(0);
         let dim = d + 1;
         let mut xtx = vec![0.0f64; dim * dim];
         let mut xty = vec![0.0f64; dim];
