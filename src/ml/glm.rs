@@ -85,17 +85,27 @@ fn softmax_rows(s: &mut [f32], k: usize) {
 
 /// Objective: mean cross-entropy + ||W||² / (2·C·n) (scikit-learn's, divided by n).
 /// Returns (loss, gradient over [w, b]).
-fn objective(
-    x: &[f32],
-    y: &[u32],
+/// The data and settings of one logistic fit.
+struct Problem<'a> {
+    x: &'a [f32],
+    y: &'a [u32],
     rows: usize,
     d: usize,
     k: usize,
-    params: &[f32],
     c: f64,
     fit_b: bool,
-    buf: &mut Vec<f32>,
-) -> (f64, Vec<f32>) {
+}
+
+fn objective(pr: &Problem, params: &[f32], buf: &mut Vec<f32>) -> (f64, Vec<f32>) {
+    let Problem {
+        x,
+        y,
+        rows,
+        d,
+        k,
+        c,
+        fit_b,
+    } = *pr;
     let (w, b) = params.split_at(d * k);
     buf.resize(rows * k, 0.0);
     scores(x, rows, d, w, b, k, buf);
