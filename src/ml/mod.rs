@@ -1,3 +1,4 @@
 //! Estimators and metrics.
 
 pub mod glm;
+pub mod model_file;
