@@ -15,6 +15,8 @@ use crate::spec::span::Spanned;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DType {
+    /// Small non-negative integers stored in one byte (MNIST pixels).
+    UInt8,
     Int,
     Float,
     Bool,
@@ -26,6 +28,7 @@ pub enum DType {
 impl DType {
     pub fn name(self) -> &'static str {
         match self {
+            DType::UInt8 => "uint8",
             DType::Int => "int",
             DType::Float => "float",
             DType::Bool => "bool",
@@ -86,7 +89,11 @@ impl Schema {
         let width: u64 = self
             .columns
             .iter()
-            .map(|(_, t)| if *t == DType::String { 16 } else { 8 })
+            .map(|(_, t)| match t {
+                DType::String => 16,
+                DType::UInt8 | DType::Bool => 1,
+                _ => 8,
+            })
             .sum();
         Some(rows * width)
     }
@@ -148,9 +155,9 @@ pub fn source_schema(s: &Source) -> Schema {
     match &s.kind {
         SourceKind::Mnist { subset, .. } => {
             let mut columns: Vec<(String, DType)> = (0..784)
-                .map(|i| (format!("pixel{i}"), DType::Int))
+                .map(|i| (format!("pixel{i}"), DType::UInt8))
                 .collect();
-            columns.push(("label".into(), DType::Int));
+            columns.push(("label".into(), DType::UInt8));
             let rows = match subset {
                 MnistSubset::Train => 60_000,
                 MnistSubset::Test => 10_000,
@@ -269,10 +276,8 @@ pub fn expr_type(e: &Expr, s: &Schema, step: &str, diags: &mut Vec<Diagnostic>) 
                             );
                         }
                     }
-                    if ta == DType::Int
-                        && tb == DType::Int
-                        && !matches!(op, BinOp::Div | BinOp::Pow)
-                    {
+                    let int = |t: DType| matches!(t, DType::Int | DType::UInt8);
+                    if int(ta) && int(tb) && !matches!(op, BinOp::Div | BinOp::Pow) {
                         DType::Int
                     } else {
                         DType::Float
@@ -399,7 +404,7 @@ pub fn apply_ops(
                     let listed = columns
                         .as_ref()
                         .is_none_or(|l| l.iter().any(|c| &c.value == n));
-                    if listed && matches!(t, DType::Int | DType::Bool) {
+                    if listed && matches!(t, DType::UInt8 | DType::Int | DType::Bool) {
                         *t = DType::Float;
                     }
                 }

@@ -116,10 +116,10 @@ pub fn to_dot(p: &PhysicalPlan, level: Level) -> String {
             _ => None,
         });
         if let Some(s) = rows {
-            let cols = if s.open {
-                format!("{}+ columns", s.columns.len())
-            } else {
-                format!("{} columns", s.columns.len())
+            let cols = match (s.open, s.columns.len()) {
+                (true, 0) => "columns from the file".to_string(),
+                (true, n) => format!("≥ {n} columns"),
+                (false, n) => format!("{n} columns"),
             };
             match (s.rows, s.est_bytes()) {
                 (Some(r), Some(b)) => label.push_str(&format!(
