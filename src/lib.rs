@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod compile;
+pub mod data;
 pub mod ml;
 pub mod optimize;
 pub mod plan;

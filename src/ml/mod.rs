@@ -1,4 +1,5 @@
 //! Estimators and metrics.
 
+pub mod bins;
 pub mod glm;
 pub mod model_file;
