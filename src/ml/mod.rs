@@ -2,4 +2,7 @@
 
 pub mod bins;
 pub mod glm;
+pub mod metrics;
+pub mod model;
 pub mod model_file;
+pub mod tree;
