@@ -11,6 +11,8 @@ pub mod data;
 pub mod ml;
 pub mod optimize;
 pub mod plan;
+pub mod predict;
+pub mod run;
 pub mod runtime;
 pub mod spec;
 pub mod workspace;

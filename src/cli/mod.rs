@@ -6,6 +6,8 @@
 
 mod check;
 mod plan;
+mod predict;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +29,10 @@ enum Command {
     Check(check::Args),
     /// Compile, optimize and draw a pipeline's task graph.
     Plan(plan::Args),
+    /// Run a pipeline: read, split, fit, evaluate, write.
+    Run(run::Args),
+    /// Predict with a model file on a Parquet, CSV or Arrow file.
+    Predict(predict::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -45,5 +51,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Predict(a) => predict::run(a),
     }
 }

@@ -121,7 +121,12 @@ pub fn classification(y: &[u32], pred: &Prediction) -> Scores {
 
 pub fn regression(y: &[f64], pred: &[f64]) -> Scores {
     let n = y.len().max(1) as f64;
-    let mse = y.iter().zip(pred).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / n;
+    let mse = y
+        .iter()
+        .zip(pred)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        / n;
     let mae = y.iter().zip(pred).map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
     let mean = y.iter().sum::<f64>() / n;
     let ss_tot: f64 = y.iter().map(|a| (a - mean) * (a - mean)).sum();
@@ -130,7 +135,11 @@ pub fn regression(y: &[f64], pred: &[f64]) -> Scores {
         rows: y.len(),
         rmse: Some(mse.sqrt()),
         mae: Some(mae),
-        r2: Some(if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { 0.0 }),
+        r2: Some(if ss_tot > 0.0 {
+            1.0 - ss_res / ss_tot
+        } else {
+            0.0
+        }),
         ..Scores::default()
     }
 }
@@ -165,7 +174,10 @@ pub fn classification_report(s: &Scores) -> String {
         s.accuracy.unwrap_or(0.0),
         s.rows
     ));
-    for (name, a) in [("macro avg", &s.macro_avg), ("weighted avg", &s.weighted_avg)] {
+    for (name, a) in [
+        ("macro avg", &s.macro_avg),
+        ("weighted avg", &s.weighted_avg),
+    ] {
         if let Some(a) = a {
             out.push_str(&format!(
                 "{:>width$}  {:>9.4} {:>9.4} {:>9.4} {:>9}\n",
@@ -237,9 +249,18 @@ mod tests {
         assert_eq!(s.confusion_matrix.as_ref().unwrap()[1], vec![0, 1, 1]);
         let text = classification_report(&s);
         // Column for column what scikit-learn prints (width 12 = len("weighted avg")).
-        assert!(text.contains("\n    accuracy                         0.8000         5\n"), "{text}");
-        assert!(text.contains("\n           c     0.6667    1.0000    0.8000         2\n"), "{text}");
-        assert!(text.starts_with("              precision    recall  f1-score   support\n\n"), "{text}");
+        assert!(
+            text.contains("\n    accuracy                         0.8000         5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n           c     0.6667    1.0000    0.8000         2\n"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("              precision    recall  f1-score   support\n\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub enum MlError {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prediction {
     /// Row-major class probabilities, `rows × classes.len()`.
-    Classes { proba: Vec<f32>, classes: Vec<String> },
+    Classes {
+        proba: Vec<f32>,
+        classes: Vec<String>,
+    },
     Values(Vec<f64>),
 }
 
@@ -103,6 +106,8 @@ pub struct TrainedModel {
     pub target: String,
     /// Columns of the input the model reads (before preprocessing).
     pub inputs: Vec<String>,
+    /// Their Arrow types, as text.
+    pub input_types: Vec<String>,
     /// Features after preprocessing, in matrix order.
     pub features: Vec<String>,
     pub classes: Vec<String>,
@@ -158,6 +163,7 @@ pub fn resolve_max_features(m: Option<MaxFeatures>, d: usize, forest_classifier:
 pub struct Prepared {
     pub task: Task,
     pub inputs: Vec<String>,
+    pub input_types: Vec<String>,
     pub features: Vec<String>,
     pub classes: Vec<String>,
     pub preprocess: Vec<Fitted>,
@@ -183,6 +189,16 @@ pub fn prepare(spec: &ModelSpec, batch: &RecordBatch) -> Result<Prepared, MlErro
     let mut cols = inputs.clone();
     cols.push(target.clone());
     let batch = crate::data::source::project(batch, &cols)?;
+    let input_types: Vec<String> = inputs
+        .iter()
+        .map(|c| {
+            batch
+                .schema()
+                .field_with_name(c)
+                .map(|f| f.data_type().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
     let ops_list: Vec<_> = spec.preprocess.iter().map(|o| o.value.clone()).collect();
     let (preprocess, batch) = ops::fit_all(&ops_list, &batch, std::slice::from_ref(&target))?;
     let features = matrix::feature_names(&batch, &target, None);
@@ -193,11 +209,16 @@ pub fn prepare(spec: &ModelSpec, batch: &RecordBatch) -> Result<Prepared, MlErro
             let y = matrix::class_indices(&labels, &classes, &target)?;
             (classes, y, Vec::new())
         }
-        Task::Regression => (Vec::new(), Vec::new(), matrix::float_target(&batch, &target)?),
+        Task::Regression => (
+            Vec::new(),
+            Vec::new(),
+            matrix::float_target(&batch, &target)?,
+        ),
     };
     Ok(Prepared {
         task,
         inputs,
+        input_types,
         features,
         classes,
         preprocess,
@@ -214,6 +235,7 @@ fn shell(spec: &ModelSpec, p: &Prepared, body: Body) -> TrainedModel {
         task: p.task,
         target: spec.target.value.clone(),
         inputs: p.inputs.clone(),
+        input_types: p.input_types.clone(),
         features: p.features.clone(),
         classes: p.classes.clone(),
         preprocess: p.preprocess.clone(),
@@ -312,14 +334,7 @@ pub fn fit_trees(
         .collect();
     Ok(ForestPart {
         first,
-        model: shell(
-            spec,
-            &p,
-            Body::Forest(Forest {
-                bins: map,
-                trees,
-            }),
-        ),
+        model: shell(spec, &p, Body::Forest(Forest { bins: map, trees })),
     })
 }
 
@@ -350,7 +365,9 @@ pub fn fit_logistic(spec: &ModelSpec, batch: &RecordBatch) -> Result<TrainedMode
     let m = column_major(&p)?;
     let lp = match &spec.params {
         Params::Linear(l) => l.clone(),
-        Params::Tree(_) => return Err(MlError::Invalid("tree parameters on a linear model".into())),
+        Params::Tree(_) => {
+            return Err(MlError::Invalid("tree parameters on a linear model".into()));
+        }
     };
     let model = glm::fit_logistic(
         &m.values,
@@ -367,31 +384,55 @@ pub fn fit_logistic(spec: &ModelSpec, batch: &RecordBatch) -> Result<TrainedMode
     Ok(shell(spec, &p, Body::Logistic(model)))
 }
 
-/// Least-squares statistics of one partition (no fitted preprocessing).
-pub fn partial_stats(spec: &ModelSpec, batch: &RecordBatch) -> Result<(Prepared, PartialStats), MlError> {
-    let p = prepare(spec, batch)?;
-    let m = column_major(&p)?;
-    let s = PartialStats::of(&m.values, &p.y_value, m.rows);
-    Ok((p, s))
+/// Least-squares statistics of one partition, with the model they will make
+/// (its body a placeholder until [`solve_linear`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinearPart {
+    pub stats: PartialStats,
+    pub model: TrainedModel,
 }
 
-/// Solve linear or ridge regression from summed statistics.
-pub fn solve_linear(
-    spec: &ModelSpec,
-    p: &Prepared,
-    stats: &PartialStats,
-) -> Result<TrainedModel, MlError> {
+pub fn partial_stats(spec: &ModelSpec, batch: &RecordBatch) -> Result<LinearPart, MlError> {
+    let p = prepare(spec, batch)?;
+    let m = column_major(&p)?;
+    let stats = PartialStats::of(&m.values, &p.y_value, m.rows);
+    let placeholder = Linear {
+        coef: Vec::new(),
+        intercept: 0.0,
+    };
+    Ok(LinearPart {
+        stats,
+        model: shell(spec, &p, Body::Linear(placeholder)),
+    })
+}
+
+/// Sum the parts' statistics and solve linear or ridge regression.
+pub fn solve_linear(spec: &ModelSpec, parts: Vec<LinearPart>) -> Result<TrainedModel, MlError> {
+    let mut it = parts.into_iter();
+    let Some(first) = it.next() else {
+        return Err(MlError::Empty(spec.name.value.clone()));
+    };
+    let mut stats = first.stats;
+    for p in it {
+        stats.merge(&p.stats)?;
+    }
     let (alpha, fit_intercept) = match (&spec.estimator.value, &spec.params) {
         (EstimatorKind::Ridge, Params::Linear(l)) => (l.alpha, l.fit_intercept),
         (_, Params::Linear(l)) => (0.0, l.fit_intercept),
         _ => (0.0, true),
     };
-    let lin = glm::solve_linear(stats, alpha, fit_intercept)?;
-    Ok(shell(spec, p, Body::Linear(lin)))
+    let lin = glm::solve_linear(&stats, alpha, fit_intercept)?;
+    let mut model = first.model;
+    model.body = Body::Linear(lin);
+    Ok(model)
 }
 
 /// Fit any single (not per-shard, not grouped) model in one go.
-pub fn fit_single(spec: &ModelSpec, batch: &RecordBatch, seed: u64) -> Result<TrainedModel, MlError> {
+pub fn fit_single(
+    spec: &ModelSpec,
+    batch: &RecordBatch,
+    seed: u64,
+) -> Result<TrainedModel, MlError> {
     match spec.estimator.value {
         EstimatorKind::RandomForest => {
             let n = tree_params(spec).n_trees;
@@ -402,8 +443,7 @@ pub fn fit_single(spec: &ModelSpec, batch: &RecordBatch, seed: u64) -> Result<Tr
         }
         EstimatorKind::LogisticRegression => fit_logistic(spec, batch),
         EstimatorKind::LinearRegression | EstimatorKind::Ridge => {
-            let (p, s) = partial_stats(spec, batch)?;
-            solve_linear(spec, &p, &s)
+            solve_linear(spec, vec![partial_stats(spec, batch)?])
         }
     }
 }
@@ -464,7 +504,9 @@ impl Model for TrainedModel {
                         proba: out,
                         classes: self.classes.clone(),
                     },
-                    Task::Regression => Prediction::Values(out.into_iter().map(f64::from).collect()),
+                    Task::Regression => {
+                        Prediction::Values(out.into_iter().map(f64::from).collect())
+                    }
                 })
             }
             Body::Logistic(l) => {
@@ -547,11 +589,17 @@ fn predict_ensemble(
 }
 
 /// Combine per-shard models into one ensemble model.
-pub fn ensemble(spec: &ModelSpec, members: Vec<(String, TrainedModel)>) -> Result<TrainedModel, MlError> {
+pub fn ensemble(
+    spec: &ModelSpec,
+    members: Vec<(String, TrainedModel)>,
+) -> Result<TrainedModel, MlError> {
     let Some((_, first)) = members.first() else {
         return Err(MlError::Invalid("an ensemble with no shard models".into()));
     };
-    let mut classes: Vec<String> = members.iter().flat_map(|(_, m)| m.classes.clone()).collect();
+    let mut classes: Vec<String> = members
+        .iter()
+        .flat_map(|(_, m)| m.classes.clone())
+        .collect();
     classes = matrix::class_names(&classes);
     Ok(TrainedModel {
         name: spec.name.value.clone(),
@@ -559,6 +607,7 @@ pub fn ensemble(spec: &ModelSpec, members: Vec<(String, TrainedModel)>) -> Resul
         task: first.task,
         target: first.target.clone(),
         inputs: first.inputs.clone(),
+        input_types: first.input_types.clone(),
         features: first.features.clone(),
         classes,
         preprocess: Vec::new(),

@@ -352,8 +352,11 @@ pub fn fit_tree(
             let leaf_id = (tree.values.len() / tree.width as usize) as u32;
             if classes {
                 let tot: f64 = wk.stats.iter().sum();
-                tree.values
-                    .extend(wk.stats.iter().map(|&s| (s / tot.max(f64::MIN_POSITIVE)) as f32));
+                tree.values.extend(
+                    wk.stats
+                        .iter()
+                        .map(|&s| (s / tot.max(f64::MIN_POSITIVE)) as f32),
+                );
             } else {
                 tree.values
                     .push((wk.stats[1] / wk.stats[0].max(f64::MIN_POSITIVE)) as f32);
@@ -442,7 +445,14 @@ pub fn fit_tree(
 }
 
 #[inline]
-fn consider(c: Criterion, total: &[f64], left: &[f64], f: usize, code: u8, best: &mut Option<Best>) {
+fn consider(
+    c: Criterion,
+    total: &[f64],
+    left: &[f64],
+    f: usize,
+    code: u8,
+    best: &mut Option<Best>,
+) {
     let pl = proxy(c, left);
     let pr = match c {
         Criterion::SquaredError => {
@@ -463,7 +473,11 @@ fn consider(c: Criterion, total: &[f64], left: &[f64], f: usize, code: u8, best:
             }
             match c {
                 Criterion::Gini => {
-                    if w <= 0.0 { 0.0 } else { acc / w }
+                    if w <= 0.0 {
+                        0.0
+                    } else {
+                        acc / w
+                    }
                 }
                 _ => total
                     .iter()
@@ -548,7 +562,13 @@ mod tests {
         let mut c = cfg(Criterion::SquaredError);
         c.max_depth = Some(1);
         c.max_features = 1;
-        let t = fit_tree(&b, Target::Values(&y), &vec![1.0; 200], &c, &mut SeededRng::new(1, &[]));
+        let t = fit_tree(
+            &b,
+            Target::Values(&y),
+            &vec![1.0; 200],
+            &c,
+            &mut SeededRng::new(1, &[]),
+        );
         assert_eq!(t.depth(), 1);
         assert_eq!(t.leaf(&b, 0), &[1.0]);
         assert_eq!(t.leaf(&b, 150), &[5.0]);
@@ -562,7 +582,13 @@ mod tests {
         let mut c = cfg(Criterion::Gini);
         c.min_samples_leaf = 5;
         c.max_features = 1;
-        let t = fit_tree(&b, Target::Classes(&y, 2), &vec![1.0; 50], &c, &mut SeededRng::new(1, &[]));
+        let t = fit_tree(
+            &b,
+            Target::Classes(&y, 2),
+            &vec![1.0; 50],
+            &c,
+            &mut SeededRng::new(1, &[]),
+        );
         // The lone positive cannot get a leaf of its own.
         assert!(t.leaf(&b, 0)[1] < 1.0);
     }
