@@ -75,6 +75,34 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in the order of the table in docs/diagnostics.md.
+    pub const ALL: &'static [Code] = &[
+        Code::Syntax,
+        Code::NotText,
+        Code::TooDeep,
+        Code::UnknownKey,
+        Code::WrongType,
+        Code::MissingKey,
+        Code::OutOfRange,
+        Code::UnknownChoice,
+        Code::UnknownEstimator,
+        Code::BadExpression,
+        Code::SecretInFile,
+        Code::Conflict,
+        Code::DuplicateName,
+        Code::UnknownReference,
+        Code::Cycle,
+        Code::TargetKind,
+        Code::OverwritesInput,
+        Code::UnknownColumn,
+        Code::WrongStepKind,
+        Code::BadFunction,
+        Code::DuplicateOutput,
+        Code::MissingFile,
+        Code::ColumnNotInData,
+        Code::UnusedStep,
+    ];
+
     pub fn as_str(self) -> &'static str {
         use Code::*;
         match self {
@@ -326,6 +354,42 @@ mod tests {
             text,
             "p.toml:2:13: error[E0206]: unknown estimator\n  |\n2 | estimator = \"random_forrest\"\n  |             ^^^^^^^^^^^^^^^^\n  = help: did you mean `random_forest`?\n"
         );
+    }
+
+    #[test]
+    fn every_code_is_listed_once_with_its_own_string() {
+        let strs: std::collections::BTreeSet<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(strs.len(), Code::ALL.len());
+        // A new variant must be added to ALL: the match below stops compiling otherwise.
+        for c in Code::ALL {
+            match c {
+                Code::Syntax
+                | Code::NotText
+                | Code::TooDeep
+                | Code::UnknownKey
+                | Code::WrongType
+                | Code::MissingKey
+                | Code::OutOfRange
+                | Code::UnknownChoice
+                | Code::UnknownEstimator
+                | Code::BadExpression
+                | Code::SecretInFile
+                | Code::Conflict
+                | Code::DuplicateName
+                | Code::UnknownReference
+                | Code::Cycle
+                | Code::TargetKind
+                | Code::OverwritesInput
+                | Code::UnknownColumn
+                | Code::WrongStepKind
+                | Code::BadFunction
+                | Code::DuplicateOutput
+                | Code::MissingFile
+                | Code::ColumnNotInData
+                | Code::UnusedStep => {}
+            }
+        }
+        assert_eq!(Code::ALL.len(), 24);
     }
 
     #[test]
