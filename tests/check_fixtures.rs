@@ -103,7 +103,11 @@ fn every_fixture_matches_its_golden_diagnostics() {
             );
         }
         // In file order.
-        let starts: Vec<usize> = diags.iter().filter_map(|d| d.span).map(|s| s.start).collect();
+        let starts: Vec<usize> = diags
+            .iter()
+            .filter_map(|d| d.span)
+            .map(|s| s.start)
+            .collect();
         assert!(
             starts.windows(2).all(|w| w[0] <= w[1]),
             "{shown}: not in file order:\n{text}"
@@ -156,7 +160,12 @@ fn several_problems_in_one_file_are_all_reported_in_file_order() {
     let (text, diags, file) = check_with_file(&path);
     let got: Vec<(usize, &str)> = diags
         .iter()
-        .map(|d| (file.line_col(d.span.map_or(0, |s| s.start)).0, d.code.as_str()))
+        .map(|d| {
+            (
+                file.line_col(d.span.map_or(0, |s| s.start)).0,
+                d.code.as_str(),
+            )
+        })
         .collect();
     // One per mistake written in the file, top to bottom.
     assert_eq!(

@@ -103,12 +103,19 @@ pub struct Resolved {
 
 struct Names<'p> {
     map: BTreeMap<&'p str, (StepKind, usize, Span)>,
+    /// Steps in the file that could not be lowered: already reported, so a
+    /// reference to one is not reported again.
+    broken: BTreeSet<&'p str>,
+    /// Names defined more than once (already reported).
+    duplicates: BTreeSet<&'p str>,
 }
 
 pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut names = Names {
         map: BTreeMap::new(),
+        broken: p.broken.iter().map(|b| b.name.value.as_str()).collect(),
+        duplicates: BTreeSet::new(),
     };
     let sections: [(StepKind, Vec<&Name>); 6] = [
         (
@@ -147,6 +154,7 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
                     format!("the {} `{}` is defined here", k0.name(), n.value),
                 );
                 diags.push(d);
+                names.duplicates.insert(n.value.as_str());
             } else {
                 names.map.insert(n.value.as_str(), (*kind, i, n.span));
             }
@@ -408,7 +416,7 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
         }
     }
     cycles(p, &r, &mut diags);
-    unused(p, &r, &mut diags);
+    unused(p, &r, &cx, &mut diags);
     (r, diags)
 }
 
@@ -452,6 +460,9 @@ struct Cx<'p, 'n> {
 
 impl Cx<'_, '_> {
     fn unknown(&self, r: &Name, want: &[StepKind], diags: &mut Vec<Diagnostic>) {
+        if self.names.broken.contains(r.value.as_str()) {
+            return; // the step itself is reported
+        }
         let cands: Vec<&str> = self
             .names
             .map
@@ -478,11 +489,21 @@ impl Cx<'_, '_> {
         match self.names.map.get(r.value.as_str()) {
             Some((k, i, _)) if *k == kind => Some(*i),
             Some((k, _, _)) => {
-                diags.push(Diagnostic::new(
-                    Code::WrongStepKind,
-                    r.span,
-                    format!("`{}` is a {}, not a {}", r.value, k.name(), kind.name()),
-                ));
+                let cands: Vec<&str> = self
+                    .names
+                    .map
+                    .iter()
+                    .filter(|(_, (k2, _, _))| *k2 == kind)
+                    .map(|(n, _)| *n)
+                    .collect();
+                diags.push(
+                    Diagnostic::new(
+                        Code::WrongStepKind,
+                        r.span,
+                        format!("`{}` is a {}, not a {}", r.value, k.name(), kind.name()),
+                    )
+                    .with_help(suggest(&r.value, &cands, kind.name())),
+                );
                 None
             }
             None => {
@@ -519,6 +540,9 @@ impl Cx<'_, '_> {
             None => (r.value.as_str(), None),
         };
         let Some((kind, i, _)) = self.names.map.get(head) else {
+            if self.names.broken.contains(head) {
+                return None; // the step itself is reported
+            }
             let data_kinds = [StepKind::Source, StepKind::Transform, StepKind::Split];
             let cands: Vec<String> = self
                 .names
@@ -841,7 +865,7 @@ fn cycles(p: &Pipeline, r: &Resolved, diags: &mut Vec<Diagnostic>) {
 }
 
 /// Warn about sources, transforms, splits and models that nothing uses.
-fn unused(p: &Pipeline, r: &Resolved, diags: &mut Vec<Diagnostic>) {
+fn unused(p: &Pipeline, r: &Resolved, cx: &Cx, diags: &mut Vec<Diagnostic>) {
     let mut used_src = vec![false; p.sources.len()];
     let mut used_tr = vec![false; p.transforms.len()];
     let mut used_split = vec![false; p.splits.len()];
@@ -877,6 +901,29 @@ fn unused(p: &Pipeline, r: &Resolved, diags: &mut Vec<Diagnostic>) {
             stack.push(d.clone());
         }
     }
+    // What a step that could not be lowered reads is used (by that step, once fixed).
+    for b in &p.broken {
+        for name in &b.refs {
+            let head = name.value.split('.').next().unwrap_or("");
+            match cx.names.map.get(head) {
+                Some((StepKind::Model, i, _)) => used_model[*i] = true,
+                Some((StepKind::Evaluation, i, _)) => {
+                    if let Some(Some(m)) = r.eval_models.get(*i) {
+                        used_model[*m] = true;
+                    }
+                }
+                Some((StepKind::Source | StepKind::Transform | StepKind::Split, _, _)) => {
+                    // Resolved only to mark: problems with it belong to the broken step.
+                    match cx.data_target(name, &mut Vec::new(), "a step") {
+                        Some(DataTarget::Dataset(d)) => stack.push(d),
+                        Some(DataTarget::Split(s)) => mark_split(s, &mut stack, &mut used_split),
+                        None => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
     for (i, used) in used_model.iter().enumerate() {
         if *used {
             match &r.model_inputs[i] {
@@ -906,6 +953,9 @@ fn unused(p: &Pipeline, r: &Resolved, diags: &mut Vec<Diagnostic>) {
         }
     }
     let warn = |diags: &mut Vec<Diagnostic>, kind: &str, n: &Name| {
+        if cx.names.duplicates.contains(n.value.as_str()) {
+            return; // which step a reference means is unclear until it is renamed
+        }
         diags.push(
             Diagnostic::new(
                 Code::UnusedStep,

@@ -281,6 +281,26 @@ impl Diagnostic {
     }
 }
 
+/// Drop diagnostics that are consequences of a syntax error: later layers read
+/// the parser's recovered tree, and on a line it could not read they would report
+/// guesses (a missing value read as a string of the wrong type, and so on).
+pub fn drop_consequences(diags: &mut Vec<Diagnostic>, file: &SourceFile) {
+    let bad_lines: std::collections::BTreeSet<usize> = diags
+        .iter()
+        .filter(|d| d.code == Code::Syntax)
+        .filter_map(|d| d.span)
+        .map(|s| file.line_col(s.start).0)
+        .collect();
+    if bad_lines.is_empty() {
+        return;
+    }
+    diags.retain(|d| {
+        d.code == Code::Syntax
+            || d.span
+                .is_none_or(|s| !bad_lines.contains(&file.line_col(s.start).0))
+    });
+}
+
 /// Replace control characters so a broken file cannot mess up the terminal,
 /// and cut very long lines.
 fn printable(text: &str) -> String {
@@ -307,7 +327,7 @@ pub fn did_you_mean<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
-    candidates
+    let mut close: Vec<(usize, &str)> = candidates
         .into_iter()
         .map(|c| {
             (
@@ -316,8 +336,15 @@ pub fn did_you_mean<'a>(
             )
         })
         .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
-        .min_by_key(|(d, c)| (*d, *c))
-        .map(|(_, c)| c)
+        .collect();
+    close.sort_unstable();
+    close.dedup();
+    match close.as_slice() {
+        // Two equally close names (`x8` against `x0`..`x7`): a guess would mislead.
+        [(d0, _), (d1, _), ..] if d0 == d1 => None,
+        [(_, best), ..] => Some(best),
+        [] => None,
+    }
 }
 
 /// `help:` text for an unknown name: "did you mean" or the list of choices.
@@ -398,5 +425,7 @@ mod tests {
         assert_eq!(did_you_mean("random_forrest", c), Some("random_forest"));
         assert_eq!(did_you_mean("RIDGE", c), Some("ridge"));
         assert_eq!(did_you_mean("xgboost", c), None);
+        // A tie is no hint.
+        assert_eq!(did_you_mean("x8", ["x0", "x1", "y"]), None);
     }
 }

@@ -29,6 +29,7 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
     let mut cx = Cx {
         text,
         diags: Vec::new(),
+        broken: Vec::new(),
     };
     let Value::Table(top) = &root.value else {
         cx.err(
@@ -50,6 +51,7 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
         evaluations: vec![],
         outputs: vec![],
         cluster: None,
+        broken: vec![],
     };
     if let Some((head, t, span)) = r.table(&mut cx, "pipeline") {
         let mut pr = Reader::new(t, span, head, "`[pipeline]`".into());
@@ -64,8 +66,10 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
         pr.finish(&mut cx);
     }
     for (name, t, span) in r.named_tables(&mut cx, "sources") {
-        if let Some(s) = lower_source(&mut cx, name, t, span) {
-            p.sources.push(s);
+        let b = broken(&name, t);
+        match lower_source(&mut cx, name, t, span) {
+            Some(s) => p.sources.push(s),
+            None => cx.broken.push(b),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "transforms") {
@@ -73,23 +77,28 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
         let input = tr.req_string(&mut cx, "input");
         let steps = tr.op_list(&mut cx, "steps", true);
         tr.finish(&mut cx);
-        if let Some(input) = input {
-            p.transforms.push(Transform {
+        match input {
+            Some(input) => p.transforms.push(Transform {
                 name,
                 span,
                 input,
                 steps,
-            });
+            }),
+            None => cx.broken.push(broken(&name, t)),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "splits") {
-        if let Some(s) = lower_split(&mut cx, name, t, span) {
-            p.splits.push(s);
+        let b = broken(&name, t);
+        match lower_split(&mut cx, name, t, span) {
+            Some(s) => p.splits.push(s),
+            None => cx.broken.push(b),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "models") {
-        if let Some(m) = lower_model(&mut cx, name, t, span) {
-            p.models.push(m);
+        let b = broken(&name, t);
+        match lower_model(&mut cx, name, t, span) {
+            Some(m) => p.models.push(m),
+            None => cx.broken.push(b),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "evaluations") {
@@ -106,31 +115,88 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
                 .collect::<Vec<_>>()
         });
         er.finish(&mut cx);
-        if let (Some(model), Some(data), Some(metrics)) = (model, data, metrics) {
-            p.evaluations.push(Evaluation {
+        match (model, data, metrics) {
+            (Some(model), Some(data), Some(metrics)) => p.evaluations.push(Evaluation {
                 name,
                 span,
                 model,
                 data,
                 metrics,
-            });
+            }),
+            _ => cx.broken.push(broken(&name, t)),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "outputs") {
-        if let Some(o) = lower_output(&mut cx, name, t, span) {
-            p.outputs.push(o);
+        let b = broken(&name, t);
+        match lower_output(&mut cx, name, t, span) {
+            Some(o) => p.outputs.push(o),
+            None => cx.broken.push(b),
         }
     }
     if let Some((head, t, span)) = r.table(&mut cx, "cluster") {
         p.cluster = lower_cluster(&mut cx, head, t, span);
     }
+    // Steps under a misspelt section (`[model.forest]`) are in the file too: a
+    // reference to them is not a second mistake.
+    for (k, v) in &top.entries {
+        if let (false, Value::Table(t)) = (SECTIONS.contains(&k.value.as_str()), &v.value) {
+            for (name, v) in &t.entries {
+                if let Value::Table(inner) = &v.value {
+                    cx.broken.push(broken(name, inner));
+                }
+            }
+        }
+    }
     r.finish(&mut cx);
+    p.broken = cx.broken;
     (Some(p), cx.diags)
+}
+
+/// Keys users bring from scikit-learn, with dagml's name for the same thing.
+const SKLEARN_NAMES: &[(&str, &str)] = &[
+    ("n_estimators", "n_trees"),
+    ("test_size", "test_fraction"),
+    ("n_splits", "k"),
+    ("random_state", "seed"),
+    ("C", "c"),
+];
+
+/// The keys by which a step refers to other steps.
+const REFERENCE_KEYS: &[&str] = &[
+    "input",
+    "data",
+    "model",
+    "train",
+    "test",
+    "evaluations",
+    "after",
+];
+
+/// A step that could not be lowered: its name and the names it refers to.
+fn broken(name: &Spanned<String>, t: &Table) -> BrokenStep {
+    let mut refs = Vec::new();
+    for key in REFERENCE_KEYS {
+        let Some(n) = t.get(key) else { continue };
+        match &n.value {
+            Value::Str(s) => refs.push(Spanned::new(s.clone(), n.span)),
+            Value::Array(items) => refs.extend(items.iter().filter_map(|it| match &it.value {
+                Value::Str(s) => Some(Spanned::new(s.clone(), it.span)),
+                _ => None,
+            })),
+            _ => {}
+        }
+    }
+    BrokenStep {
+        name: name.clone(),
+        refs,
+    }
 }
 
 struct Cx<'t> {
     text: &'t str,
     diags: Vec<Diagnostic>,
+    /// Steps that could not be lowered (see [`Pipeline::broken`]).
+    broken: Vec<BrokenStep>,
 }
 
 impl Cx<'_> {
@@ -468,6 +534,10 @@ impl<'a> Reader<'a> {
             match &v.value {
                 Value::Table(inner) => out.push((k.clone(), inner, v.span)),
                 _ => {
+                    cx.broken.push(BrokenStep {
+                        name: k.clone(),
+                        refs: vec![],
+                    });
                     cx.err(
                         Code::WrongType,
                         v.span,
@@ -540,7 +610,12 @@ impl<'a> Reader<'a> {
             let mut known: Vec<&str> = self.known.clone();
             known.sort_unstable();
             known.dedup();
-            let help = suggest(&k.value, &known, "key");
+            let help = match SKLEARN_NAMES.iter().find(|(theirs, _)| *theirs == k.value) {
+                Some((theirs, ours)) if known.contains(ours) => {
+                    format!("dagml calls scikit-learn's `{theirs}` `{ours}`")
+                }
+                _ => suggest(&k.value, &known, "key"),
+            };
             cx.err(
                 Code::UnknownKey,
                 k.span,

@@ -15,25 +15,139 @@ use toml::de::{DeTable, DeValue};
 pub const MAX_DEPTH: usize = 64;
 
 pub fn parse(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
-    let mut diags = Vec::new();
-    if let Some(d) = check_depth(text) {
-        return (None, vec![d]);
-    }
+    let scan = match scan(text) {
+        Ok(scan) => scan,
+        Err(d) => return (None, vec![d]),
+    };
     let (doc, errors) = DeTable::parse_recoverable(text);
-    for e in errors {
-        let span = e.span().map(Span::from).unwrap_or_else(|| Span::new(0, 0));
+    if errors.is_empty() {
+        let span = Span::from(doc.span());
+        let mut diags = Vec::new();
+        let table = convert_table(doc.get_ref(), &mut diags);
+        return (Some(Node::new(Value::Table(table), span)), diags);
+    }
+    // A list or inline table that is never closed swallows the rest of the file,
+    // and the parser's recovery then reports every later line. Report the opening
+    // bracket once and read only what comes before it.
+    if let Some(open) = scan.unclosed {
+        let (close, what) = if text.as_bytes()[open] == b'{' {
+            ('}', "inline table")
+        } else {
+            (']', "list")
+        };
+        let line_start = text[..open].rfind('\n').map_or(0, |i| i + 1);
+        let header = text[line_start..open].trim().is_empty();
+        // Keep the key (`metrics = []`) so lowering does not call it missing; a
+        // section header that is never closed is dropped with its line.
+        let prefix = if header {
+            text[..line_start].to_string()
+        } else {
+            format!("{}{}{close}", &text[..open], &text[open..open + 1])
+        };
+        let (doc, errors) = DeTable::parse_recoverable(&prefix);
+        let mut diags = syntax_diagnostics(&prefix, errors);
+        diags.retain(|d| d.span.is_some_and(|s| s.start < line_start));
         diags.push(
             Diagnostic::new(
                 Code::Syntax,
-                span,
-                format!("invalid TOML: {}", first_line(e.message())),
+                Span::new(open, open + 1),
+                format!("invalid TOML: this `{}` is never closed", &text[open..open + 1]),
             )
-            .with_help("see docs/pipelines.md for the file format"),
+            .with_help(if close == '}' {
+                "close the inline table with `}` on the same line: inline tables cannot span lines".to_string()
+            } else {
+                format!("close the {what} with `{close}`; everything after it was read as part of the {what}")
+            }),
         );
+        let span = Span::new(0, text.len());
+        let table = convert_table(doc.get_ref(), &mut diags);
+        return (Some(Node::new(Value::Table(table), span)), diags);
     }
+    let mut diags = syntax_diagnostics(text, errors);
     let span = Span::from(doc.span());
     let table = convert_table(doc.get_ref(), &mut diags);
     (Some(Node::new(Value::Table(table), span)), diags)
+}
+
+/// The parser's errors as diagnostics: one per line (the rest on a line are
+/// consequences of the first), in words a pipeline author can act on.
+fn syntax_diagnostics(text: &str, errors: Vec<toml::de::Error>) -> Vec<Diagnostic> {
+    let mut errors: Vec<(Span, String)> = errors
+        .iter()
+        .map(|e| {
+            let span = e.span().map(Span::from).unwrap_or_else(|| Span::new(0, 0));
+            (span, first_line(e.message()).to_string())
+        })
+        .collect();
+    errors.sort_by_key(|(s, _)| (s.start, s.end));
+    let line_of = |at: usize| text[..at.min(text.len())].matches('\n').count();
+    let line_text = |at: usize| {
+        let at = at.min(text.len());
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        &text[start..end]
+    };
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let mut last_line = None;
+    // After a section defined twice, its keys are reported as duplicates too.
+    let mut in_duplicate_section = false;
+    for (span, msg) in errors {
+        let line = line_of(span.start);
+        let is_header = line_text(span.start).trim_start().starts_with('[');
+        if is_header {
+            in_duplicate_section = false;
+        }
+        if last_line == Some(line) {
+            continue;
+        }
+        let slice = text
+            .get(span.start..span.end.min(text.len()))
+            .unwrap_or("")
+            .trim();
+        let d = if msg == "duplicate key" && is_header {
+            in_duplicate_section = true;
+            let head = line_text(span.start).trim();
+            Diagnostic::new(
+                Code::Syntax,
+                span,
+                format!("invalid TOML: the section `{head}` is defined twice"),
+            )
+            .with_help(
+                "a section may appear once; rename one of them: every step needs its own name",
+            )
+        } else if msg == "duplicate key" {
+            if in_duplicate_section {
+                continue;
+            }
+            Diagnostic::new(
+                Code::Syntax,
+                span,
+                format!("invalid TOML: the key `{slice}` is given twice in this table"),
+            )
+            .with_help("a key may appear once in a table; remove one of them")
+        } else if msg.starts_with("string values must be quoted") && slice.is_empty() {
+            Diagnostic::new(
+                Code::Syntax,
+                span,
+                "invalid TOML: a value is missing after `=`",
+            )
+            .with_help("write a value, or remove the key to use its default")
+        } else if msg.starts_with("string values must be quoted") {
+            Diagnostic::new(Code::Syntax, span, format!("invalid TOML: {msg}"))
+                .with_help(format!("write it in quotes: \"{slice}\""))
+        } else if msg.starts_with("invalid basic string")
+            || msg.starts_with("invalid literal string")
+        {
+            Diagnostic::new(Code::Syntax, span, "invalid TOML: this string is not closed on its line")
+                .with_help("end the string with a quote before the end of the line (or use \"\"\" for text over several lines)")
+        } else {
+            Diagnostic::new(Code::Syntax, span, format!("invalid TOML: {msg}"))
+                .with_help("see docs/pipelines.md for the file format")
+        };
+        last_line = Some(line);
+        diags.push(d);
+    }
+    diags
 }
 
 fn first_line(msg: &str) -> &str {
@@ -95,12 +209,18 @@ fn convert(v: &toml::Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Node 
     Node::new(value, span)
 }
 
+/// What the lexical pre-scan found.
+struct Scan {
+    /// The outermost `[` or `{` that is never closed, if any.
+    unclosed: Option<usize>,
+}
+
 /// A lexical pre-scan that refuses nesting deeper than [`MAX_DEPTH`] before the
-/// recursive parser sees it. It skips strings and comments; brackets of table
-/// headers open and close on one line and never accumulate.
-fn check_depth(text: &str) -> Option<Diagnostic> {
+/// recursive parser sees it, and finds a bracket that is never closed. It skips
+/// strings and comments; brackets of table headers open and close on one line.
+fn scan(text: &str) -> Result<Scan, Diagnostic> {
     let bytes = text.as_bytes();
-    let mut depth = 0usize;
+    let mut open: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -131,24 +251,28 @@ fn check_depth(text: &str) -> Option<Diagnostic> {
                 }
             }
             b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Some(
-                        Diagnostic::new(
-                            Code::TooDeep,
-                            Span::new(i, i + 1),
-                            format!("nesting deeper than {MAX_DEPTH} levels"),
-                        )
-                        .with_help("a pipeline file never needs this much nesting; is this the right file?"),
-                    );
+                open.push(i);
+                if open.len() > MAX_DEPTH {
+                    return Err(Diagnostic::new(
+                        Code::TooDeep,
+                        Span::new(i, i + 1),
+                        format!("nesting deeper than {MAX_DEPTH} levels"),
+                    )
+                    .with_help(
+                        "a pipeline file never needs this much nesting; is this the right file?",
+                    ));
                 }
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
+            b']' | b'}' => {
+                open.pop();
+            }
             _ => {}
         }
         i += 1;
     }
-    None
+    Ok(Scan {
+        unclosed: open.first().copied(),
+    })
 }
 
 #[cfg(test)]
