@@ -984,3 +984,52 @@ fn unused(p: &Pipeline, r: &Resolved, cx: &Cx, diags: &mut Vec<Diagnostic>) {
         warn(diags, "model", &s.name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::{self, Code};
+
+    fn codes(text: &str) -> Vec<Code> {
+        let mut parsed = spec::parse_str("p.toml", text);
+        crate::compile::check(&mut parsed);
+        parsed.diagnostics.iter().map(|d| d.code).collect()
+    }
+
+    #[test]
+    fn a_step_that_failed_to_lower_is_reported_once() {
+        // The misspelt estimator is the only problem: the evaluation's reference to
+        // the model and the source it reads are not reported as well.
+        let c = codes(
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[models.f]\nestimator = \"random_forrest\"\ninput = \"d\"\ntarget = \"label\"\n[evaluations.e]\nmodel = \"f\"\ndata = \"d\"\nmetrics = [\"accuracy\"]\n",
+        );
+        assert_eq!(c, vec![Code::UnknownEstimator]);
+    }
+
+    #[test]
+    fn what_a_broken_step_reads_is_not_unused() {
+        let c = codes(
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[models.f]\nestimator = \"random_forest\"\ninput = \"d\"\ntarget = \"label\"\n[evaluations.e]\nmodel = \"f\"\ndata = \"d\"\nmetrics = []\n",
+        );
+        assert_eq!(c, vec![Code::OutOfRange]);
+    }
+
+    #[test]
+    fn a_duplicate_step_is_not_also_unused() {
+        let c = codes(
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[transforms.d]\ninput = \"d\"\nsteps = []\n[models.f]\nestimator = \"random_forest\"\ninput = \"d\"\ntarget = \"label\"\n[outputs.m]\nkind = \"model\"\nmodel = \"f\"\npath = \"out/f.model\"\n",
+        );
+        assert_eq!(c, vec![Code::DuplicateName]);
+    }
+
+    #[test]
+    fn a_wrong_kind_of_step_names_the_right_ones() {
+        let mut parsed = spec::parse_str(
+            "p.toml",
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[models.forest]\nestimator = \"random_forest\"\ninput = \"d\"\ntarget = \"label\"\n[evaluations.e]\nmodel = \"d\"\ndata = \"d\"\nmetrics = [\"accuracy\"]\n[outputs.m]\nkind = \"model\"\nmodel = \"forest\"\npath = \"out/f.model\"\n",
+        );
+        crate::compile::check(&mut parsed);
+        let d = &parsed.diagnostics[0];
+        assert_eq!(d.code, Code::WrongStepKind);
+        assert_eq!(d.help.as_deref(), Some("expected one of `forest`"));
+    }
+}

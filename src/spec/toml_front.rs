@@ -87,16 +87,27 @@ fn syntax_diagnostics(text: &str, errors: Vec<toml::de::Error>) -> Vec<Diagnosti
         let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
         &text[start..end]
     };
+    // The start of the section header line at or before `at`.
+    let header_before = |at: usize| {
+        let mut end = at.min(text.len());
+        loop {
+            let start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+            if text[start..end].trim_start().starts_with('[') {
+                return Some(start);
+            }
+            if start == 0 {
+                return None;
+            }
+            end = start - 1;
+        }
+    };
     let mut diags: Vec<Diagnostic> = Vec::new();
     let mut last_line = None;
     // After a section defined twice, its keys are reported as duplicates too.
-    let mut in_duplicate_section = false;
+    let mut duplicate_section = None;
     for (span, msg) in errors {
         let line = line_of(span.start);
         let is_header = line_text(span.start).trim_start().starts_with('[');
-        if is_header {
-            in_duplicate_section = false;
-        }
         if last_line == Some(line) {
             continue;
         }
@@ -105,7 +116,7 @@ fn syntax_diagnostics(text: &str, errors: Vec<toml::de::Error>) -> Vec<Diagnosti
             .unwrap_or("")
             .trim();
         let d = if msg == "duplicate key" && is_header {
-            in_duplicate_section = true;
+            duplicate_section = header_before(span.start);
             let head = line_text(span.start).trim();
             Diagnostic::new(
                 Code::Syntax,
@@ -116,7 +127,7 @@ fn syntax_diagnostics(text: &str, errors: Vec<toml::de::Error>) -> Vec<Diagnosti
                 "a section may appear once; rename one of them: every step needs its own name",
             )
         } else if msg == "duplicate key" {
-            if in_duplicate_section {
+            if duplicate_section.is_some() && header_before(span.start) == duplicate_section {
                 continue;
             }
             Diagnostic::new(
@@ -311,5 +322,49 @@ mod tests {
         let (node, diags) = parse(&text);
         assert!(node.is_none());
         assert_eq!(diags[0].code, Code::TooDeep);
+    }
+
+    #[test]
+    fn an_unclosed_list_is_reported_once_at_its_bracket() {
+        let text = "[e]\nmetrics = [\"accuracy\"\n\n[o]\nkind = \"metrics\"\npath = \"m.json\"\n";
+        let (node, diags) = parse(text);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].span, Some(Span::new(14, 15)));
+        assert!(diags[0].message.contains("never closed"));
+        // What comes before the bracket is still read, with the key kept.
+        let Some(Node {
+            value: Value::Table(t),
+            ..
+        }) = node
+        else {
+            panic!("no table")
+        };
+        assert!(
+            matches!(t.get("e").map(|n| &n.value), Some(Value::Table(e)) if e.get("metrics").is_some())
+        );
+        assert!(t.get("o").is_none());
+    }
+
+    #[test]
+    fn a_section_defined_twice_is_one_error_not_one_per_key() {
+        let (_, diags) = parse("[m.f]\na = 1\nb = 2\n[m.f]\na = 3\nb = 4\n[m.g]\na = 1\na = 2\n");
+        let msgs: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "invalid TOML: the section `[m.f]` is defined twice",
+                "invalid TOML: the key `a` is given twice in this table",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_value_says_so() {
+        let (_, diags) = parse("seed =\nname = \"x\"\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(
+            diags[0].message,
+            "invalid TOML: a value is missing after `=`"
+        );
     }
 }
