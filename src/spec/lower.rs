@@ -7,7 +7,7 @@
 //! Must not: resolve references between steps (that is `compile`), do I/O, or stop
 //! at the first problem.
 
-use super::diag::{Code, Diagnostic, suggest};
+use super::diag::{Code, Diagnostic, did_you_mean, suggest};
 use super::expr;
 use super::model::*;
 use super::node::{Node, Table, Value};
@@ -292,6 +292,9 @@ struct Reader<'a> {
     known: Vec<&'static str>,
     /// Keys that are valid elsewhere but not here, with the reason.
     misplaced: Vec<(&'static str, String)>,
+    /// Required keys reported missing, with the index of that diagnostic: a
+    /// misspelling of one (`inputs`) replaces the report that it is missing.
+    missing_at: Vec<(String, usize)>,
 }
 
 impl<'a> Reader<'a> {
@@ -303,6 +306,7 @@ impl<'a> Reader<'a> {
             what,
             known: vec![],
             misplaced: vec![],
+            missing_at: vec![],
         }
     }
 
@@ -316,7 +320,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Where a missing key should be reported: the table's name.
-    fn missing(&self, cx: &mut Cx, key: &str, example: &str) {
+    fn missing(&mut self, cx: &mut Cx, key: &str, example: &str) {
+        self.missing_at.push((key.to_string(), cx.diags.len()));
         let span = if self.head == Span::new(0, 0) {
             Span::new(self.span.start, self.span.start)
         } else {
@@ -594,6 +599,7 @@ impl<'a> Reader<'a> {
 
     /// Report every key the schema did not ask for.
     fn finish(self, cx: &mut Cx) {
+        let mut replaced: Vec<usize> = Vec::new();
         for (k, _) in &self.t.entries {
             if self.known.contains(&k.value.as_str()) {
                 continue;
@@ -616,12 +622,27 @@ impl<'a> Reader<'a> {
                 }
                 _ => suggest(&k.value, &known, "key"),
             };
+            let best = did_you_mean(&k.value, known.iter().copied());
+            if let Some((_, i)) = self
+                .missing_at
+                .iter()
+                .find(|(m, _)| Some(m.as_str()) == best)
+            {
+                replaced.push(*i);
+            }
             cx.err(
                 Code::UnknownKey,
                 k.span,
                 format!("unknown key `{}` in {}", k.value, self.what),
             )
             .help = Some(help);
+        }
+        replaced.sort_unstable();
+        replaced.dedup();
+        for i in replaced.into_iter().rev() {
+            if cx.diags.get(i).is_some_and(|d| d.code == Code::MissingKey) {
+                cx.diags.remove(i);
+            }
         }
     }
 }
@@ -1563,6 +1584,14 @@ metrics = ["accuracy"]
         let d = lower_text("[sources.a]\nkind = \"csv\"\npath = \"x.csv\"\ndelimeter = \";\"\n").1;
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].help.as_deref(), Some("did you mean `delimiter`?"));
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_not_also_missing() {
+        let d = lower_text("[models.f]\nestimator = \"ridge\"\ninputs = \"a\"\ntarget = \"y\"\n").1;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, Code::UnknownKey);
+        assert_eq!(d[0].help.as_deref(), Some("did you mean `input`?"));
     }
 
     #[test]
