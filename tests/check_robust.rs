@@ -24,16 +24,24 @@ const PIPELINES: &[&str] = &[
     include_str!("../pipelines/synthetic_classification.toml"),
 ];
 
-/// Check `bytes` as the file `name` on another thread; fail if it panics or
-/// takes longer than [`LIMIT`]. Returns the diagnostics.
+/// Check `bytes` as the file `name` on another thread, and plan it when it is
+/// valid; fail if it panics or takes longer than [`LIMIT`]. Returns the diagnostics.
 fn check_bytes(name: &str, bytes: Vec<u8>) -> Vec<Diagnostic> {
+    check_and_maybe_plan(name, bytes, true)
+}
+
+fn check_and_maybe_plan(name: &str, bytes: Vec<u8>, plan: bool) -> Vec<Diagnostic> {
     let (tx, rx) = mpsc::channel();
     let name = name.to_string();
     let handle = std::thread::Builder::new()
         .stack_size(8 << 20)
         .spawn(move || {
             let mut parsed = spec::parse_bytes(&name, &bytes);
-            dagml::compile::check(&mut parsed);
+            // What `check` accepts, `plan` must handle too.
+            if let Some(checked) = dagml::compile::check(&mut parsed).filter(|_| plan) {
+                let (optimized, _) = dagml::optimize::optimize(checked.plan);
+                dagml::plan::physical(optimized);
+            }
             let len = parsed.file.text.len();
             for d in &parsed.diagnostics {
                 if let Some(s) = d.span {
@@ -174,6 +182,80 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
+/// Values that are valid TOML but often wrong for the key they land on.
+const VALUES: &[&str] = &[
+    "0",
+    "-1",
+    "1",
+    "2",
+    "0.5",
+    "1.5",
+    "-0.0",
+    "1e400",
+    "nan",
+    "inf",
+    "9223372036854775807",
+    "true",
+    "\"\"",
+    "\"x\"",
+    "[]",
+    "{}",
+    "[1, \"a\"]",
+    "{ a = 1 }",
+    "1979-05-27T07:32:00Z",
+    "\"holdout\"",
+    "\"holdout.train\"",
+    "\"shards.A.train\"",
+    "\"cv.fold0\"",
+    "\"a.b.c.d\"",
+    "\"digits\"",
+    "\"forest\"",
+    "\"random_forrest\"",
+    "\"ridge\"",
+    "\"logistic_regression\"",
+    "\"data/mnist\"",
+    "\"out/x.model\"",
+    "\"log(\"",
+    "\"4 * (a + \"",
+    "\"a ** b ** c\"",
+    "[\"accuracy\", \"rmse\"]",
+    "[{ op = \"drop\" }]",
+    "[{ op = \"select\", columns = [] }]",
+    "\"6GB\"",
+    "\"remote\"",
+    "\"shards\"",
+    "\"kfold\"",
+    "\"predefined\"",
+    "\"gaussian\"",
+];
+
+/// Replace the value of the `line`-th `key = value` line by one of [`VALUES`],
+/// or drop or repeat the line: mistakes the schema and graph checks must meet.
+fn mutate_values(text: &str, edits: &[(usize, usize, u8)]) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for &(line, value, how) in edits {
+        if lines.is_empty() {
+            break;
+        }
+        let i = line % lines.len();
+        match how % 4 {
+            0 | 1 => {
+                if let Some((key, _)) = lines[i].split_once(" = ") {
+                    lines[i] = format!("{key} = {}", VALUES[value % VALUES.len()]);
+                }
+            }
+            2 => {
+                lines.remove(i);
+            }
+            _ => {
+                let l = lines[i].clone();
+                lines.insert(i, l);
+            }
+        }
+    }
+    lines.join("\n")
+}
+
 proptest! {
     // 256 cases by default; PROPTEST_CASES=20000 for a longer hunt.
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
@@ -186,6 +268,15 @@ proptest! {
     #[test]
     fn toml_like_noise_never_panics(parts in prop::collection::vec(toml_noise(), 0..200)) {
         check_bytes("noise.toml", parts.concat());
+    }
+
+    #[test]
+    fn pipelines_with_wrong_values_never_panic(
+        which in 0..PIPELINES.len(),
+        edits in prop::collection::vec((any::<usize>(), any::<usize>(), any::<u8>()), 1..8),
+    ) {
+        let text = mutate_values(PIPELINES[which], &edits);
+        check_bytes("values.toml", text.into_bytes());
     }
 
     #[test]
@@ -290,7 +381,7 @@ fn many_steps_and_long_chains_are_checked_quickly() {
         ));
     }
     let started = std::time::Instant::now();
-    let d = check_bytes("cycle.toml", text.clone().into_bytes());
+    let d = check_and_maybe_plan("cycle.toml", text.clone().into_bytes(), false);
     let cycles = d.iter().filter(|d| d.code.as_str() == "E0303").count();
     assert_eq!(cycles, 1, "one cycle, reported once");
     assert!(
@@ -304,7 +395,8 @@ fn many_steps_and_long_chains_are_checked_quickly() {
     let mut text = text.replacen("input = \"t1999\"", "input = \"s\"", 1);
     text.push_str("[outputs.o]\nkind = \"dataset\"\ndata = \"t1999\"\npath = \"out/o\"\n");
     let started = std::time::Instant::now();
-    let d = check_bytes("chain.toml", text.into_bytes());
+    // Checked only: optimizing a 2,000-step chain is the optimizer's business.
+    let d = check_and_maybe_plan("chain.toml", text.into_bytes(), false);
     assert_eq!(d, vec![]);
     assert!(
         started.elapsed() < Duration::from_secs(10),
