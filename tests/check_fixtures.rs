@@ -204,3 +204,43 @@ fn every_fixture_exits_1_from_the_command_line() {
         );
     }
 }
+
+/// docs/diagnostics.md has a section for every code, and docs/pipelines.md names
+/// every choice the schema accepts.
+#[test]
+fn the_docs_cover_every_code_and_choice() {
+    let diagnostics = std::fs::read_to_string("docs/diagnostics.md").expect("docs/diagnostics.md");
+    for c in Code::ALL {
+        assert!(
+            diagnostics.contains(&format!("\n## {}\n", c.as_str())),
+            "docs/diagnostics.md has no section for {}",
+            c.as_str()
+        );
+    }
+    use dagml::spec::model::*;
+    let reference = std::fs::read_to_string("docs/pipelines.md").expect("docs/pipelines.md");
+    let lists: [(&str, &[&str]); 8] = [
+        ("estimator", EstimatorKind::NAMES),
+        ("metric", Metric::NAMES),
+        ("operation", Op::NAMES),
+        ("generator", Generator::NAMES),
+        ("output kind", OutputKind::NAMES),
+        ("column type", ColumnType::NAMES),
+        ("impute strategy", ImputeStrategy::NAMES),
+        ("criterion", Criterion::NAMES),
+    ];
+    for (what, names) in lists {
+        for n in names {
+            assert!(
+                reference.contains(&format!("`{n}`")),
+                "docs/pipelines.md does not name the {what} `{n}`"
+            );
+        }
+    }
+    for section in dagml::spec::lower::SECTIONS {
+        assert!(
+            reference.contains(&format!("[{section}")),
+            "no [{section}] in docs/pipelines.md"
+        );
+    }
+}

@@ -251,3 +251,77 @@ fn warnings_fail_only_with_deny_warnings() {
     assert_eq!(v["severity"], "warning");
     assert_eq!(v["code"], "W0301");
 }
+
+/// The recipes in docs/ci.md and .pre-commit-hooks.yaml work on real output.
+#[test]
+fn the_ci_recipes_match_real_output() {
+    // The GitHub problem matcher's regexp parses a real diagnostic line.
+    let doc = std::fs::read_to_string("docs/ci.md").expect("docs/ci.md");
+    let start = doc
+        .find("{\n  \"problemMatcher\"")
+        .expect("a matcher in docs/ci.md");
+    let end = start + doc[start..].find("\n```").expect("end of the JSON block");
+    let matcher: serde_json::Value =
+        serde_json::from_str(&doc[start..end]).expect("the matcher is JSON");
+    let pattern = &matcher["problemMatcher"][0]["pattern"][0];
+    let re = regex::Regex::new(pattern["regexp"].as_str().expect("a regexp")).expect("a regex");
+    let o = dagml(&["check", "tests/fixtures/invalid/estimator_typo.toml"]);
+    let first = stdout(&o).lines().next().unwrap_or_default().to_string();
+    let caps = re
+        .captures(&first)
+        .unwrap_or_else(|| panic!("no match: {first}"));
+    let group = |k: &str| {
+        let i = pattern[k].as_u64().expect("a group index") as usize;
+        caps.get(i)
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(group("file"), "tests/fixtures/invalid/estimator_typo.toml");
+    assert_eq!((group("line"), group("column")), ("17".into(), "13".into()));
+    assert_eq!(
+        (group("severity"), group("code")),
+        ("error".into(), "E0206".into())
+    );
+    assert_eq!(group("message"), "unknown estimator `random_forrest`");
+
+    // The pre-commit hook picks pipeline files and nothing else, and its entry
+    // passes on the shipped pipelines.
+    let hooks = std::fs::read_to_string(".pre-commit-hooks.yaml").expect("hooks file");
+    let value = |key: &str| {
+        hooks
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no `{key}` in .pre-commit-hooks.yaml"))
+            .to_string()
+    };
+    let files = regex::Regex::new(&value("files")).expect("files is a regex");
+    for yes in ["pipelines/mnist_rf.toml", "ml/pipelines/a/b.dagml"] {
+        assert!(files.is_match(yes), "{yes}");
+    }
+    for no in [
+        "Cargo.toml",
+        "pyproject.toml",
+        "pipelines/README.md",
+        "pipelines_old.toml",
+    ] {
+        assert!(!files.is_match(no), "{no}");
+    }
+    let entry = value("entry");
+    let mut words = entry.split_whitespace();
+    assert_eq!(words.next(), Some("dagml"));
+    let mut args: Vec<String> = words.map(str::to_string).collect();
+    let mut shipped: Vec<String> = std::fs::read_dir("pipelines")
+        .expect("pipelines/")
+        .filter_map(|e| e.ok())
+        .map(|e| format!("pipelines/{}", e.file_name().to_string_lossy()))
+        .filter(|p| files.is_match(p))
+        .collect();
+    shipped.sort();
+    assert!(!shipped.is_empty());
+    args.extend(shipped);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = dagml(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = dagml(&[&args[..], &["tests/fixtures/invalid/cycle.toml"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+}
