@@ -118,6 +118,14 @@ pub fn run_file(
         .num_threads(threads)
         .build()
         .map_err(|e| RunFailure::Other(e.to_string()))?;
+    // Evaluations feed the metrics sink, so the executor would free them; the
+    // report needs them.
+    let keep = plan
+        .tasks
+        .iter()
+        .filter(|t| t.kind == crate::plan::TaskKind::Evaluate)
+        .flat_map(|t| t.outputs.iter().cloned())
+        .collect();
     let outcome = pool.install(|| {
         executor::run(
             &plan,
@@ -125,6 +133,7 @@ pub fn run_file(
             observer,
             &Options {
                 threads,
+                keep,
                 ..Options::default()
             },
         )
