@@ -190,11 +190,11 @@ pub fn render_results(r: &RunReport) -> String {
                 line.push(format!("accuracy {a:.4}"));
             }
             for (name, avg) in [("precision", 0), ("recall", 1), ("f1", 2)] {
-                if has(name) {
-                    if let Some(m) = &s.macro_avg {
-                        let v = [m.precision, m.recall, m.f1][avg];
-                        line.push(format!("{name} (macro) {v:.4}"));
-                    }
+                if has(name)
+                    && let Some(m) = &s.macro_avg
+                {
+                    let v = [m.precision, m.recall, m.f1][avg];
+                    line.push(format!("{name} (macro) {v:.4}"));
                 }
             }
             if let Some(v) = s.log_loss.filter(|_| has("log_loss")) {
