@@ -162,7 +162,11 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
     }
 
     let mut r = Resolved::default();
-    let cx = Cx { p, names: &names };
+    let cx = Cx {
+        p,
+        names: &names,
+        meant: Default::default(),
+    };
     for t in &p.transforms {
         r.transform_inputs
             .push(cx.dataset(&t.input, &mut diags, "a transform"));
@@ -456,6 +460,23 @@ fn first_part(k: &SplitKind) -> String {
 struct Cx<'p, 'n> {
     p: &'p Pipeline,
     names: &'n Names<'p>,
+    /// Names suggested for misspelt references ("did you mean `forest`?"): the
+    /// step meant is used, once the typo is fixed, so it is not also called unused.
+    meant: std::cell::RefCell<Vec<Name>>,
+}
+
+impl Cx<'_, '_> {
+    /// The help for an unknown name; remembers the suggestion.
+    fn suggest_for(&self, r: &Name, word: &str, cands: &[&str], what: &str) -> String {
+        if let Some(best) = crate::spec::diag::did_you_mean(word, cands.iter().copied()) {
+            let full = match r.value.split_once('.') {
+                Some((head, _)) if word != r.value => format!("{head}.{best}"),
+                _ => best.to_string(),
+            };
+            self.meant.borrow_mut().push(Name::new(full, r.span));
+        }
+        suggest(word, cands, what)
+    }
 }
 
 impl Cx<'_, '_> {
@@ -481,7 +502,7 @@ impl Cx<'_, '_> {
                 r.span,
                 format!("no {what} is named `{}`", r.value),
             )
-            .with_help(suggest(&r.value, &cands, &what)),
+            .with_help(self.suggest_for(r, &r.value, &cands, &what)),
         );
     }
 
@@ -567,7 +588,7 @@ impl Cx<'_, '_> {
                     r.span,
                     format!("no dataset is named `{}`", r.value),
                 )
-                .with_help(suggest(&r.value, &cands, "dataset")),
+                .with_help(self.suggest_for(r, &r.value, &cands, "dataset")),
             );
             return None;
         };
@@ -591,7 +612,7 @@ impl Cx<'_, '_> {
                                 r.span,
                                 format!("split `{head}` has no part `{part}`"),
                             )
-                            .with_help(suggest(part, &cands, "part")),
+                            .with_help(self.suggest_for(r, part, &cands, "part")),
                         );
                         None
                     }
@@ -928,9 +949,11 @@ fn unused(p: &Pipeline, r: &Resolved, cx: &Cx, diags: &mut Vec<Diagnostic>) {
             stack.push(d.clone());
         }
     }
-    // What a step that could not be lowered reads is used (by that step, once fixed).
-    for b in &p.broken {
-        for name in &b.refs {
+    // What a step that could not be lowered reads is used (by that step, once
+    // fixed), and so is the step a misspelt reference meant.
+    let meant = cx.meant.borrow().clone();
+    for b in p.broken.iter().map(|b| &b.refs).chain([&meant]) {
+        for name in b {
             let head = name.value.split('.').next().unwrap_or("");
             match cx.names.map.get(head) {
                 Some((StepKind::Model, i, _)) => used_model[*i] = true,
@@ -1099,6 +1122,14 @@ mod tests {
             "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[models.f]\nestimator = \"random_forest\"\ninput = \"d\"\ntarget = \"label\"\n[evaluations.e]\nmodel = \"f\"\ndata = \"d\"\nmetrics = []\n",
         );
         assert_eq!(c, vec![Code::OutOfRange]);
+    }
+
+    #[test]
+    fn the_step_a_typo_meant_is_not_also_unused() {
+        let c = codes(
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[splits.s]\nkind = \"predefined\"\ninput = \"d\"\n[models.forest]\nestimator = \"random_forest\"\ninput = \"s.trian\"\ntarget = \"label\"\n[outputs.m]\nkind = \"model\"\nmodel = \"forset\"\npath = \"out/f.model\"\n",
+        );
+        assert_eq!(c, vec![Code::UnknownReference, Code::UnknownReference]);
     }
 
     #[test]
