@@ -47,17 +47,30 @@ pub fn parse(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
         let (doc, errors) = DeTable::parse_recoverable(&prefix);
         let mut diags = syntax_diagnostics(&prefix, errors);
         diags.retain(|d| d.span.is_some_and(|s| s.start < line_start));
+        let help = if header {
+            let line_end = text[open..].find('\n').map_or(text.len(), |i| open + i);
+            format!(
+                "close the section header on its line: `{}]`",
+                text[open..line_end].trim_end()
+            )
+        } else if close == '}' {
+            "close the inline table with `}` on the same line: inline tables cannot span lines"
+                .to_string()
+        } else {
+            format!(
+                "close the {what} with `{close}`; everything after it was read as part of the {what}"
+            )
+        };
         diags.push(
             Diagnostic::new(
                 Code::Syntax,
                 Span::new(open, open + 1),
-                format!("invalid TOML: this `{}` is never closed", &text[open..open + 1]),
+                format!(
+                    "invalid TOML: this `{}` is never closed",
+                    &text[open..open + 1]
+                ),
             )
-            .with_help(if close == '}' {
-                "close the inline table with `}` on the same line: inline tables cannot span lines".to_string()
-            } else {
-                format!("close the {what} with `{close}`; everything after it was read as part of the {what}")
-            }),
+            .with_help(help),
         );
         let span = Span::new(0, text.len());
         let table = convert_table(doc.get_ref(), &mut diags);
@@ -355,6 +368,16 @@ mod tests {
                 "invalid TOML: the section `[m.f]` is defined twice",
                 "invalid TOML: the key `a` is given twice in this table",
             ]
+        );
+    }
+
+    #[test]
+    fn an_unclosed_section_header_says_how_to_close_it() {
+        let (_, diags) = parse("[pipeline]\nname = \"x\"\n[models.forest\nestimator = \"ridge\"\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(
+            diags[0].help.as_deref(),
+            Some("close the section header on its line: `[models.forest]`")
         );
     }
 
