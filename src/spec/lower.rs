@@ -1388,21 +1388,28 @@ fn lower_output(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Op
     let kname = OutputKind::NAMES[kind.value];
     r.what = format!("{kname} output `{}`", name.value);
     let path = r.req_string(cx, "path");
-    let out = match (kname, &path) {
-        (_, None) => None,
-        ("model", Some(_)) => r
+    // The other keys are read even when `path` is missing or wrong, so that they
+    // are not reported as unknown too.
+    let fmt = |cx: &mut Cx, r: &mut Reader, allowed: &[FileFormat]| match &path {
+        Some(p) => format_of(cx, r, p, allowed),
+        None => {
+            r.get("format");
+            None
+        }
+    };
+    let out = match kname {
+        "model" => r
             .req_string(cx, "model")
             .map(|model| OutputKind::Model { model }),
-        ("metrics", Some(_)) => Some(OutputKind::Metrics {
+        "metrics" => Some(OutputKind::Metrics {
             evaluations: r.string_list(cx, "evaluations").unwrap_or_default(),
         }),
-        ("predictions", Some(p)) => {
+        "predictions" => {
             let model = r.req_string(cx, "model");
             let data = r.req_string(cx, "data");
-            let format = format_of(
+            let format = fmt(
                 cx,
                 &mut r,
-                p,
                 &[FileFormat::Parquet, FileFormat::Csv, FileFormat::Arrow],
             );
             match (model, data, format) {
@@ -1414,24 +1421,26 @@ fn lower_output(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Op
                 _ => None,
             }
         }
-        ("plan", Some(p)) => format_of(
+        "plan" => fmt(
             cx,
             &mut r,
-            p,
             &[FileFormat::Svg, FileFormat::Dot, FileFormat::Png],
         )
         .map(|format| OutputKind::Plan { format }),
-        (_, Some(p)) => {
+        _ => {
             let data = r.req_string(cx, "data");
-            let format = if r.has("format") || FileFormat::from_path(&p.value).is_some() {
-                format_of(
+            let has_ext = path
+                .as_ref()
+                .is_some_and(|p| FileFormat::from_path(&p.value).is_some());
+            let format = if r.has("format") || has_ext {
+                fmt(
                     cx,
                     &mut r,
-                    p,
                     &[FileFormat::Parquet, FileFormat::Csv, FileFormat::Arrow],
                 )
             } else {
-                Some(Spanned::new(FileFormat::Parquet, p.span))
+                path.as_ref()
+                    .map(|p| Spanned::new(FileFormat::Parquet, p.span))
             };
             match (data, format) {
                 (Some(data), Some(format)) => Some(OutputKind::Dataset { data, format }),
@@ -1592,6 +1601,16 @@ metrics = ["accuracy"]
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].code, Code::UnknownKey);
         assert_eq!(d[0].help.as_deref(), Some("did you mean `input`?"));
+    }
+
+    #[test]
+    fn an_output_with_a_bad_path_still_knows_its_keys() {
+        let d = lower_text(
+            "[outputs.p]\nkind = \"predictions\"\nmodel = \"m\"\ndata = \"d\"\nformat = \"csv\"\npath = []\n",
+        )
+        .1;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, Code::WrongType);
     }
 
     #[test]
