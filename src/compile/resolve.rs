@@ -914,6 +914,16 @@ fn cycles(p: &Pipeline, r: &Resolved, diags: &mut Vec<Diagnostic>) {
 
 /// Warn about sources, transforms, splits and models that nothing uses.
 fn unused(p: &Pipeline, r: &Resolved, cx: &Cx, diags: &mut Vec<Diagnostic>) {
+    // A broken step that refers to something unreadable (`input = {}`) could use
+    // any step: nothing can be called unused until it is fixed.
+    let unreadable = crate::spec::lower::UNKNOWN_REF;
+    if p.broken
+        .iter()
+        .flat_map(|b| &b.refs)
+        .any(|n| n.value == unreadable)
+    {
+        return;
+    }
     let mut used_src = vec![false; p.sources.len()];
     let mut used_tr = vec![false; p.transforms.len()];
     let mut used_split = vec![false; p.splits.len()];
@@ -1130,6 +1140,14 @@ mod tests {
             "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[splits.s]\nkind = \"predefined\"\ninput = \"d\"\n[models.forest]\nestimator = \"random_forest\"\ninput = \"s.trian\"\ntarget = \"label\"\n[outputs.m]\nkind = \"model\"\nmodel = \"forset\"\npath = \"out/f.model\"\n",
         );
         assert_eq!(c, vec![Code::UnknownReference, Code::UnknownReference]);
+    }
+
+    #[test]
+    fn nothing_is_unused_while_a_reference_is_unreadable() {
+        let c = codes(
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[transforms.t]\ninput = {}\nsteps = []\n[outputs.o]\nkind = \"dataset\"\ndata = \"t\"\npath = \"out/t\"\n",
+        );
+        assert_eq!(c, vec![Code::WrongType]);
     }
 
     #[test]

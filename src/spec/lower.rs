@@ -172,6 +172,9 @@ const REFERENCE_KEYS: &[&str] = &[
     "after",
 ];
 
+/// A reference that is not a name (`input = {}`): it could mean any step.
+pub const UNKNOWN_REF: &str = "*";
+
 /// A step that could not be lowered: its name and the names it refers to.
 fn broken(name: &Spanned<String>, t: &Table) -> BrokenStep {
     let mut refs = Vec::new();
@@ -179,11 +182,15 @@ fn broken(name: &Spanned<String>, t: &Table) -> BrokenStep {
         let Some(n) = t.get(key) else { continue };
         match &n.value {
             Value::Str(s) => refs.push(Spanned::new(s.clone(), n.span)),
-            Value::Array(items) => refs.extend(items.iter().filter_map(|it| match &it.value {
-                Value::Str(s) => Some(Spanned::new(s.clone(), it.span)),
-                _ => None,
-            })),
-            _ => {}
+            Value::Array(items) => {
+                for it in items {
+                    match &it.value {
+                        Value::Str(s) => refs.push(Spanned::new(s.clone(), it.span)),
+                        _ => refs.push(Spanned::new(UNKNOWN_REF.to_string(), it.span)),
+                    }
+                }
+            }
+            _ => refs.push(Spanned::new(UNKNOWN_REF.to_string(), n.span)),
         }
     }
     BrokenStep {

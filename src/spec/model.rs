@@ -40,7 +40,8 @@ pub struct Pipeline {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BrokenStep {
     pub name: Name,
-    /// Names it refers to (`input`, `data`, `model`, ...), as written.
+    /// Names it refers to (`input`, `data`, `model`, ...), as written; `*` for a
+    /// reference that is not a string (it could mean any step).
     pub refs: Vec<Name>,
 }
 
