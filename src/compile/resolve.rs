@@ -166,6 +166,7 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
         p,
         names: &names,
         meant: Default::default(),
+        unresolved: Default::default(),
     };
     for t in &p.transforms {
         r.transform_inputs
@@ -463,6 +464,8 @@ struct Cx<'p, 'n> {
     /// Names suggested for misspelt references ("did you mean `forest`?"): the
     /// step meant is used, once the typo is fixed, so it is not also called unused.
     meant: std::cell::RefCell<Vec<Name>>,
+    /// A reference named no step and suggested none: what it meant is unknown.
+    unresolved: std::cell::Cell<bool>,
 }
 
 impl Cx<'_, '_> {
@@ -474,6 +477,8 @@ impl Cx<'_, '_> {
                 _ => best.to_string(),
             };
             self.meant.borrow_mut().push(Name::new(full, r.span));
+        } else {
+            self.unresolved.set(true);
         }
         suggest(word, cands, what)
     }
@@ -916,11 +921,13 @@ fn cycles(p: &Pipeline, r: &Resolved, diags: &mut Vec<Diagnostic>) {
 fn unused(p: &Pipeline, r: &Resolved, cx: &Cx, diags: &mut Vec<Diagnostic>) {
     // A broken step that refers to something unreadable (`input = {}`) could use
     // any step: nothing can be called unused until it is fixed.
+    // So could a reference to no step with no likely meaning (`input = "x"`).
     let unreadable = crate::spec::lower::UNKNOWN_REF;
-    if p.broken
-        .iter()
-        .flat_map(|b| &b.refs)
-        .any(|n| n.value == unreadable)
+    if cx.unresolved.get()
+        || p.broken
+            .iter()
+            .flat_map(|b| &b.refs)
+            .any(|n| n.value == unreadable)
     {
         return;
     }
@@ -1148,6 +1155,16 @@ mod tests {
             "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[transforms.t]\ninput = {}\nsteps = []\n[outputs.o]\nkind = \"dataset\"\ndata = \"t\"\npath = \"out/t\"\n",
         );
         assert_eq!(c, vec![Code::WrongType]);
+    }
+
+    #[test]
+    fn nothing_is_unused_while_a_reference_means_nothing_known() {
+        // `x` suggests nothing: whether `d` was meant is unknown, so it is not
+        // called unused.
+        let c = codes(
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[transforms.t]\ninput = \"x\"\nsteps = []\n[outputs.o]\nkind = \"dataset\"\ndata = \"t\"\npath = \"out/t\"\n",
+        );
+        assert_eq!(c, vec![Code::UnknownReference]);
     }
 
     #[test]
