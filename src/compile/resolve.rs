@@ -282,7 +282,11 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
                 Some(DataTarget::Split(i)) => {
                     let ok = match &p.splits[i].kind {
                         SplitKind::KFold { .. } => true,
-                        SplitKind::Shards { .. } => model.is_some_and(|m| p.models[m].per_shard),
+                        SplitKind::Shards { .. } => {
+                            // A model that could not be lowered may well be per-shard.
+                            model.is_some_and(|m| p.models[m].per_shard)
+                                || cx.names.broken.contains(e.model.value.as_str())
+                        }
                         _ => false,
                     };
                     if ok {
@@ -515,6 +519,8 @@ impl Cx<'_, '_> {
         match self.names.map.get(r.value.as_str()) {
             Some((k, i, _)) if *k == kind => Some(*i),
             Some((k, _, _)) => {
+                // Named, if wrongly: that step is used once this is fixed.
+                self.meant.borrow_mut().push(r.clone());
                 let cands: Vec<&str> = self
                     .names
                     .map
@@ -565,6 +571,12 @@ impl Cx<'_, '_> {
             Some((h, t)) => (h, Some(t)),
             None => (r.value.as_str(), None),
         };
+        if self.names.map.contains_key(head) {
+            // Named: used, even where it is the wrong kind of dataset here.
+            self.meant
+                .borrow_mut()
+                .push(Name::new(head.to_string(), r.span));
+        }
         let Some((kind, i, _)) = self.names.map.get(head) else {
             if self.names.broken.contains(head) {
                 return None; // the step itself is reported
@@ -1165,6 +1177,24 @@ mod tests {
             "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[transforms.t]\ninput = \"x\"\nsteps = []\n[outputs.o]\nkind = \"dataset\"\ndata = \"t\"\npath = \"out/t\"\n",
         );
         assert_eq!(c, vec![Code::UnknownReference]);
+    }
+
+    #[test]
+    fn a_step_named_in_the_wrong_place_is_not_also_unused() {
+        // The model names the whole split (E0307); the split and its source are
+        // still what it reads.
+        let c = codes(
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[splits.s]\nkind = \"predefined\"\ninput = \"d\"\n[models.f]\nestimator = \"random_forest\"\ninput = \"s\"\ntarget = \"label\"\n[outputs.m]\nkind = \"model\"\nmodel = \"f\"\npath = \"out/f.model\"\n",
+        );
+        assert_eq!(c, vec![Code::WrongStepKind]);
+    }
+
+    #[test]
+    fn a_broken_model_may_be_evaluated_on_a_whole_shards_split() {
+        let c = codes(
+            "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[splits.s]\nkind = \"shards\"\ninput = \"d\"\nnames = [\"A\", \"B\"]\n[models.f]\nestimator = \"random_forrest\"\nper_shard = true\ninput = \"s\"\ntarget = \"label\"\n[evaluations.e]\nmodel = \"f\"\ndata = \"s\"\nmetrics = [\"accuracy\"]\n",
+        );
+        assert_eq!(c, vec![Code::UnknownEstimator]);
     }
 
     #[test]

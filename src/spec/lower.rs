@@ -182,7 +182,7 @@ fn broken(name: &Spanned<String>, t: &Table) -> BrokenStep {
         let Some(n) = t.get(key) else { continue };
         match &n.value {
             Value::Str(s) => refs.push(Spanned::new(s.clone(), n.span)),
-            Value::Array(items) => {
+            Value::Array(items) if !items.is_empty() => {
                 for it in items {
                     match &it.value {
                         Value::Str(s) => refs.push(Spanned::new(s.clone(), it.span)),
@@ -1030,6 +1030,8 @@ fn lower_split(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
                         .help = Some("use `input` for a source with its own train/test files (MNIST), `train`/`test` for two sources".into());
                     None
                 }
+                // Given but not readable: reported where it is written.
+                (None, None, None) if r.has("input") || r.has("train") || r.has("test") => None,
                 (None, None, None) => {
                     cx.err(
                         Code::MissingKey,
@@ -1081,33 +1083,49 @@ fn lower_split(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
             let seed = seed(&mut r, cx);
             let by = match by {
                 0 => {
+                    let names_span = r.t.get("names").map(|n| n.span);
                     let names = match (names, count) {
-                        (Some(n), None) if !n.is_empty() => n,
-                        (None, Some(c)) => (1..=c.value)
-                            .map(|i| Spanned::new(format!("shard{i}"), c.span))
-                            .collect(),
+                        (Some(n), None) if !n.is_empty() => Some(n),
+                        (None, Some(c)) => Some(
+                            (1..=c.value)
+                                .map(|i| Spanned::new(format!("shard{i}"), c.span))
+                                .collect(),
+                        ),
                         (Some(_), Some(c)) => {
                             cx.err(
                                 Code::Conflict,
                                 c.span,
                                 "give either `names` or `count`, not both",
                             );
-                            vec![]
+                            None
                         }
-                        _ => {
+                        (Some(_), None) => {
+                            cx.err(
+                                Code::OutOfRange,
+                                names_span.unwrap_or(r.head),
+                                format!("`names` in {} is empty", r.what),
+                            )
+                            .help = Some("name one shard or more: `names = [\"A\", \"B\"]`".into());
+                            None
+                        }
+                        // Given but not readable: reported where it is written.
+                        (None, None) if r.has("names") || r.has("count") => None,
+                        (None, None) => {
                             cx.err(
                                 Code::MissingKey,
                                 r.head,
                                 format!("{} needs `names` (one per shard) or `count`", r.what),
                             )
                             .help = Some("add `names = [\"A\", \"B\", \"C\"]`".into());
-                            vec![]
+                            None
                         }
                     };
-                    for n in &names {
+                    for n in names.iter().flatten() {
                         cx.check_ident(n, "shard name");
                     }
-                    Some(ShardBy::Rows { names })
+                    // Without shard names the split has no parts: it is not lowered,
+                    // so references to its parts are not reported again.
+                    names.map(|names| ShardBy::Rows { names })
                 }
                 1 => {
                     let col = r.req_string(cx, "column");
@@ -1618,6 +1636,24 @@ metrics = ["accuracy"]
         .1;
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].code, Code::WrongType);
+    }
+
+    #[test]
+    fn a_split_key_of_the_wrong_type_is_not_also_missing() {
+        let c = codes("[splits.s]\nkind = \"predefined\"\ninput = 3\n");
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, Code::WrongType);
+        let c = codes("[splits.s]\nkind = \"shards\"\ninput = \"d\"\nnames = []\n");
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].1, "`names` in shards split `s` is empty");
+        let c = codes("[splits.s]\nkind = \"shards\"\ninput = \"d\"\ncount = 0\n");
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, Code::OutOfRange);
+        // Without shard names the split is not lowered (its parts are unknown).
+        let (p, d) = lower_text("[splits.s]\nkind = \"shards\"\ninput = \"d\"\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, Code::MissingKey);
+        assert!(p.is_some_and(|p| p.splits.is_empty() && p.broken.len() == 1));
     }
 
     #[test]
