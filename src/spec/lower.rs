@@ -760,7 +760,13 @@ fn lower_source(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Op
     } else {
         r.string(cx, "after")
     };
+    // An unreadable `after` changes what the source may read (and its order):
+    // without it, it would be reported again as overwriting its own input.
+    let after_unreadable = after.is_none() && kname != "synthetic" && r.has("after");
     r.finish(cx);
+    if after_unreadable {
+        return None;
+    }
     sk.map(|kind| Source {
         name,
         span,
@@ -1173,7 +1179,11 @@ fn lower_model(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
     let target = r.req_string(cx, "target");
     let features = r.string_list(cx, "features");
     let preprocess = r.op_list(cx, "preprocess", false);
-    let per_shard = r.bool(cx, "per_shard").unwrap_or(false);
+    let per_shard = r.bool(cx, "per_shard");
+    // An unreadable `per_shard` changes what the model may read: the model is not
+    // lowered, so its input and evaluations are not reported again.
+    let per_shard_unreadable = per_shard.is_none() && r.has("per_shard");
+    let per_shard = per_shard.unwrap_or(false);
     let combine = r
         .choice(cx, "combine", &["vote", "average"], "combine method")
         .map(|i| [Combine::Vote, Combine::Average][i.value])
@@ -1202,6 +1212,9 @@ fn lower_model(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
         lower_params(cx, est.value, pt, pspan, head, &name.value)
     });
     r.finish(cx);
+    if per_shard_unreadable {
+        return None;
+    }
     Some(ModelSpec {
         name,
         span,
@@ -1654,6 +1667,18 @@ metrics = ["accuracy"]
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].code, Code::MissingKey);
         assert!(p.is_some_and(|p| p.splits.is_empty() && p.broken.len() == 1));
+    }
+
+    #[test]
+    fn keys_that_change_the_graph_leave_their_step_unlowered_when_unreadable() {
+        let (p, d) = lower_text(
+            "[models.f]\nestimator = \"ridge\"\ninput = \"s\"\ntarget = \"y\"\nper_shard = \"yes\"\n",
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(p.is_some_and(|p| p.models.is_empty() && p.broken.len() == 1));
+        let (p, d) = lower_text("[sources.r]\nkind = \"parquet\"\npath = \"out/x\"\nafter = 1\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(p.is_some_and(|p| p.sources.is_empty() && p.broken.len() == 1));
     }
 
     #[test]
