@@ -440,3 +440,22 @@ fn the_binary_survives_hostile_files() {
         }
     }
 }
+
+#[test]
+fn many_syntax_errors_are_checked_in_linear_time() {
+    // One broken line in each of 20,000 sections: one error each, quickly.
+    let text: String = (0..20_000).map(|i| format!("[s{i}]\nx\n")).collect();
+    let started = std::time::Instant::now();
+    let d = check_bytes("sections.toml", text.into_bytes());
+    assert_eq!(d.len(), 20_000);
+    assert!(d.iter().all(|d| d.code.as_str() == "E0101"));
+    // 200,000 broken lines in one section: the first is reported.
+    let text: String = (0..200_000).map(|i| format!("x{i}\n")).collect();
+    let d = check_bytes("lines.toml", text.into_bytes());
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -281,23 +281,50 @@ impl Diagnostic {
     }
 }
 
+/// Where the sections of a TOML text start (the lines that begin with `[`), to
+/// tell which section a position is in. Built once: lookups are binary searches.
+pub struct Sections {
+    starts: Vec<usize>,
+}
+
+impl Sections {
+    pub fn new(text: &str) -> Self {
+        let mut starts = Vec::new();
+        let mut at = 0;
+        for line in text.split_inclusive('\n') {
+            if line.trim_start().starts_with('[') {
+                starts.push(at);
+            }
+            at += line.len();
+        }
+        Sections { starts }
+    }
+
+    /// The start of the section holding byte `at`; `None` before the first header.
+    pub fn of(&self, at: usize) -> Option<usize> {
+        let i = self.starts.partition_point(|s| *s <= at);
+        i.checked_sub(1).map(|i| self.starts[i])
+    }
+}
+
 /// Drop diagnostics that are consequences of a syntax error: later layers read
-/// the parser's recovered tree, and on a line it could not read they would report
-/// guesses (a missing value read as a string of the wrong type, and so on).
+/// the parser's recovered tree, and in a section it could not read they would
+/// report guesses (a missing value read as a string of the wrong type, keys of a
+/// broken table as missing, and so on). The section is reported for its syntax;
+/// the rest follows once that is fixed.
 pub fn drop_consequences(diags: &mut Vec<Diagnostic>, file: &SourceFile) {
-    let bad_lines: std::collections::BTreeSet<usize> = diags
+    let sections = Sections::new(&file.text);
+    let bad: std::collections::BTreeSet<Option<usize>> = diags
         .iter()
         .filter(|d| d.code == Code::Syntax)
         .filter_map(|d| d.span)
-        .map(|s| file.line_col(s.start).0)
+        .map(|s| sections.of(s.start))
         .collect();
-    if bad_lines.is_empty() {
+    if bad.is_empty() {
         return;
     }
     diags.retain(|d| {
-        d.code == Code::Syntax
-            || d.span
-                .is_none_or(|s| !bad_lines.contains(&file.line_col(s.start).0))
+        d.code == Code::Syntax || d.span.is_none_or(|s| !bad.contains(&sections.of(s.start)))
     });
 }
 

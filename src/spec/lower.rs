@@ -178,8 +178,12 @@ pub const UNKNOWN_REF: &str = "*";
 /// A step that could not be lowered: its name and the names it refers to.
 fn broken(name: &Spanned<String>, t: &Table) -> BrokenStep {
     let mut refs = Vec::new();
-    for key in REFERENCE_KEYS {
-        let Some(n) = t.get(key) else { continue };
+    // Misspelt reference keys (`inpt`) count: the step was meant to read them.
+    let keys = t.entries.iter().filter(|(k, _)| {
+        REFERENCE_KEYS.contains(&k.value.as_str())
+            || did_you_mean(&k.value, REFERENCE_KEYS.iter().copied()).is_some()
+    });
+    for (_, n) in keys {
         match &n.value {
             Value::Str(s) => refs.push(Spanned::new(s.clone(), n.span)),
             Value::Array(items) if !items.is_empty() => {
@@ -1039,6 +1043,9 @@ fn lower_split(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
                 // Given but not readable: reported where it is written.
                 (None, None, None) if r.has("input") || r.has("train") || r.has("test") => None,
                 (None, None, None) => {
+                    // A misspelt `input` (or `train`) replaces this report.
+                    r.missing_at.push(("input".into(), cx.diags.len()));
+                    r.missing_at.push(("train".into(), cx.diags.len()));
                     cx.err(
                         Code::MissingKey,
                         r.head,
@@ -1679,6 +1686,15 @@ metrics = ["accuracy"]
         let (p, d) = lower_text("[sources.r]\nkind = \"parquet\"\npath = \"out/x\"\nafter = 1\n");
         assert_eq!(d.len(), 1, "{d:?}");
         assert!(p.is_some_and(|p| p.sources.is_empty() && p.broken.len() == 1));
+    }
+
+    #[test]
+    fn a_misspelt_split_input_is_one_error_and_still_a_reference() {
+        let (p, d) = lower_text("[splits.s]\nkind = \"predefined\"\ninpt = \"digits\"\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].help.as_deref(), Some("did you mean `input`?"));
+        let p = p.expect("a pipeline");
+        assert_eq!(p.broken[0].refs[0].value, "digits");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! diagnostics. Must not: interpret keys (that is `lower`), touch the file system,
 //! panic or overflow the stack on any input, however broken.
 
-use super::diag::{Code, Diagnostic};
+use super::diag::{Code, Diagnostic, Sections};
 use super::node::{Node, Table, Value};
+use super::span::SourceFile;
 use super::span::{Span, Spanned};
 use toml::de::{DeTable, DeValue};
 
@@ -82,8 +83,8 @@ pub fn parse(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
     (Some(Node::new(Value::Table(table), span)), diags)
 }
 
-/// The parser's errors as diagnostics: one per line (the rest on a line are
-/// consequences of the first), in words a pipeline author can act on.
+/// The parser's errors as diagnostics: the first in each section, in words a
+/// pipeline author can act on.
 fn syntax_diagnostics(text: &str, errors: Vec<toml::de::Error>) -> Vec<Diagnostic> {
     let mut errors: Vec<(Span, String)> = errors
         .iter()
@@ -93,44 +94,26 @@ fn syntax_diagnostics(text: &str, errors: Vec<toml::de::Error>) -> Vec<Diagnosti
         })
         .collect();
     errors.sort_by_key(|(s, _)| (s.start, s.end));
-    let line_of = |at: usize| text[..at.min(text.len())].matches('\n').count();
-    let line_text = |at: usize| {
-        let at = at.min(text.len());
-        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-        &text[start..end]
-    };
-    // The start of the section header line at or before `at`.
-    let header_before = |at: usize| {
-        let mut end = at.min(text.len());
-        loop {
-            let start = text[..end].rfind('\n').map_or(0, |i| i + 1);
-            if text[start..end].trim_start().starts_with('[') {
-                return Some(start);
-            }
-            if start == 0 {
-                return None;
-            }
-            end = start - 1;
-        }
-    };
+    let file = SourceFile::new("", text);
+    let sections = Sections::new(text);
     let mut diags: Vec<Diagnostic> = Vec::new();
-    let mut last_line = None;
-    // After a section defined twice, its keys are reported as duplicates too.
-    let mut duplicate_section = None;
+    // The first error in a section is reported; the parser's recovery makes the
+    // later ones mostly consequences of it (the keys of a section defined twice,
+    // the lines of a list whose opening line broke).
+    let mut last_section = None;
     for (span, msg) in errors {
-        let line = line_of(span.start);
-        let is_header = line_text(span.start).trim_start().starts_with('[');
-        if last_line == Some(line) {
+        let section = Some(sections.of(span.start));
+        if last_section == Some(section) {
             continue;
         }
+        let line_text = file.line_text(file.line_col(span.start).0);
+        let is_header = line_text.trim_start().starts_with('[');
         let slice = text
             .get(span.start..span.end.min(text.len()))
             .unwrap_or("")
             .trim();
         let d = if msg == "duplicate key" && is_header {
-            duplicate_section = header_before(span.start);
-            let head = line_text(span.start).trim();
+            let head = line_text.trim();
             Diagnostic::new(
                 Code::Syntax,
                 span,
@@ -140,9 +123,6 @@ fn syntax_diagnostics(text: &str, errors: Vec<toml::de::Error>) -> Vec<Diagnosti
                 "a section may appear once; rename one of them: every step needs its own name",
             )
         } else if msg == "duplicate key" {
-            if duplicate_section.is_some() && header_before(span.start) == duplicate_section {
-                continue;
-            }
             Diagnostic::new(
                 Code::Syntax,
                 span,
@@ -168,7 +148,7 @@ fn syntax_diagnostics(text: &str, errors: Vec<toml::de::Error>) -> Vec<Diagnosti
             Diagnostic::new(Code::Syntax, span, format!("invalid TOML: {msg}"))
                 .with_help("see docs/pipelines.md for the file format")
         };
-        last_line = Some(line);
+        last_section = Some(section);
         diags.push(d);
     }
     diags
