@@ -324,7 +324,12 @@ pub fn drop_consequences(diags: &mut Vec<Diagnostic>, file: &SourceFile) {
         return;
     }
     diags.retain(|d| {
-        d.code == Code::Syntax || d.span.is_none_or(|s| !bad.contains(&sections.of(s.start)))
+        d.code == Code::Syntax
+            || d.span.is_none_or(|s| {
+                // A value the parser made up while recovering has an empty span
+                // at the start of the file.
+                s.end > 0 && !bad.contains(&sections.of(s.start))
+            })
     });
 }
 

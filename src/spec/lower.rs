@@ -138,6 +138,8 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
     }
     // Steps under a misspelt section (`[model.forest]`) are in the file too: a
     // reference to them is not a second mistake.
+    // A step header without its dot (`[sourcestable]`) is a step too.
+    let mut glued: Vec<(Span, String)> = Vec::new();
     for (k, v) in &top.entries {
         if let (false, Value::Table(t)) = (SECTIONS.contains(&k.value.as_str()), &v.value) {
             for (name, v) in &t.entries {
@@ -145,9 +147,35 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
                     cx.broken.push(broken(name, inner));
                 }
             }
+            let section = SECTIONS
+                .iter()
+                .filter(|s| **s != "pipeline" && **s != "cluster")
+                .find(|s| k.value.starts_with(**s));
+            if let Some(section) = section {
+                let rest = k.value[section.len()..].trim_start_matches(['.', '_', '-']);
+                if !rest.is_empty() {
+                    let name = Spanned::new(rest.to_string(), k.span);
+                    cx.broken.push(broken(&name, t));
+                    glued.push((
+                        k.span,
+                        format!(
+                            "write the step's section and name with a dot: `[{section}.{rest}]`"
+                        ),
+                    ));
+                }
+            }
         }
     }
     r.finish(&mut cx);
+    for (span, help) in glued {
+        if let Some(d) = cx
+            .diags
+            .iter_mut()
+            .find(|d| d.code == Code::UnknownKey && d.span == Some(span))
+        {
+            d.help = Some(help);
+        }
+    }
     p.broken = cx.broken;
     (Some(p), cx.diags)
 }
@@ -1695,6 +1723,17 @@ metrics = ["accuracy"]
         assert_eq!(d[0].help.as_deref(), Some("did you mean `input`?"));
         let p = p.expect("a pipeline");
         assert_eq!(p.broken[0].refs[0].value, "digits");
+    }
+
+    #[test]
+    fn a_step_header_without_its_dot_is_still_a_step() {
+        let (p, d) = lower_text("[sourcestable]\nkind = \"csv\"\npath = \"t.csv\"\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].help.as_deref(),
+            Some("write the step's section and name with a dot: `[sources.table]`")
+        );
+        assert!(p.is_some_and(|p| p.broken.iter().any(|b| b.name.value == "table")));
     }
 
     #[test]

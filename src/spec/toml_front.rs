@@ -38,6 +38,29 @@ pub fn parse(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
         };
         let line_start = text[..open].rfind('\n').map_or(0, |i| i + 1);
         let header = text[line_start..open].trim().is_empty();
+        let line_end = text[open..].find('\n').map_or(text.len(), |i| open + i);
+        if header && text[open..line_end].contains('=') {
+            // `[kind = "model"`: a stray bracket before a key. Read the file
+            // without it, so the key and everything after it still count.
+            let mut repaired = text.to_string();
+            repaired.replace_range(open..open + 1, " ");
+            let (doc, errors) = DeTable::parse_recoverable(&repaired);
+            let mut diags = syntax_diagnostics(&repaired, errors);
+            diags.push(
+                Diagnostic::new(
+                    Code::Syntax,
+                    Span::new(open, open + 1),
+                    "invalid TOML: a stray `[` before a key",
+                )
+                .with_help(
+                    "remove it: a key line does not start with `[` (a section header is `[name]`)",
+                ),
+            );
+            diags.sort_by_key(|d| d.span.map(|s| s.start));
+            let span = Span::new(0, text.len());
+            let table = convert_quietly(doc.get_ref(), &mut diags);
+            return (Some(Node::new(Value::Table(table), span)), diags);
+        }
         // Keep the key (`metrics = []`) so lowering does not call it missing; a
         // section header that is never closed is dropped with its line.
         let prefix = if header {
@@ -49,7 +72,6 @@ pub fn parse(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
         let mut diags = syntax_diagnostics(&prefix, errors);
         diags.retain(|d| d.span.is_some_and(|s| s.start < line_start));
         let help = if header {
-            let line_end = text[open..].find('\n').map_or(text.len(), |i| open + i);
             format!(
                 "close the section header on its line: `{}]`",
                 text[open..line_end].trim_end()
@@ -74,13 +96,22 @@ pub fn parse(text: &str) -> (Option<Node>, Vec<Diagnostic>) {
             .with_help(help),
         );
         let span = Span::new(0, text.len());
-        let table = convert_table(doc.get_ref(), &mut diags);
+        let table = convert_quietly(doc.get_ref(), &mut diags);
         return (Some(Node::new(Value::Table(table), span)), diags);
     }
     let mut diags = syntax_diagnostics(text, errors);
     let span = Span::from(doc.span());
-    let table = convert_table(doc.get_ref(), &mut diags);
+    let table = convert_quietly(doc.get_ref(), &mut diags);
     (Some(Node::new(Value::Table(table), span)), diags)
+}
+
+/// Convert a tree the parser recovered: a value it could not read (an invalid
+/// float) was reported by the parser already.
+fn convert_quietly(t: &DeTable<'_>, diags: &mut Vec<Diagnostic>) -> Table {
+    let mut own = Vec::new();
+    let table = convert_table(t, &mut own);
+    diags.extend(own.into_iter().filter(|d| d.code != Code::Syntax));
+    table
 }
 
 /// The parser's errors as diagnostics: the first in each section, in words a
@@ -359,6 +390,31 @@ mod tests {
             diags[0].help.as_deref(),
             Some("close the section header on its line: `[models.forest]`")
         );
+    }
+
+    #[test]
+    fn a_stray_bracket_before_a_key_loses_nothing_else() {
+        let text = "[o]\n[kind = \"model\"\npath = \"x\"\n";
+        let (node, diags) = parse(text);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].message, "invalid TOML: a stray `[` before a key");
+        assert_eq!(diags[0].span, Some(Span::new(4, 5)));
+        let Some(Node {
+            value: Value::Table(t),
+            ..
+        }) = node
+        else {
+            panic!("no table")
+        };
+        assert!(
+            matches!(t.get("o").map(|n| &n.value), Some(Value::Table(o)) if o.get("kind").is_some() && o.get("path").is_some())
+        );
+    }
+
+    #[test]
+    fn an_invalid_float_is_reported_once() {
+        let (_, diags) = parse("[s]\na = 0.3x\n");
+        assert_eq!(diags.len(), 1, "{diags:?}");
     }
 
     #[test]
