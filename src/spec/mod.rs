@@ -114,6 +114,7 @@ pub fn parse_str(path: &str, text: &str) -> Parsed {
     if let Some(node) = node {
         let (p, d) = lower::lower(&node, text, &stem);
         diagnostics.extend(d);
+        diag::drop_consequences(&mut diagnostics, &file);
         pipeline = p;
     }
     Parsed {

@@ -27,6 +27,22 @@ pub struct Pipeline {
     pub evaluations: Vec<Evaluation>,
     pub outputs: Vec<Output>,
     pub cluster: Option<Cluster>,
+    /// Steps written in the file that could not be lowered (an unknown estimator, a
+    /// missing key...), with the names they refer to. Checking uses them so that a
+    /// broken step is reported once, not again at every reference to it, and what
+    /// it reads is not called unused. Empty for a valid pipeline; not part of what
+    /// the pipeline means, so never serialized.
+    #[serde(skip)]
+    pub broken: Vec<BrokenStep>,
+}
+
+/// A step that is in the file but not in the model: see [`Pipeline::broken`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokenStep {
+    pub name: Name,
+    /// Names it refers to (`input`, `data`, `model`, ...), as written; `*` for a
+    /// reference that is not a string (it could mean any step).
+    pub refs: Vec<Name>,
 }
 
 pub const DEFAULT_SEED: u64 = 0;
