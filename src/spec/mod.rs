@@ -109,7 +109,10 @@ pub fn parse_str(path: &str, text: &str) -> Parsed {
     };
     let mut pipeline = None;
     if let Some(node) = node {
-        let (p, d) = lower::lower(&node, text, &stem);
+        let (p, mut d) = lower::lower(&node, text, &stem);
+        if Syntax::of_path(path) == Some(Syntax::Dagml) {
+            dsl::adapt_help(&mut d);
+        }
         diagnostics.extend(d);
         pipeline = p;
     }

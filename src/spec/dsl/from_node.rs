@@ -318,7 +318,7 @@ pub fn from_node(root: &Node, default_name: &str) -> File {
     );
     header.blank_before = false;
     file.stmts.push(header);
-    let mut steps: Vec<(usize, Stmt)> = Vec::new();
+    let mut steps: Vec<(usize, &str, Stmt)> = Vec::new();
     for (sec, n) in &top.entries {
         match (sec.value.as_str(), &n.value) {
             ("cluster", Value::Table(c)) => {
@@ -331,6 +331,7 @@ pub fn from_node(root: &Node, default_name: &str) -> File {
                 let kind_span = c.key_span("kind").unwrap_or(n.span);
                 steps.push((
                     n.span.start,
+                    "cluster",
                     stmt(
                         StmtKind::Cluster {
                             kw: n.span,
@@ -354,14 +355,20 @@ pub fn from_node(root: &Node, default_name: &str) -> File {
                     if let Value::Table(st) = &s.value
                         && let Some(k) = step(section, name, st, s.span)
                     {
-                        steps.push((s.span.start, stmt(k, s.span)));
+                        steps.push((s.span.start, section, stmt(k, s.span)));
                     }
                 }
             }
             _ => {}
         }
     }
-    steps.sort_by_key(|(at, _)| *at);
-    file.stmts.extend(steps.into_iter().map(|(_, s)| s));
+    steps.sort_by_key(|(at, _, _)| *at);
+    // A blank line where the section changes: sources together, models together...
+    let mut prev = "pipeline";
+    for (_, section, mut s) in steps {
+        s.blank_before = section != prev;
+        prev = section;
+        file.stmts.push(s);
+    }
     file
 }

@@ -46,3 +46,28 @@ pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
 pub fn emit(root: &Node, default_name: &str) -> String {
     print::print(&from_node::from_node(root, default_name))
 }
+
+/// Lowering's help texts show TOML keys (`add \`target = "..."\``); for a missing
+/// key that a dagml statement writes as a clause, say it the dagml way.
+pub fn adapt_help(diags: &mut [Diagnostic]) {
+    for d in diags
+        .iter_mut()
+        .filter(|d| d.code == super::diag::Code::MissingKey)
+    {
+        let m = d.message.as_str();
+        let new = if m.starts_with("model ") && m.ends_with("has no `input`") {
+            "add `on DATASET` to the `fit` statement"
+        } else if m.starts_with("model ") && m.ends_with("has no `target`") {
+            "add `target COLUMN` to the `fit` statement"
+        } else if m.contains(" split ") && m.ends_with("has no `input`") {
+            "write the dataset before the kind: `split DATASET holdout`"
+        } else if m.contains(" source ") && m.ends_with("has no `path`") {
+            "give the path first: `load csv(\"data/file.csv\")`"
+        } else if m.contains(" source ") && m.ends_with("has no `generator`") {
+            "name the generator first: `load synthetic(classification, rows = 1000)`"
+        } else {
+            continue;
+        };
+        d.help = Some(new.to_string());
+    }
+}

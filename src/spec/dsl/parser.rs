@@ -146,6 +146,16 @@ pub fn ws(i: &str) -> &str {
     &i[k..]
 }
 
+/// Spaces, tabs and a comment, up to the end of the line.
+fn ws_line(i: &str) -> &str {
+    let t = i.trim_start_matches([' ', '\t', '\r']);
+    if t.starts_with('#') {
+        &t[t.find('\n').unwrap_or(t.len())..]
+    } else {
+        t
+    }
+}
+
 /// `wsnl`: any whitespace, line breaks and comments (inside brackets).
 pub fn wsnl(i: &str) -> &str {
     let b = i.as_bytes();
@@ -647,7 +657,7 @@ impl<'s> Ctx<'s> {
             }
             let (r2, op) = self.op(r).map_err(|e| with_open(e, open))?;
             ops.push(op);
-            let r3 = ws(r2);
+            let r3 = ws_line(r2);
             if let Ok((r4, _)) = self.sym(r3, ",") {
                 r = r4;
             } else if r3.starts_with(']') || r3.starts_with('\n') {
@@ -1113,20 +1123,23 @@ pub fn comments(text: &str) -> Vec<RawComment> {
     out
 }
 
-/// The text of the token just before `at` (for "after `forest`").
-fn previous_token(src: &str, at: usize) -> Option<&str> {
-    let before = src.get(..at)?;
-    // Skip back over whitespace and a comment on the same line.
+/// Where the code before `at` ends: whitespace and comments skipped backwards.
+fn content_end(src: &str, at: usize) -> usize {
+    let before = &src[..at];
     let mut end = before.trim_end().len();
     loop {
         let line_start = before[..end].rfind('\n').map(|x| x + 1).unwrap_or(0);
         let line = &before[line_start..end];
         match comments(line).first() {
             Some(c) => end = before[..line_start + c.at].trim_end().len(),
-            None => break,
+            None => return end,
         }
     }
-    let t = &before[..end];
+}
+
+/// The text of the token just before `at` (for "after `forest`").
+fn previous_token(src: &str, at: usize) -> Option<&str> {
+    let t = &src[..content_end(src, at)];
     let last = t.chars().next_back()?;
     let start = if is_ident_char(last) || last == '.' {
         t.rfind(|c: char| !(is_ident_char(c) || c == '.'))
@@ -1167,7 +1180,15 @@ fn diagnostic(src: &str, e: &PErr) -> Diagnostic {
         .saturating_sub(src.as_ptr() as usize)
         .min(src.len());
     let lead = e.rest.len() - e.rest.trim_start_matches([' ', '\t', '\r']).len();
-    let at = at + if e.msg.is_none() { lead } else { 0 };
+    let mut at = at + if e.msg.is_none() { lead } else { 0 };
+    // A list left open runs into the next statement: say so at the end of its line.
+    let closing = e
+        .expected
+        .iter()
+        .any(|x| x.contains("`]`") || x.contains("`)`") || x.contains("`}`"));
+    if e.msg.is_none() && closing && at > 0 && src.as_bytes()[at - 1] == b'\n' {
+        at = content_end(src, at);
+    }
     let len = src[at..]
         .chars()
         .next()
