@@ -27,6 +27,7 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Words that start a statement.
 const STATEMENT_WORDS: &[&str] = &["pipeline", "evaluate", "save", "cluster"];
+const STATEMENT: &str = "a statement (`pipeline`, `NAME = load|transform|split|fit ...`, `evaluate`, `save` or `cluster`)";
 /// Words that may follow `NAME =`.
 const RHS_WORDS: &[&str] = &["load", "transform", "split", "fit", "evaluate", "save"];
 /// Clauses of a `fit` statement (besides unknown ones, reported by lowering).
@@ -675,12 +676,7 @@ impl<'s> Ctx<'s> {
 
     /// `statement = pipeline | cluster | evaluate | save | assignment`
     pub fn statement(&self, i: &'s str) -> PResult<'s, StmtKind> {
-        let (r, first) = self.name(i).or_else(|_| {
-            fail(
-                i,
-                "a statement (`pipeline`, `NAME = load|transform|split|fit ...`, `evaluate`, `save` or `cluster`)",
-            )
-        })?;
+        let (r, first) = self.name(i).or_else(|_| fail(i, STATEMENT))?;
         let after = ws(r);
         let assigns =
             (after.starts_with('=') && !after.starts_with("==")) || after.starts_with(',');
@@ -690,6 +686,9 @@ impl<'s> Ctx<'s> {
                 "cluster" => return self.cluster(r, first.span),
                 "evaluate" => return self.evaluate(r, None, first.span),
                 "save" => return self.save(r, None, first.span),
+                w if did_you_mean(w, STATEMENT_WORDS.iter().copied()).is_some() => {
+                    return fail(i, STATEMENT);
+                }
                 _ => {}
             }
         }
@@ -720,7 +719,7 @@ impl<'s> Ctx<'s> {
             Err(e) => return Err(e),
         };
         let r0 = ws(r);
-        let (r, kw) = self.name(r0).or_else(|_| fail(r0, rhs_expected()))?;
+        let (r, kw) = self.name(r0).or_else(|_| rhs_fail(r0))?;
         if names.len() == 2 && kw.value != "split" {
             return fatal(
                 ws(&self.src[names[1].span.start..]),
@@ -736,7 +735,7 @@ impl<'s> Ctx<'s> {
             "fit" => self.fit(r, one, kw.span),
             "evaluate" => self.evaluate(r, Some(one), kw.span),
             "save" => self.save(r, Some(one), kw.span),
-            _ => fail(r0, rhs_expected()),
+            _ => rhs_fail(r0),
         }
     }
 
@@ -1056,9 +1055,10 @@ impl<'s> Ctx<'s> {
     }
 }
 
-fn rhs_expected() -> String {
-    let words: Vec<String> = RHS_WORDS.iter().map(|w| format!("`{w}`")).collect();
-    join_or(&words)
+fn rhs_fail<O>(rest: &str) -> PResult<'_, O> {
+    let mut e = PErr::expected(rest, "");
+    e.expected = RHS_WORDS.iter().map(|w| format!("`{w}`")).collect();
+    Err(nom::Err::Error(e))
 }
 
 fn with_open<'a>(e: nom::Err<PErr<'a>>, open: Span) -> nom::Err<PErr<'a>> {
@@ -1228,7 +1228,8 @@ fn diagnostic(src: &str, e: &PErr) -> Diagnostic {
         join_or(&expected)
     };
     let mut msg = format!("expected {what}");
-    if let Some(prev) = previous_token(src, at) {
+    let statement_start = expected.iter().any(|x| x == STATEMENT);
+    if let Some(prev) = previous_token(src, at).filter(|_| !statement_start) {
         msg.push_str(&format!(" after `{prev}`"));
     }
     msg.push_str(&format!(", found {}", found(&src[at..])));
@@ -1242,7 +1243,8 @@ fn diagnostic(src: &str, e: &PErr) -> Diagnostic {
         let words: Vec<&str> = expected
             .iter()
             .filter_map(|x| x.strip_prefix('`').and_then(|x| x.strip_suffix('`')))
-            .chain(if expected.iter().any(|x| x.starts_with("a statement")) {
+            .filter(|x| x.chars().all(is_ident_char))
+            .chain(if statement_start {
                 STATEMENT_WORDS.to_vec()
             } else {
                 vec![]
