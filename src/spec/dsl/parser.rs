@@ -525,7 +525,8 @@ impl<'s> Ctx<'s> {
         let mut depth = 0usize;
         while k < b.len() {
             match b[k] {
-                b'\n' | b'#' | b',' | b']' | b'}' if depth == 0 || b[k] == b'\n' => break,
+                b'\n' | b'#' => break,
+                b',' | b']' | b'}' if depth == 0 => break,
                 b'(' => depth += 1,
                 b')' if depth == 0 => break,
                 b')' => depth -= 1,
