@@ -157,6 +157,11 @@ fn ws_line(i: &str) -> &str {
     }
 }
 
+/// After spaces, the text past `s` if it comes next.
+fn eat<'a>(i: &'a str, s: &str) -> Option<&'a str> {
+    ws(i).strip_prefix(s)
+}
+
 /// `wsnl`: any whitespace, line breaks and comments (inside brackets).
 pub fn wsnl(i: &str) -> &str {
     let b = i.as_bytes();
@@ -385,14 +390,15 @@ impl<'s> Ctx<'s> {
     /// `value = string | number | list | table | word_value`
     pub fn value(&self, i: &'s str) -> PResult<'s, Val> {
         let i = ws(i);
-        let mut v = alt((
-            |s| self.string(s),
-            |s| self.number(s),
-            |s| self.list(s),
-            |s| self.table(s),
-            |s| self.word_value(s),
-        ));
-        match v.parse(i) {
+        let v = match i.chars().next() {
+            Some('"') => self.string(i),
+            Some('[') => self.list(i),
+            Some('{') => self.table(i),
+            Some(c) if c.is_ascii_digit() || c == '-' || c == '+' => self.number(i),
+            Some(c) if is_ident_start(c) => self.word_value(i),
+            _ => return fail(i, "a value"),
+        };
+        match v {
             Err(nom::Err::Error(e)) if e.rest.len() == i.len() => fail(i, "a value"),
             other => other,
         }
@@ -406,14 +412,14 @@ impl<'s> Ctx<'s> {
         let mut items = Vec::new();
         loop {
             r = wsnl(r);
-            if let Ok((r2, _)) = self.sym(r, "]") {
+            if let Some(r2) = eat(r, "]") {
                 self.leave();
                 return Ok((r2, Val::new(ValKind::List(items), self.span(i, r2))));
             }
             let (r2, v) = self.value(r).map_err(|e| with_open(e, open))?;
             items.push(v);
             r = wsnl(r2);
-            if let Ok((r2, _)) = self.sym(r, ",") {
+            if let Some(r2) = eat(r, ",") {
                 r = r2;
             } else if !r.starts_with(']') {
                 return Err(with_open(
@@ -462,13 +468,13 @@ impl<'s> Ctx<'s> {
         let mut params = Vec::new();
         loop {
             r = wsnl(r);
-            if let Ok((r2, _)) = self.sym(r, close) {
+            if let Some(r2) = eat(r, close) {
                 return Ok((r2, params));
             }
             let (r2, p) = self.param(r).map_err(|e| with_open(e, open))?;
             params.push(p);
             r = wsnl(r2);
-            if let Ok((r2, _)) = self.sym(r, ",") {
+            if let Some(r2) = eat(r, ",") {
                 r = r2;
             } else if !r.starts_with(close) {
                 let what = if close == ")" {
@@ -501,7 +507,7 @@ impl<'s> Ctx<'s> {
             let (r2, v) = self.value(r1).map_err(|e| with_open(e, open))?;
             pos = Some(v);
             r = wsnl(r2);
-            if let Ok((r2, _)) = self.sym(r, ",") {
+            if let Some(r2) = eat(r, ",") {
                 r = r2;
             } else if !r.starts_with(')') {
                 return Err(with_open(
@@ -653,7 +659,7 @@ impl<'s> Ctx<'s> {
         let mut ops = Vec::new();
         loop {
             r = wsnl(r);
-            if let Ok((r2, _)) = self.sym(r, "]") {
+            if let Some(r2) = eat(r, "]") {
                 self.leave();
                 return Ok((r2, (ops, self.span(i, r2))));
             }
@@ -701,7 +707,7 @@ impl<'s> Ctx<'s> {
     fn assignment(&self, _i: &'s str, r: &'s str, first: Word) -> PResult<'s, StmtKind> {
         let mut names = vec![first];
         let mut r = r;
-        if let Ok((r2, _)) = self.sym(r, ",") {
+        if let Some(r2) = eat(r, ",") {
             let (r2, second) = self.name(r2)?;
             names.push(second);
             r = r2;
