@@ -7,9 +7,12 @@
 #![allow(clippy::result_large_err)]
 
 pub mod compile;
+pub mod data;
 pub mod ml;
 pub mod optimize;
 pub mod plan;
+pub mod predict;
+pub mod run;
 pub mod runtime;
 pub mod spec;
 pub mod workspace;

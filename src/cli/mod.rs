@@ -8,6 +8,8 @@ mod check;
 mod convert;
 mod fmt;
 mod plan;
+mod predict;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +35,10 @@ enum Command {
     Convert(convert::Args),
     /// Lay out a .dagml file canonically (comments kept).
     Fmt(fmt::Args),
+    /// Run a pipeline: read, split, fit, evaluate, write.
+    Run(run::Args),
+    /// Predict with a model file on a Parquet, CSV or Arrow file.
+    Predict(predict::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -53,6 +59,8 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Fmt(a) => fmt::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Predict(a) => predict::run(a),
     }
 }
 

@@ -1,4 +1,8 @@
 //! Estimators and metrics.
 
+pub mod bins;
 pub mod glm;
+pub mod metrics;
+pub mod model;
 pub mod model_file;
+pub mod tree;

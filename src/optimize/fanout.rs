@@ -35,7 +35,11 @@ impl Rule for Fanout {
                             trees: t.n_trees,
                         }
                     }
-                    (EstimatorKind::LinearRegression | EstimatorKind::Ridge, _) => {
+                    // Partial sums per partition need features that do not depend
+                    // on other partitions: no fitted preprocessing.
+                    (EstimatorKind::LinearRegression | EstimatorKind::Ridge, _)
+                        if model.preprocess.is_empty() =>
+                    {
                         logical::Fanout::PartialStats
                     }
                     _ => logical::Fanout::Single,

@@ -90,10 +90,7 @@ impl PhysicalPlan {
 }
 
 fn partitions_of_source(kind: &SourceKind) -> u32 {
-    match kind {
-        SourceKind::Synthetic(g) => g.partitions.value,
-        _ => 1,
-    }
+    crate::data::source::num_partitions(kind)
 }
 
 type DataIn = (NodeIndex, Option<Part>, Option<u64>, Option<u64>);

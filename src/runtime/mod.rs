@@ -4,5 +4,6 @@
 //! files. Must not: parse pipeline text (the runtime never sees TOML).
 
 pub mod executor;
+pub mod kernels;
 pub mod progress;
 pub mod value;

@@ -98,14 +98,37 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 /// Time per logical step: (node id, tasks, summed task time), in plan order.
-pub fn per_step(records: &[TaskRecord]) -> Vec<(String, usize, Duration)> {
-    let mut m: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
+pub fn per_step(records: &[TaskRecord]) -> Vec<StepTime> {
+    let mut m: BTreeMap<&str, StepTime> = BTreeMap::new();
     for r in records {
-        let e = m.entry(r.node.as_str()).or_default();
-        e.0 += 1;
-        e.1 += r.elapsed;
+        let e = m.entry(r.node.as_str()).or_insert_with(|| StepTime {
+            step: r.node.clone(),
+            tasks: 0,
+            busy: Duration::ZERO,
+            first_start: r.start,
+            last_end: r.start + r.elapsed,
+        });
+        e.tasks += 1;
+        e.busy += r.elapsed;
+        e.first_start = e.first_start.min(r.start);
+        e.last_end = e.last_end.max(r.start + r.elapsed);
     }
-    m.into_iter()
-        .map(|(k, (n, d))| (k.to_string(), n, d))
-        .collect()
+    m.into_values().collect()
+}
+
+/// One step's tasks: how many, their summed time, and the wall time from the
+/// first start to the last end.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StepTime {
+    pub step: String,
+    pub tasks: usize,
+    pub busy: Duration,
+    pub first_start: Duration,
+    pub last_end: Duration,
+}
+
+impl StepTime {
+    pub fn wall(&self) -> Duration {
+        self.last_end.saturating_sub(self.first_start)
+    }
 }

@@ -1,0 +1,273 @@
+//! Metrics: accuracy, per-class precision/recall/F1/support with macro and weighted
+//! averages (printed like scikit-learn's `classification_report`), the confusion
+//! matrix, log loss; rmse, mae, r2.
+//!
+//! In: true targets and a [`Prediction`]. Out: [`Scores`], serializable to the
+//! metrics JSON and printable. Must not: round anything but the printed text.
+
+use super::model::Prediction;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassRow {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Averages {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Scores {
+    pub rows: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<Vec<ClassRow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macro_avg: Option<Averages>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weighted_avg: Option<Averages>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confusion_matrix: Option<Vec<Vec<u64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r2: Option<f64>,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+/// Scores of a classifier. `y` holds class indices into the prediction's classes.
+pub fn classification(y: &[u32], pred: &Prediction) -> Scores {
+    let Prediction::Classes { proba, classes } = pred else {
+        return Scores::default();
+    };
+    let k = classes.len().max(1);
+    let yhat = pred.argmax();
+    let n = y.len();
+    let mut cm = vec![vec![0u64; k]; k];
+    for (&t, &p) in y.iter().zip(&yhat) {
+        if (t as usize) < k {
+            cm[t as usize][p as usize] += 1;
+        }
+    }
+    let correct: u64 = (0..k).map(|i| cm[i][i]).sum();
+    let mut rows = Vec::with_capacity(k);
+    for (c, name) in classes.iter().enumerate() {
+        let tp = cm[c][c] as f64;
+        let support: u64 = cm[c].iter().sum();
+        let predicted: u64 = (0..k).map(|r| cm[r][c]).sum();
+        let precision = ratio(tp, predicted as f64);
+        let recall = ratio(tp, support as f64);
+        rows.push(ClassRow {
+            class: name.clone(),
+            precision,
+            recall,
+            f1: ratio(2.0 * precision * recall, precision + recall),
+            support: support as usize,
+        });
+    }
+    let avg = |weighted: bool| {
+        let total: f64 = rows.iter().map(|r| r.support as f64).sum();
+        let w = |r: &ClassRow| {
+            if weighted {
+                ratio(r.support as f64, total)
+            } else {
+                1.0 / rows.len().max(1) as f64
+            }
+        };
+        Averages {
+            precision: rows.iter().map(|r| w(r) * r.precision).sum(),
+            recall: rows.iter().map(|r| w(r) * r.recall).sum(),
+            f1: rows.iter().map(|r| w(r) * r.f1).sum(),
+        }
+    };
+    // Log loss with probabilities clipped like scikit-learn (eps of float64... of f32 here).
+    let eps = 1e-7f64;
+    let ll = y
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let p = proba.get(i * k + t as usize).copied().unwrap_or(0.0) as f64;
+            -(p.clamp(eps, 1.0 - eps)).ln()
+        })
+        .sum::<f64>()
+        / n.max(1) as f64;
+    Scores {
+        rows: n,
+        accuracy: Some(ratio(correct as f64, n as f64)),
+        macro_avg: Some(avg(false)),
+        weighted_avg: Some(avg(true)),
+        per_class: Some(rows),
+        confusion_matrix: Some(cm),
+        log_loss: Some(ll),
+        ..Scores::default()
+    }
+}
+
+pub fn regression(y: &[f64], pred: &[f64]) -> Scores {
+    let n = y.len().max(1) as f64;
+    let mse = y
+        .iter()
+        .zip(pred)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        / n;
+    let mae = y.iter().zip(pred).map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
+    let mean = y.iter().sum::<f64>() / n;
+    let ss_tot: f64 = y.iter().map(|a| (a - mean) * (a - mean)).sum();
+    let ss_res = mse * n;
+    Scores {
+        rows: y.len(),
+        rmse: Some(mse.sqrt()),
+        mae: Some(mae),
+        r2: Some(if ss_tot > 0.0 {
+            1.0 - ss_res / ss_tot
+        } else {
+            0.0
+        }),
+        ..Scores::default()
+    }
+}
+
+/// The text scikit-learn's `classification_report(digits=4)` prints.
+pub fn classification_report(s: &Scores) -> String {
+    let Some(rows) = &s.per_class else {
+        return String::new();
+    };
+    let width = rows
+        .iter()
+        .map(|r| r.class.chars().count())
+        .chain(["weighted avg".len()])
+        .max()
+        .unwrap_or(12);
+    let mut out = format!(
+        "{:>width$}  {:>9} {:>9} {:>9} {:>9}\n\n",
+        "", "precision", "recall", "f1-score", "support"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:>width$}  {:>9.4} {:>9.4} {:>9.4} {:>9}\n",
+            r.class, r.precision, r.recall, r.f1, r.support
+        ));
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "{:>width$}  {:>9} {:>9} {:>9.4} {:>9}\n",
+        "accuracy",
+        "",
+        "",
+        s.accuracy.unwrap_or(0.0),
+        s.rows
+    ));
+    for (name, a) in [
+        ("macro avg", &s.macro_avg),
+        ("weighted avg", &s.weighted_avg),
+    ] {
+        if let Some(a) = a {
+            out.push_str(&format!(
+                "{:>width$}  {:>9.4} {:>9.4} {:>9.4} {:>9}\n",
+                name, a.precision, a.recall, a.f1, s.rows
+            ));
+        }
+    }
+    out
+}
+
+/// The confusion matrix as a small table, true classes down, predicted across.
+pub fn confusion_table(s: &Scores, classes: &[String]) -> String {
+    let Some(cm) = &s.confusion_matrix else {
+        return String::new();
+    };
+    let w = cm
+        .iter()
+        .flatten()
+        .map(|v| v.to_string().len())
+        .chain(classes.iter().map(|c| c.len()))
+        .max()
+        .unwrap_or(1)
+        + 1;
+    let mut out = format!("{:>w$} |", "true\\pred");
+    for c in classes {
+        out.push_str(&format!("{c:>w$}"));
+    }
+    out.push('\n');
+    for (c, row) in classes.iter().zip(cm) {
+        out.push_str(&format!("{c:>9} |"));
+        for v in row {
+            out.push_str(&format!("{v:>w$}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pred(rows: &[[f32; 3]]) -> Prediction {
+        Prediction::Classes {
+            proba: rows.iter().flatten().copied().collect(),
+            classes: vec!["a".into(), "b".into(), "c".into()],
+        }
+    }
+
+    #[test]
+    fn matches_scikit_learn_on_a_small_case() {
+        // y_true = [0, 1, 2, 2, 1], y_pred = [0, 2, 2, 2, 1]
+        // sklearn: precision [1, 1, 0.6667], recall [1, 0.5, 1], accuracy 0.8,
+        // macro f1 0.7778 (f1 = [1, 0.6667, 0.8] → 2.4667/3 = 0.8222).
+        let p = pred(&[
+            [0.9, 0.05, 0.05],
+            [0.1, 0.2, 0.7],
+            [0.0, 0.1, 0.9],
+            [0.2, 0.2, 0.6],
+            [0.1, 0.8, 0.1],
+        ]);
+        let s = classification(&[0, 1, 2, 2, 1], &p);
+        assert!((s.accuracy.unwrap() - 0.8).abs() < 1e-12);
+        let r = s.per_class.as_ref().unwrap();
+        assert!((r[2].precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((r[1].recall - 0.5).abs() < 1e-12);
+        let m = s.macro_avg.as_ref().unwrap();
+        assert!((m.f1 - (1.0 + 2.0 / 3.0 + 0.8) / 3.0).abs() < 1e-12);
+        assert_eq!(s.confusion_matrix.as_ref().unwrap()[1], vec![0, 1, 1]);
+        let text = classification_report(&s);
+        // Column for column what scikit-learn prints (width 12 = len("weighted avg")).
+        assert!(
+            text.contains("\n    accuracy                         0.8000         5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n           c     0.6667    1.0000    0.8000         2\n"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("              precision    recall  f1-score   support\n\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn regression_scores() {
+        let s = regression(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0]);
+        assert!((s.rmse.unwrap() - (1.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!((s.mae.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+        assert!((s.r2.unwrap() - 0.5).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,619 @@
+//! Trained models and the estimators that make them, behind one pair of traits:
+//! [`Estimator`] (fit on a batch) and [`Model`] (predict on a batch).
+//!
+//! In: training batches (after the pipeline's transforms and split), the model
+//! spec, a seed. Out: a [`TrainedModel`]: fitted preprocessing, feature list,
+//! classes and the estimator's body, serializable into a model file.
+//! Must not: read files or know about tasks; tree `t` of a forest depends only on
+//! (data, params, seed, model, t), so tree groups can be fitted anywhere.
+
+use super::bins::{self, BinMap};
+use super::glm::{self, GlmError, Linear, Logistic, LogisticOptions, PartialStats};
+use super::tree::{self, Criterion, Target, Tree, TreeConfig};
+use crate::data::ops::{self, Fitted};
+use crate::data::rng::{self, SeededRng};
+use crate::data::{DataError, matrix};
+use crate::spec::model::{
+    Combine, Criterion as SpecCriterion, EstimatorKind, MaxFeatures, ModelSpec, Params, Task,
+    TreeParams,
+};
+use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MlError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Glm(#[from] GlmError),
+    #[error("no rows to train `{0}` on")]
+    Empty(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a model predicts for a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prediction {
+    /// Row-major class probabilities, `rows × classes.len()`.
+    Classes {
+        proba: Vec<f32>,
+        classes: Vec<String>,
+    },
+    Values(Vec<f64>),
+}
+
+impl Prediction {
+    pub fn rows(&self) -> usize {
+        match self {
+            Prediction::Classes { proba, classes } => proba.len() / classes.len().max(1),
+            Prediction::Values(v) => v.len(),
+        }
+    }
+
+    /// Predicted class index per row (highest probability, lowest index on ties).
+    pub fn argmax(&self) -> Vec<u32> {
+        match self {
+            Prediction::Classes { proba, classes } => proba
+                .chunks(classes.len().max(1))
+                .map(|p| {
+                    let mut best = 0;
+                    for (i, &v) in p.iter().enumerate() {
+                        if v > p[best] {
+                            best = i;
+                        }
+                    }
+                    best as u32
+                })
+                .collect(),
+            Prediction::Values(_) => Vec::new(),
+        }
+    }
+}
+
+/// A forest: the bins it was trained on and its trees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forest {
+    pub bins: BinMap,
+    pub trees: Vec<Tree>,
+}
+
+/// Part of a forest fitted by one task: trees `first..first + trees.len()`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForestPart {
+    pub first: u32,
+    pub model: TrainedModel,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    Forest(Forest),
+    Logistic(Logistic),
+    Linear(Linear),
+    /// One model per shard, combined.
+    Ensemble {
+        members: Vec<(String, TrainedModel)>,
+        combine: Combine,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainedModel {
+    pub name: String,
+    pub estimator: String,
+    pub task: Task,
+    pub target: String,
+    /// Columns of the input the model reads (before preprocessing).
+    pub inputs: Vec<String>,
+    /// Their Arrow types, as text.
+    pub input_types: Vec<String>,
+    /// Features after preprocessing, in matrix order.
+    pub features: Vec<String>,
+    pub classes: Vec<String>,
+    pub preprocess: Vec<Fitted>,
+    pub body: Body,
+}
+
+/// Predicts on batches.
+pub trait Model {
+    fn predict(&self, batch: &RecordBatch) -> Result<Prediction, MlError>;
+}
+
+/// Fits models on batches.
+pub trait Estimator {
+    fn fit(&self, batch: &RecordBatch) -> Result<TrainedModel, MlError>;
+}
+
+/// The task of a model: declared, implied by the estimator, or read off the
+/// target's type (floating point: regression).
+pub fn task_of(spec: &ModelSpec, batch: &RecordBatch) -> Task {
+    if let Some(t) = &spec.task {
+        return t.value;
+    }
+    match spec.estimator.value {
+        EstimatorKind::LogisticRegression => Task::Classification,
+        EstimatorKind::LinearRegression | EstimatorKind::Ridge => Task::Regression,
+        _ => match batch.schema().field_with_name(&spec.target.value) {
+            Ok(f) if f.data_type().is_floating() => Task::Regression,
+            _ => Task::Classification,
+        },
+    }
+}
+
+/// Trees drawn per split for `d` features.
+pub fn resolve_max_features(m: Option<MaxFeatures>, d: usize, forest_classifier: bool) -> usize {
+    let d = d.max(1);
+    let m = m.unwrap_or(if forest_classifier {
+        MaxFeatures::Sqrt
+    } else {
+        MaxFeatures::All
+    });
+    match m {
+        MaxFeatures::Sqrt => (d as f64).sqrt() as usize,
+        MaxFeatures::Log2 => (d as f64).log2() as usize,
+        MaxFeatures::All => d,
+        MaxFeatures::Fraction(f) => (f * d as f64) as usize,
+        MaxFeatures::Count(c) => c as usize,
+    }
+    .clamp(1, d)
+}
+
+/// Preprocessed training data: everything a fit needs.
+pub struct Prepared {
+    pub task: Task,
+    pub inputs: Vec<String>,
+    pub input_types: Vec<String>,
+    pub features: Vec<String>,
+    pub classes: Vec<String>,
+    pub preprocess: Vec<Fitted>,
+    pub batch: RecordBatch,
+    /// Class indices (classification).
+    pub y_class: Vec<u32>,
+    /// Values (regression).
+    pub y_value: Vec<f64>,
+}
+
+/// Fit the spec's preprocessing on `batch` and extract features and target.
+pub fn prepare(spec: &ModelSpec, batch: &RecordBatch) -> Result<Prepared, MlError> {
+    if batch.num_rows() == 0 {
+        return Err(MlError::Empty(spec.name.value.clone()));
+    }
+    let target = spec.target.value.clone();
+    let task = task_of(spec, batch);
+    let listed: Option<Vec<String>> = spec
+        .features
+        .as_ref()
+        .map(|f| f.iter().map(|n| n.value.clone()).collect());
+    let inputs = matrix::feature_names(batch, &target, listed.as_deref());
+    let mut cols = inputs.clone();
+    cols.push(target.clone());
+    let batch = crate::data::source::project(batch, &cols)?;
+    let input_types: Vec<String> = inputs
+        .iter()
+        .map(|c| {
+            batch
+                .schema()
+                .field_with_name(c)
+                .map(|f| f.data_type().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let ops_list: Vec<_> = spec.preprocess.iter().map(|o| o.value.clone()).collect();
+    let (preprocess, batch) = ops::fit_all(&ops_list, &batch, std::slice::from_ref(&target))?;
+    let features = matrix::feature_names(&batch, &target, None);
+    let (classes, y_class, y_value) = match task {
+        Task::Classification => {
+            let labels = matrix::labels(&batch, &target)?;
+            let classes = matrix::class_names(&labels);
+            let y = matrix::class_indices(&labels, &classes, &target)?;
+            (classes, y, Vec::new())
+        }
+        Task::Regression => (
+            Vec::new(),
+            Vec::new(),
+            matrix::float_target(&batch, &target)?,
+        ),
+    };
+    Ok(Prepared {
+        task,
+        inputs,
+        input_types,
+        features,
+        classes,
+        preprocess,
+        batch,
+        y_class,
+        y_value,
+    })
+}
+
+fn shell(spec: &ModelSpec, p: &Prepared, body: Body) -> TrainedModel {
+    TrainedModel {
+        name: spec.name.value.clone(),
+        estimator: spec.estimator.value.name().to_string(),
+        task: p.task,
+        target: spec.target.value.clone(),
+        inputs: p.inputs.clone(),
+        input_types: p.input_types.clone(),
+        features: p.features.clone(),
+        classes: p.classes.clone(),
+        preprocess: p.preprocess.clone(),
+        body,
+    }
+}
+
+fn tree_params(spec: &ModelSpec) -> TreeParams {
+    match &spec.params {
+        Params::Tree(t) => t.clone(),
+        Params::Linear(_) => TreeParams {
+            n_trees: 100,
+            max_depth: None,
+            min_samples_split: 2,
+            min_samples_leaf: 1,
+            max_features: None,
+            bootstrap: true,
+            criterion: None,
+            class_weight_balanced: false,
+            max_bins: 256,
+        },
+    }
+}
+
+/// Fit trees `first..first + count` of the spec's forest (or its single tree).
+pub fn fit_trees(
+    spec: &ModelSpec,
+    batch: &RecordBatch,
+    seed: u64,
+    first: u32,
+    count: u32,
+    progress: &(dyn Fn(u32) + Sync),
+) -> Result<ForestPart, MlError> {
+    let p = prepare(spec, batch)?;
+    let tp = tree_params(spec);
+    let forest = spec.estimator.value == EstimatorKind::RandomForest;
+    let (map, binned) = bins::fit(&p.batch, &p.features, tp.max_bins as usize)?;
+    let criterion = match (p.task, tp.criterion) {
+        (Task::Regression, _) => Criterion::SquaredError,
+        (_, Some(SpecCriterion::Entropy)) => Criterion::Entropy,
+        _ => Criterion::Gini,
+    };
+    let cfg = TreeConfig {
+        criterion,
+        max_depth: tp.max_depth,
+        min_samples_split: tp.min_samples_split,
+        min_samples_leaf: tp.min_samples_leaf,
+        max_features: resolve_max_features(
+            tp.max_features,
+            p.features.len(),
+            forest && p.task == Task::Classification,
+        ),
+    };
+    let n = binned.rows;
+    // Class weights ("balanced": n / (classes * count of the class)).
+    let class_w: Vec<f32> = if tp.class_weight_balanced && p.task == Task::Classification {
+        let k = p.classes.len();
+        let mut counts = vec![0usize; k];
+        for &c in &p.y_class {
+            counts[c as usize] += 1;
+        }
+        counts
+            .iter()
+            .map(|&c| n as f32 / (k as f32 * c.max(1) as f32))
+            .collect()
+    } else {
+        vec![1.0; p.classes.len().max(1)]
+    };
+    let model_id = rng::str_id(&spec.name.value);
+    let target = match p.task {
+        Task::Classification => Target::Classes(&p.y_class, p.classes.len().max(1)),
+        Task::Regression => Target::Values(&p.y_value),
+    };
+    let done = std::sync::atomic::AtomicU32::new(0);
+    let trees: Vec<Tree> = (first..first + count)
+        .into_par_iter()
+        .map(|t| {
+            let mut r = SeededRng::new(seed, &[model_id, t as u64]);
+            let mut w = vec![0.0f32; n];
+            if forest && tp.bootstrap {
+                for _ in 0..n {
+                    w[r.below(n)] += 1.0;
+                }
+            } else {
+                w.iter_mut().for_each(|x| *x = 1.0);
+            }
+            if p.task == Task::Classification {
+                for (wi, &c) in w.iter_mut().zip(&p.y_class) {
+                    *wi *= class_w[c as usize];
+                }
+            }
+            let tree = tree::fit_tree(&binned, target, &w, &cfg, &mut r);
+            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+            tree
+        })
+        .collect();
+    Ok(ForestPart {
+        first,
+        model: shell(spec, &p, Body::Forest(Forest { bins: map, trees })),
+    })
+}
+
+/// Join forest parts (in any order) into one model, trees in index order.
+pub fn combine_forest(mut parts: Vec<ForestPart>) -> Result<TrainedModel, MlError> {
+    parts.sort_by_key(|p| p.first);
+    let mut it = parts.into_iter();
+    let Some(first) = it.next() else {
+        return Err(MlError::Invalid("a forest with no fitted parts".into()));
+    };
+    let mut model = first.model;
+    for p in it {
+        match (&mut model.body, p.model.body) {
+            (Body::Forest(f), Body::Forest(g)) => f.trees.extend(g.trees),
+            _ => return Err(MlError::Invalid("forest parts of different kinds".into())),
+        }
+    }
+    Ok(model)
+}
+
+fn column_major(p: &Prepared) -> Result<matrix::Matrix, MlError> {
+    Ok(matrix::matrix(&p.batch, &p.features)?)
+}
+
+/// Fit a logistic regression.
+pub fn fit_logistic(spec: &ModelSpec, batch: &RecordBatch) -> Result<TrainedModel, MlError> {
+    let p = prepare(spec, batch)?;
+    let m = column_major(&p)?;
+    let lp = match &spec.params {
+        Params::Linear(l) => l.clone(),
+        Params::Tree(_) => {
+            return Err(MlError::Invalid("tree parameters on a linear model".into()));
+        }
+    };
+    let model = glm::fit_logistic(
+        &m.values,
+        &p.y_class,
+        m.rows,
+        p.classes.len(),
+        &LogisticOptions {
+            c: lp.c,
+            max_iter: lp.max_iter,
+            tol: lp.tol,
+            fit_intercept: lp.fit_intercept,
+        },
+    )?;
+    Ok(shell(spec, &p, Body::Logistic(model)))
+}
+
+/// Least-squares statistics of one partition, with the model they will make
+/// (its body a placeholder until [`solve_linear`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinearPart {
+    pub stats: PartialStats,
+    pub model: TrainedModel,
+}
+
+pub fn partial_stats(spec: &ModelSpec, batch: &RecordBatch) -> Result<LinearPart, MlError> {
+    let p = prepare(spec, batch)?;
+    let m = column_major(&p)?;
+    let stats = PartialStats::of(&m.values, &p.y_value, m.rows);
+    let placeholder = Linear {
+        coef: Vec::new(),
+        intercept: 0.0,
+    };
+    Ok(LinearPart {
+        stats,
+        model: shell(spec, &p, Body::Linear(placeholder)),
+    })
+}
+
+/// Sum the parts' statistics and solve linear or ridge regression.
+pub fn solve_linear(spec: &ModelSpec, parts: Vec<LinearPart>) -> Result<TrainedModel, MlError> {
+    let mut it = parts.into_iter();
+    let Some(first) = it.next() else {
+        return Err(MlError::Empty(spec.name.value.clone()));
+    };
+    let mut stats = first.stats;
+    for p in it {
+        stats.merge(&p.stats)?;
+    }
+    let (alpha, fit_intercept) = match (&spec.estimator.value, &spec.params) {
+        (EstimatorKind::Ridge, Params::Linear(l)) => (l.alpha, l.fit_intercept),
+        (_, Params::Linear(l)) => (0.0, l.fit_intercept),
+        _ => (0.0, true),
+    };
+    let lin = glm::solve_linear(&stats, alpha, fit_intercept)?;
+    let mut model = first.model;
+    model.body = Body::Linear(lin);
+    Ok(model)
+}
+
+/// Fit any single (not per-shard, not grouped) model in one go.
+pub fn fit_single(
+    spec: &ModelSpec,
+    batch: &RecordBatch,
+    seed: u64,
+) -> Result<TrainedModel, MlError> {
+    match spec.estimator.value {
+        EstimatorKind::RandomForest => {
+            let n = tree_params(spec).n_trees;
+            combine_forest(vec![fit_trees(spec, batch, seed, 0, n, &|_| {})?])
+        }
+        EstimatorKind::DecisionTree => {
+            combine_forest(vec![fit_trees(spec, batch, seed, 0, 1, &|_| {})?])
+        }
+        EstimatorKind::LogisticRegression => fit_logistic(spec, batch),
+        EstimatorKind::LinearRegression | EstimatorKind::Ridge => {
+            solve_linear(spec, vec![partial_stats(spec, batch)?])
+        }
+    }
+}
+
+/// An estimator: a model spec with the pipeline seed.
+pub struct SpecEstimator<'a> {
+    pub spec: &'a ModelSpec,
+    pub seed: u64,
+}
+
+impl Estimator for SpecEstimator<'_> {
+    fn fit(&self, batch: &RecordBatch) -> Result<TrainedModel, MlError> {
+        fit_single(self.spec, batch, self.seed)
+    }
+}
+
+impl TrainedModel {
+    /// The input batch after the model's preprocessing, with its features.
+    fn features_of(&self, batch: &RecordBatch) -> Result<RecordBatch, MlError> {
+        let cols: Vec<String> = self.inputs.clone();
+        let b = crate::data::source::project(batch, &cols)?;
+        Ok(ops::apply_all(&self.preprocess, &b)?)
+    }
+}
+
+impl Model for TrainedModel {
+    fn predict(&self, batch: &RecordBatch) -> Result<Prediction, MlError> {
+        if let Body::Ensemble { members, combine } = &self.body {
+            return predict_ensemble(self, members, *combine, batch);
+        }
+        let b = self.features_of(batch)?;
+        let rows = b.num_rows();
+        match &self.body {
+            Body::Forest(f) => {
+                let binned = bins::apply(&f.bins, &b, &self.features)?;
+                let width = match self.task {
+                    Task::Classification => self.classes.len().max(1),
+                    Task::Regression => 1,
+                };
+                let mut out = vec![0.0f32; rows * width];
+                let inv = 1.0 / f.trees.len().max(1) as f32;
+                out.par_chunks_mut(width * 1024)
+                    .enumerate()
+                    .for_each(|(chunk, o)| {
+                        let start = chunk * 1024;
+                        for (k, row) in o.chunks_mut(width).enumerate() {
+                            let i = start + k;
+                            for t in &f.trees {
+                                for (acc, v) in row.iter_mut().zip(t.leaf(&binned, i)) {
+                                    *acc += v;
+                                }
+                            }
+                            row.iter_mut().for_each(|v| *v *= inv);
+                        }
+                    });
+                Ok(match self.task {
+                    Task::Classification => Prediction::Classes {
+                        proba: out,
+                        classes: self.classes.clone(),
+                    },
+                    Task::Regression => {
+                        Prediction::Values(out.into_iter().map(f64::from).collect())
+                    }
+                })
+            }
+            Body::Logistic(l) => {
+                let m = matrix::matrix(&b, &self.features)?;
+                Ok(Prediction::Classes {
+                    proba: l.predict_proba(&m.values, rows)?,
+                    classes: self.classes.clone(),
+                })
+            }
+            Body::Linear(l) => {
+                let m = matrix::matrix(&b, &self.features)?;
+                Ok(Prediction::Values(l.predict(&m.values, rows)?))
+            }
+            Body::Ensemble { .. } => unreachable!("handled above"),
+        }
+    }
+}
+
+fn predict_ensemble(
+    model: &TrainedModel,
+    members: &[(String, TrainedModel)],
+    combine: Combine,
+    batch: &RecordBatch,
+) -> Result<Prediction, MlError> {
+    let preds = members
+        .iter()
+        .map(|(_, m)| m.predict(batch))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = batch.num_rows();
+    match model.task {
+        Task::Regression => {
+            let mut out = vec![0.0; rows];
+            for p in &preds {
+                if let Prediction::Values(v) = p {
+                    for (o, x) in out.iter_mut().zip(v) {
+                        *o += x / preds.len() as f64;
+                    }
+                }
+            }
+            Ok(Prediction::Values(out))
+        }
+        Task::Classification => {
+            // Members may have seen different classes: map onto the union.
+            let k = model.classes.len();
+            let mut out = vec![0.0f32; rows * k];
+            for p in &preds {
+                let Prediction::Classes { proba, classes } = p else {
+                    continue;
+                };
+                let map: Vec<Option<usize>> = classes
+                    .iter()
+                    .map(|c| model.classes.iter().position(|x| x == c))
+                    .collect();
+                let w = classes.len().max(1);
+                for i in 0..rows {
+                    let row = &proba[i * w..(i + 1) * w];
+                    match combine {
+                        Combine::Average => {
+                            for (j, &v) in row.iter().enumerate() {
+                                if let Some(t) = map[j] {
+                                    out[i * k + t] += v / preds.len() as f32;
+                                }
+                            }
+                        }
+                        Combine::Vote => {
+                            let best = (0..w).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+                            if let Some(t) = map[best] {
+                                out[i * k + t] += 1.0 / preds.len() as f32;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Prediction::Classes {
+                proba: out,
+                classes: model.classes.clone(),
+            })
+        }
+    }
+}
+
+/// Combine per-shard models into one ensemble model.
+pub fn ensemble(
+    spec: &ModelSpec,
+    members: Vec<(String, TrainedModel)>,
+) -> Result<TrainedModel, MlError> {
+    let Some((_, first)) = members.first() else {
+        return Err(MlError::Invalid("an ensemble with no shard models".into()));
+    };
+    let mut classes: Vec<String> = members
+        .iter()
+        .flat_map(|(_, m)| m.classes.clone())
+        .collect();
+    classes = matrix::class_names(&classes);
+    Ok(TrainedModel {
+        name: spec.name.value.clone(),
+        estimator: format!("per_shard {}", spec.estimator.value.name()),
+        task: first.task,
+        target: first.target.clone(),
+        inputs: first.inputs.clone(),
+        input_types: first.input_types.clone(),
+        features: first.features.clone(),
+        classes,
+        preprocess: Vec::new(),
+        body: Body::Ensemble {
+            members,
+            combine: spec.combine,
+        },
+    })
+}

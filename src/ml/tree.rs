@@ -1,0 +1,627 @@
+//! Histogram decision trees and random forests (classification: gini, entropy;
+//! regression: squared error).
+//!
+//! In: binned features ([`Binned`], `u8` codes), a target, per-row sample weights
+//! (bootstrap counts, class weights) and a seeded random stream. Out: a [`Tree`]
+//! of binned thresholds. Must not: depend on anything but its arguments: tree `t`
+//! of a forest is a function of (data, params, seed, t), whichever task fits it.
+//!
+//! Each node draws `max_features` features per split as scikit-learn does
+//! (features already known constant in an ancestor count as drawn but cost
+//! nothing; the draw goes on past `max_features` only until one non-constant
+//! feature is seen), gathers the node's codes of each once, builds a histogram of the node's rows over each feature's codes (or sorts the
+//! codes when the node is small), and scans it for the best threshold.
+
+use super::bins::Binned;
+use crate::data::rng::SeededRng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Criterion {
+    Gini,
+    Entropy,
+    SquaredError,
+}
+
+/// What a tree learns: class indices (`classes` of them) or real values.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    Classes(&'a [u32], usize),
+    Values(&'a [f64]),
+}
+
+impl Target<'_> {
+    /// Width of a node's statistics: per-class weights, or (weight, weighted sum,
+    /// weighted sum of squares).
+    fn width(&self) -> usize {
+        match self {
+            Target::Classes(_, k) => *k,
+            Target::Values(_) => 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TreeConfig {
+    pub criterion: Criterion,
+    pub max_depth: Option<u32>,
+    pub min_samples_split: u32,
+    pub min_samples_leaf: u32,
+    /// Features drawn per split (already resolved to a count).
+    pub max_features: usize,
+}
+
+/// One node: internal when `left != LEAF` (rows with `code[feature] <= bin` go
+/// left), else a leaf whose values start at `right * width`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub feature: u32,
+    pub bin: u8,
+    pub left: u32,
+    pub right: u32,
+}
+
+pub const LEAF: u32 = u32::MAX;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+    /// Leaf values: class probabilities (`width` = classes) or the mean (`width` 1).
+    pub values: Vec<f32>,
+    pub width: u32,
+}
+
+impl Tree {
+    /// The leaf values for row `i` of `b`.
+    #[inline]
+    pub fn leaf(&self, b: &Binned, i: usize) -> &[f32] {
+        let mut n = 0usize;
+        loop {
+            let node = &self.nodes[n];
+            if node.left == LEAF {
+                let w = self.width as usize;
+                let s = node.right as usize * w;
+                return &self.values[s..s + w];
+            }
+            let code = b.codes[node.feature as usize * b.rows + i];
+            n = if code <= node.bin {
+                node.left as usize
+            } else {
+                node.right as usize
+            };
+        }
+    }
+
+    pub fn leaves(&self) -> usize {
+        self.nodes.iter().filter(|n| n.left == LEAF).count()
+    }
+
+    pub fn depth(&self) -> usize {
+        fn d(t: &Tree, n: usize) -> usize {
+            let node = &t.nodes[n];
+            if node.left == LEAF {
+                0
+            } else {
+                1 + d(t, node.left as usize).max(d(t, node.right as usize))
+            }
+        }
+        if self.nodes.is_empty() { 0 } else { d(self, 0) }
+    }
+}
+
+/// Nodes at most this large are split by sorting codes instead of histograms.
+const SMALL_NODE: usize = 96;
+
+/// Impurity proxy of a child from its statistics: larger is purer. The best split
+/// maximizes the sum over both children (equivalent to minimizing the weighted
+/// impurity).
+#[inline]
+fn proxy(c: Criterion, s: &[f64]) -> f64 {
+    match c {
+        Criterion::Gini => {
+            let w: f64 = s.iter().sum();
+            if w <= 0.0 {
+                return 0.0;
+            }
+            s.iter().map(|x| x * x).sum::<f64>() / w
+        }
+        Criterion::Entropy => {
+            let w: f64 = s.iter().sum();
+            if w <= 0.0 {
+                return 0.0;
+            }
+            s.iter()
+                .filter(|&&x| x > 0.0)
+                .map(|&x| x * (x / w).ln())
+                .sum()
+        }
+        Criterion::SquaredError => {
+            if s[0] <= 0.0 {
+                return 0.0;
+            }
+            s[1] * s[1] / s[0]
+        }
+    }
+}
+
+struct Work {
+    start: usize,
+    end: usize,
+    depth: u32,
+    node: usize,
+    stats: Vec<f64>,
+    /// Features known constant in this node: `feats[..n_const]`.
+    n_const: usize,
+}
+
+struct Best {
+    gain: f64,
+    feature: usize,
+    bin: u8,
+    left: Vec<f64>,
+}
+
+/// Per-position sample data, permuted together as nodes are partitioned.
+struct Samples {
+    rows: Vec<u32>,
+    w: Vec<f32>,
+    /// Class index (classification) or unused.
+    cls: Vec<u32>,
+    /// Value (regression) or unused.
+    val: Vec<f64>,
+}
+
+impl Samples {
+    #[inline]
+    fn add(&self, pos: usize, s: &mut [f64], classes: bool) {
+        let w = self.w[pos] as f64;
+        if classes {
+            s[self.cls[pos] as usize] += w;
+        } else {
+            let v = self.val[pos];
+            s[0] += w;
+            s[1] += w * v;
+            s[2] += w * v * v;
+        }
+    }
+}
+
+/// Fit one tree. `weights[r]` is row `r`'s sample weight; rows of weight 0 are not
+/// in the sample.
+pub fn fit_tree(
+    b: &Binned,
+    target: Target,
+    weights: &[f32],
+    cfg: &TreeConfig,
+    rng: &mut SeededRng,
+) -> Tree {
+    let width = target.width();
+    let classes = matches!(target, Target::Classes(..));
+    let mut sm = Samples {
+        rows: Vec::new(),
+        w: Vec::new(),
+        cls: Vec::new(),
+        val: Vec::new(),
+    };
+    for (r, &w) in weights.iter().enumerate().take(b.rows) {
+        if w > 0.0 {
+            sm.rows.push(r as u32);
+            sm.w.push(w);
+            match target {
+                Target::Classes(y, _) => sm.cls.push(y[r]),
+                Target::Values(y) => sm.val.push(y[r]),
+            }
+        }
+    }
+    let n = sm.rows.len();
+    let mut root = vec![0.0; width];
+    for p in 0..n {
+        sm.add(p, &mut root, classes);
+    }
+    let mut tree = Tree {
+        nodes: vec![Node {
+            feature: 0,
+            bin: 0,
+            left: LEAF,
+            right: 0,
+        }],
+        values: Vec::new(),
+        width: if classes { width as u32 } else { 1 },
+    };
+    let d = b.cols;
+    let mtry = cfg.max_features.clamp(1, d.max(1));
+    let mut feats: Vec<u32> = (0..d as u32).collect();
+    let mut const_feats: Vec<u32> = feats.clone();
+    let mut codes: Vec<u8> = Vec::new();
+    let mut hist = vec![0.0f64; 256 * width];
+    let mut cnt = vec![0u32; 256];
+    let mut scratch_pos: Vec<(u8, u32)> = Vec::new();
+    let mut tmp_rows = Vec::new();
+    let mut tmp_w = Vec::new();
+    let mut tmp_c = Vec::new();
+    let mut tmp_v = Vec::new();
+    let mut left = vec![0.0f64; width];
+    let mut stack = vec![Work {
+        start: 0,
+        end: n,
+        depth: 0,
+        node: 0,
+        stats: root,
+        n_const: 0,
+    }];
+    let min_leaf = cfg.min_samples_leaf.max(1) as usize;
+    while let Some(wk) = stack.pop() {
+        let count = wk.end - wk.start;
+        let pure = if classes {
+            let tot: f64 = wk.stats.iter().sum();
+            wk.stats.iter().any(|&s| s >= tot)
+        } else {
+            // Zero variance (relative to the values' scale).
+            let (w, s, q) = (wk.stats[0], wk.stats[1], wk.stats[2]);
+            let var = q / w - (s / w) * (s / w);
+            var <= 1e-12 * (q / w).max(1e-300)
+        };
+        let stop = pure
+            || count < (cfg.min_samples_split.max(2) as usize)
+            || count < 2 * min_leaf
+            || cfg.max_depth.is_some_and(|m| wk.depth >= m);
+        let mut best: Option<Best> = None;
+        let n_known = wk.n_const;
+        let mut n_total = n_known;
+        if !stop {
+            // scikit-learn's draw: `mtry` features are visited (known constants
+            // included, they cost nothing), and the search goes on past `mtry`
+            // only until one non-constant feature has been seen. Features found
+            // constant here stay constant in every descendant, so they move to
+            // the known prefix that children never draw again.
+            let mut n_drawn_const = 0usize;
+            let mut n_found_const = 0usize;
+            let mut f_i = d;
+            let mut visited = 0usize;
+            while f_i > n_total && (visited < mtry || visited <= n_found_const + n_drawn_const) {
+                visited += 1;
+                let mut f_j = n_drawn_const + rng.below(f_i - n_found_const - n_drawn_const);
+                if f_j < n_known {
+                    feats.swap(n_drawn_const, f_j);
+                    n_drawn_const += 1;
+                    continue;
+                }
+                f_j += n_found_const;
+                let f = feats[f_j] as usize;
+                let col = b.column(f);
+                // One gather of the node's codes, then everything runs on them.
+                codes.clear();
+                codes.extend(sm.rows[wk.start..wk.end].iter().map(|&r| col[r as usize]));
+                let (lo, hi) = codes
+                    .iter()
+                    .fold((u8::MAX, 0u8), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+                if lo == hi {
+                    feats.swap(f_j, n_total);
+                    n_found_const += 1;
+                    n_total += 1;
+                    continue;
+                }
+                f_i -= 1;
+                feats.swap(f_i, f_j);
+                if count <= SMALL_NODE {
+                    scratch_pos.clear();
+                    scratch_pos.extend(
+                        codes
+                            .iter()
+                            .enumerate()
+                            .map(|(k, &c)| (c, (wk.start + k) as u32)),
+                    );
+                    scratch_pos.sort_unstable_by_key(|x| x.0);
+                    left.iter_mut().for_each(|x| *x = 0.0);
+                    for k in 0..count - 1 {
+                        let (code, p) = scratch_pos[k];
+                        sm.add(p as usize, &mut left, classes);
+                        if scratch_pos[k + 1].0 == code {
+                            continue;
+                        }
+                        let nl = k + 1;
+                        if nl < min_leaf || count - nl < min_leaf {
+                            continue;
+                        }
+                        consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
+                    }
+                } else {
+                    let node_w = &sm.w[wk.start..wk.end];
+                    if classes {
+                        let node_c = &sm.cls[wk.start..wk.end];
+                        for ((&code, &wt), &c) in codes.iter().zip(node_w).zip(node_c) {
+                            cnt[code as usize] += 1;
+                            hist[code as usize * width + c as usize] += wt as f64;
+                        }
+                    } else {
+                        let node_v = &sm.val[wk.start..wk.end];
+                        for ((&code, &wt), &v) in codes.iter().zip(node_w).zip(node_v) {
+                            cnt[code as usize] += 1;
+                            let wt = wt as f64;
+                            let h = &mut hist[code as usize * 3..code as usize * 3 + 3];
+                            h[0] += wt;
+                            h[1] += wt * v;
+                            h[2] += wt * v * v;
+                        }
+                    }
+                    left.iter_mut().for_each(|x| *x = 0.0);
+                    let mut nl = 0usize;
+                    for code in lo..hi {
+                        let c = cnt[code as usize] as usize;
+                        if c == 0 {
+                            continue;
+                        }
+                        nl += c;
+                        let h = &hist[code as usize * width..(code as usize + 1) * width];
+                        for (l, x) in left.iter_mut().zip(h) {
+                            *l += x;
+                        }
+                        if nl < min_leaf || count - nl < min_leaf {
+                            continue;
+                        }
+                        consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
+                    }
+                    for code in lo as usize..=hi as usize {
+                        cnt[code] = 0;
+                        hist[code * width..(code + 1) * width]
+                            .iter_mut()
+                            .for_each(|x| *x = 0.0);
+                    }
+                }
+            }
+            // The known prefix must be the same set for the sibling and every
+            // descendant: undo the swaps among known constants, record new ones.
+            feats[..n_known].copy_from_slice(&const_feats[..n_known]);
+            const_feats[n_known..n_total].copy_from_slice(&feats[n_known..n_total]);
+        }
+        // Like scikit-learn, any valid split of an impure node is taken, even one
+        // that does not lower the impurity by itself (an xor needs two levels).
+        let split = best;
+        let Some(bst) = split else {
+            // A leaf.
+            let leaf_id = (tree.values.len() / tree.width as usize) as u32;
+            if classes {
+                let tot: f64 = wk.stats.iter().sum();
+                tree.values.extend(
+                    wk.stats
+                        .iter()
+                        .map(|&s| (s / tot.max(f64::MIN_POSITIVE)) as f32),
+                );
+            } else {
+                tree.values
+                    .push((wk.stats[1] / wk.stats[0].max(f64::MIN_POSITIVE)) as f32);
+            }
+            tree.nodes[wk.node] = Node {
+                feature: 0,
+                bin: 0,
+                left: LEAF,
+                right: leaf_id,
+            };
+            continue;
+        };
+        // Stable partition of the node's positions: left rows first.
+        let col = b.column(bst.feature);
+        tmp_rows.clear();
+        tmp_w.clear();
+        tmp_c.clear();
+        tmp_v.clear();
+        let mut write = wk.start;
+        for p in wk.start..wk.end {
+            let r = sm.rows[p];
+            if col[r as usize] <= bst.bin {
+                sm.rows[write] = r;
+                sm.w[write] = sm.w[p];
+                if classes {
+                    sm.cls[write] = sm.cls[p];
+                } else {
+                    sm.val[write] = sm.val[p];
+                }
+                write += 1;
+            } else {
+                tmp_rows.push(r);
+                tmp_w.push(sm.w[p]);
+                if classes {
+                    tmp_c.push(sm.cls[p]);
+                } else {
+                    tmp_v.push(sm.val[p]);
+                }
+            }
+        }
+        let mid = write;
+        sm.rows[mid..wk.end].copy_from_slice(&tmp_rows);
+        sm.w[mid..wk.end].copy_from_slice(&tmp_w);
+        if classes {
+            sm.cls[mid..wk.end].copy_from_slice(&tmp_c);
+        } else {
+            sm.val[mid..wk.end].copy_from_slice(&tmp_v);
+        }
+        let right_stats: Vec<f64> = wk.stats.iter().zip(&bst.left).map(|(t, l)| t - l).collect();
+        let li = tree.nodes.len();
+        tree.nodes.push(Node {
+            feature: 0,
+            bin: 0,
+            left: LEAF,
+            right: 0,
+        });
+        tree.nodes.push(Node {
+            feature: 0,
+            bin: 0,
+            left: LEAF,
+            right: 0,
+        });
+        tree.nodes[wk.node] = Node {
+            feature: bst.feature as u32,
+            bin: bst.bin,
+            left: li as u32,
+            right: li as u32 + 1,
+        };
+        // Right pushed first so the left subtree is grown first (depth-first).
+        stack.push(Work {
+            start: mid,
+            end: wk.end,
+            depth: wk.depth + 1,
+            node: li + 1,
+            stats: right_stats,
+            n_const: n_total,
+        });
+        stack.push(Work {
+            start: wk.start,
+            end: mid,
+            depth: wk.depth + 1,
+            node: li,
+            stats: bst.left,
+            n_const: n_total,
+        });
+    }
+    tree
+}
+
+#[inline]
+fn consider(
+    c: Criterion,
+    total: &[f64],
+    left: &[f64],
+    f: usize,
+    code: u8,
+    best: &mut Option<Best>,
+) {
+    let pl = proxy(c, left);
+    let pr = match c {
+        Criterion::SquaredError => {
+            let (w, s) = (total[0] - left[0], total[1] - left[1]);
+            if w <= 0.0 { 0.0 } else { s * s / w }
+        }
+        _ => {
+            // Right statistics without allocating.
+            let mut w = 0.0;
+            let mut acc = 0.0;
+            for (t, l) in total.iter().zip(left) {
+                let x = t - l;
+                w += x;
+                acc += match c {
+                    Criterion::Gini => x * x,
+                    _ => 0.0,
+                };
+            }
+            match c {
+                Criterion::Gini => {
+                    if w <= 0.0 {
+                        0.0
+                    } else {
+                        acc / w
+                    }
+                }
+                _ => total
+                    .iter()
+                    .zip(left)
+                    .map(|(t, l)| t - l)
+                    .filter(|&x| x > 0.0)
+                    .map(|x| x * (x / w).ln())
+                    .sum(),
+            }
+        }
+    };
+    let gain = pl + pr;
+    if best.as_ref().is_none_or(|b| gain > b.gain) {
+        *best = Some(Best {
+            gain,
+            feature: f,
+            bin: code,
+            left: left.to_vec(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binned(cols: Vec<Vec<u8>>) -> Binned {
+        let rows = cols[0].len();
+        Binned {
+            rows,
+            cols: cols.len(),
+            codes: cols.concat(),
+        }
+    }
+
+    fn cfg(c: Criterion) -> TreeConfig {
+        TreeConfig {
+            criterion: c,
+            max_depth: None,
+            min_samples_split: 2,
+            min_samples_leaf: 1,
+            max_features: 2,
+        }
+    }
+
+    #[test]
+    fn learns_a_threshold_and_an_xor() {
+        // y = (x0 > 1) xor (x1 > 1) on a grid.
+        let mut x0 = Vec::new();
+        let mut x1 = Vec::new();
+        let mut y = Vec::new();
+        for a in 0..4u8 {
+            for c in 0..4u8 {
+                for _ in 0..3 {
+                    x0.push(a);
+                    x1.push(c);
+                    y.push(u32::from((a > 1) ^ (c > 1)));
+                }
+            }
+        }
+        let b = binned(vec![x0, x1]);
+        for crit in [Criterion::Gini, Criterion::Entropy] {
+            let t = fit_tree(
+                &b,
+                Target::Classes(&y, 2),
+                &vec![1.0; y.len()],
+                &cfg(crit),
+                &mut SeededRng::new(1, &[]),
+            );
+            for (i, &yi) in y.iter().enumerate() {
+                let p = t.leaf(&b, i);
+                assert_eq!(p[yi as usize], 1.0, "{crit:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn regression_leaves_are_means_and_depth_is_limited() {
+        let x: Vec<u8> = (0..200).map(|i| (i % 200) as u8).collect();
+        let y: Vec<f64> = x.iter().map(|&v| if v < 100 { 1.0 } else { 5.0 }).collect();
+        let b = binned(vec![x]);
+        let mut c = cfg(Criterion::SquaredError);
+        c.max_depth = Some(1);
+        c.max_features = 1;
+        let t = fit_tree(
+            &b,
+            Target::Values(&y),
+            &vec![1.0; 200],
+            &c,
+            &mut SeededRng::new(1, &[]),
+        );
+        assert_eq!(t.depth(), 1);
+        assert_eq!(t.leaf(&b, 0), &[1.0]);
+        assert_eq!(t.leaf(&b, 150), &[5.0]);
+    }
+
+    #[test]
+    fn min_samples_leaf_is_respected() {
+        let x: Vec<u8> = (0..50).collect();
+        let y: Vec<u32> = (0..50).map(|i| u32::from(i == 0)).collect();
+        let b = binned(vec![x]);
+        let mut c = cfg(Criterion::Gini);
+        c.min_samples_leaf = 5;
+        c.max_features = 1;
+        let t = fit_tree(
+            &b,
+            Target::Classes(&y, 2),
+            &vec![1.0; 50],
+            &c,
+            &mut SeededRng::new(1, &[]),
+        );
+        // The lone positive cannot get a leaf of its own.
+        assert!(t.leaf(&b, 0)[1] < 1.0);
+    }
+}

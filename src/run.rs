@@ -1,0 +1,235 @@
+//! `dagml run` and `dagml predict` as library calls: check and plan a pipeline,
+//! execute its tasks with the pipeline kernels, and gather what the user sees.
+//!
+//! In: a pipeline file path and [`RunOptions`]. Out: a [`RunReport`] (evaluations,
+//! written files, per-step times, peak memory) or a [`RunFailure`].
+//! Must not: print (the CLI does) or decide exit codes.
+
+use crate::ml::metrics;
+use crate::plan::{dot, render};
+use crate::runtime::executor::{self, Observer, Options, RunError, TaskRecord};
+use crate::runtime::kernels::{EvalResult, PipelineKernels, Receipt, RunContext};
+use crate::runtime::value::Value;
+use crate::spec::model::{FileFormat, OutputKind};
+use crate::workspace::{self, CheckOptions, Report};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct RunOptions {
+    /// Threads for tasks (and inside tasks); `None`: the cluster's workers x
+    /// threads from the file, else every core.
+    pub threads: Option<usize>,
+    pub quiet: bool,
+    /// Folder relative paths are resolved against.
+    pub base: PathBuf,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            threads: None,
+            quiet: true,
+            base: PathBuf::from("."),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RunReport {
+    pub pipeline: String,
+    pub evaluations: Vec<EvalResult>,
+    pub receipts: Vec<Receipt>,
+    pub records: Vec<TaskRecord>,
+    pub wall: Duration,
+    pub threads: usize,
+    pub tasks: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    /// The file did not check; the report holds the diagnostics.
+    #[error("the pipeline is not valid")]
+    Invalid(Box<Report>),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Threads the run uses.
+pub fn threads_for(plan: &crate::plan::PhysicalPlan, opts: &RunOptions) -> usize {
+    if let Some(t) = opts.threads {
+        return t.max(1);
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    match &plan.logical.cluster {
+        Some(crate::spec::model::Cluster::Local {
+            workers: Some(w),
+            threads,
+            ..
+        }) => {
+            let per = threads.value;
+            ((w.value * per) as usize).clamp(1, cores.max(1))
+        }
+        _ => cores,
+    }
+}
+
+/// Check, plan and run one pipeline file.
+pub fn run_file(
+    path: &Path,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<RunReport, RunFailure> {
+    let (report, planned) = match workspace::plan_file(path, &CheckOptions::default()) {
+        Ok(x) => x,
+        Err(r) => return Err(RunFailure::Invalid(Box::new(r))),
+    };
+    let checked = report
+        .checked
+        .as_ref()
+        .ok_or_else(|| RunFailure::Other("the pipeline did not compile".into()))?;
+    let plan = planned.physical;
+    let mut cx = RunContext::new(
+        &checked.pipeline,
+        &report.parsed.file.text,
+        &plan,
+        opts.base.clone(),
+    );
+    for o in &checked.pipeline.outputs {
+        if let OutputKind::Plan { format } = &o.kind {
+            let text = dot::to_dot(&plan, dot::Level::Physical);
+            let f = match format.value {
+                FileFormat::Dot => render::Format::Dot,
+                FileFormat::Png => render::Format::Png,
+                _ => render::Format::Svg,
+            };
+            let (bytes, _) =
+                render::render(&text, f).map_err(|e| RunFailure::Other(e.to_string()))?;
+            cx.pictures.insert(o.name.value.clone(), bytes);
+        }
+    }
+    let threads = threads_for(&plan, opts);
+    let kernels = PipelineKernels { cx: Arc::new(cx) };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| RunFailure::Other(e.to_string()))?;
+    // Evaluations feed the metrics sink, so the executor would free them; the
+    // report needs them.
+    let keep = plan
+        .tasks
+        .iter()
+        .filter(|t| t.kind == crate::plan::TaskKind::Evaluate)
+        .flat_map(|t| t.outputs.iter().cloned())
+        .collect();
+    let outcome = pool.install(|| {
+        executor::run(
+            &plan,
+            &kernels,
+            observer,
+            &Options {
+                threads,
+                keep,
+                ..Options::default()
+            },
+        )
+    })?;
+    let mut evaluations = Vec::new();
+    let mut receipts = Vec::new();
+    for t in &plan.tasks {
+        for o in &t.outputs {
+            let Some(v) = outcome.values.get(o) else {
+                continue;
+            };
+            let Value::Bytes(b) = v.as_ref() else {
+                continue;
+            };
+            match t.kind {
+                crate::plan::TaskKind::Evaluate => {
+                    if let Ok(e) = serde_json::from_slice::<EvalResult>(b) {
+                        evaluations.push(e);
+                    }
+                }
+                crate::plan::TaskKind::Write => {
+                    if let Ok(r) = serde_json::from_slice::<Receipt>(b) {
+                        receipts.push(r);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(RunReport {
+        pipeline: checked.pipeline.name.value.clone(),
+        evaluations,
+        receipts,
+        records: outcome.records,
+        wall: outcome.wall,
+        threads,
+        tasks: plan.tasks.len(),
+    })
+}
+
+/// The results as text: per evaluation and dataset, the metrics asked for.
+pub fn render_results(r: &RunReport) -> String {
+    let mut out = String::new();
+    for e in &r.evaluations {
+        for entry in &e.results {
+            out.push_str(&format!(
+                "== {} : {} on {} ({} rows)\n",
+                e.evaluation, entry.model, entry.data, entry.scores.rows
+            ));
+            let s = &entry.scores;
+            let has = |m: &str| e.metrics.iter().any(|x| x == m);
+            let mut line = Vec::new();
+            if let Some(a) = s.accuracy.filter(|_| has("accuracy")) {
+                line.push(format!("accuracy {a:.4}"));
+            }
+            for (name, avg) in [("precision", 0), ("recall", 1), ("f1", 2)] {
+                if has(name) {
+                    if let Some(m) = &s.macro_avg {
+                        let v = [m.precision, m.recall, m.f1][avg];
+                        line.push(format!("{name} (macro) {v:.4}"));
+                    }
+                }
+            }
+            if let Some(v) = s.log_loss.filter(|_| has("log_loss")) {
+                line.push(format!("log_loss {v:.4}"));
+            }
+            for (name, v) in [("rmse", s.rmse), ("mae", s.mae), ("r2", s.r2)] {
+                if let Some(v) = v.filter(|_| has(name)) {
+                    line.push(format!("{name} {v:.4}"));
+                }
+            }
+            if !line.is_empty() {
+                out.push_str(&line.join("  "));
+                out.push('\n');
+            }
+            if has("classification_report") {
+                out.push('\n');
+                out.push_str(&metrics::classification_report(s));
+            }
+            if has("confusion_matrix") {
+                out.push('\n');
+                out.push_str(&metrics::confusion_table(s, &e.classes));
+            }
+            out.push('\n');
+        }
+    }
+    for rc in &r.receipts {
+        let rows = rc.rows.map(|n| format!(" ({n} rows)")).unwrap_or_default();
+        match rc.paths.as_slice() {
+            [one] => out.push_str(&format!("wrote {} -> {one}{rows}\n", rc.output)),
+            many => out.push_str(&format!(
+                "wrote {} -> {} files{rows}\n",
+                rc.output,
+                many.len()
+            )),
+        }
+    }
+    out
+}

@@ -1,0 +1,572 @@
+//! The pipeline's task kernels: what each task of a physical plan computes, as a
+//! function of the task and its input partitions.
+//!
+//! In: a [`Task`], its inputs ([`Value`]s in `task.inputs` order) and the
+//! [`RunContext`] (the logical plan's operations, the seed, the base folder).
+//! Out: one [`Value`] per `task.outputs`: record batches for data, bytes for models
+//! (postcard), metrics (JSON) and write receipts. Must not: keep state between
+//! tasks or read anything but the files a source or output names: any worker can
+//! run any task and get the same bytes.
+
+use super::executor::Kernels;
+use super::value::Value;
+use crate::compile::logical::{Fanout, LOp};
+use crate::data::{self, split, write};
+use crate::ml::metrics::{self, Scores};
+use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
+use crate::ml::model_file;
+use crate::plan::{PhysicalPlan, Task, TaskKind};
+use crate::spec::model::{EstimatorKind, FileFormat, OutputKind, Params, Task as MlTask};
+use arrow::array::{ArrayRef, Float32Array, Float64Array, StringArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Everything the kernels need besides a task's inputs. Cheap to share.
+pub struct RunContext {
+    pub pipeline: String,
+    pub pipeline_hash: String,
+    pub seed: u64,
+    /// Folder that relative paths in the pipeline are resolved against.
+    pub base: PathBuf,
+    /// Logical operation per node id.
+    pub ops: BTreeMap<String, LOp>,
+    /// Pre-rendered plan pictures, per output name.
+    pub pictures: BTreeMap<String, Vec<u8>>,
+    /// Trees fitted so far (for progress).
+    pub trees_done: AtomicU64,
+}
+
+impl RunContext {
+    pub fn new(
+        pipeline: &crate::spec::Pipeline,
+        text: &str,
+        plan: &PhysicalPlan,
+        base: PathBuf,
+    ) -> Self {
+        let g = &plan.logical.graph;
+        let ops = g
+            .node_indices()
+            .map(|n| (g[n].id(), g[n].op.clone()))
+            .collect();
+        RunContext {
+            pipeline: pipeline.name.value.clone(),
+            pipeline_hash: model_file::hash_hex(text.as_bytes()),
+            seed: pipeline.seed,
+            base,
+            ops,
+            pictures: BTreeMap::new(),
+            trees_done: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One evaluation's results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub evaluation: String,
+    pub model: String,
+    pub task: String,
+    pub classes: Vec<String>,
+    pub metrics: Vec<String>,
+    pub results: Vec<EvalEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalEntry {
+    /// The dataset scored.
+    pub data: String,
+    /// The model that scored it: the whole model, or one shard's member.
+    pub model: String,
+    pub scores: Scores,
+}
+
+/// A written file, reported back to the runner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub output: String,
+    pub paths: Vec<String>,
+    pub rows: Option<u64>,
+}
+
+pub struct PipelineKernels {
+    pub cx: Arc<RunContext>,
+}
+
+fn fail(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn batch_of(v: &Value) -> Result<&RecordBatch, String> {
+    match v {
+        Value::Batch(b) => Ok(b),
+        Value::Bytes(_) => Err("expected a data partition, got bytes".into()),
+    }
+}
+
+fn bytes_of(v: &Value) -> Result<&[u8], String> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        Value::Batch(_) => Err("expected a model or metrics, got a data partition".into()),
+    }
+}
+
+/// The dataset a partition id belongs to: `mnist.train/p0` → `mnist.train`.
+fn dataset_of(id: &str) -> &str {
+    id.rsplit_once('/').map(|(d, _)| d).unwrap_or(id)
+}
+
+fn concat(parts: &[&RecordBatch]) -> Result<RecordBatch, String> {
+    let Some(first) = parts.first() else {
+        return Err("no input data".into());
+    };
+    let owned: Vec<RecordBatch> = parts.iter().map(|b| (*b).clone()).collect();
+    concat_batches(&first.schema(), &owned).map_err(fail)
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Value, String> {
+    postcard::to_allocvec(v).map(Value::Bytes).map_err(fail)
+}
+
+fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
+    postcard::from_bytes(b).map_err(|e| format!("corrupt intermediate value: {e}"))
+}
+
+/// Data inputs grouped by dataset, in input order; and the byte inputs.
+fn split_inputs<'a>(
+    task: &'a Task,
+    inputs: &'a [Arc<Value>],
+) -> (
+    Vec<(&'a str, Vec<&'a RecordBatch>)>,
+    Vec<(&'a str, &'a [u8])>,
+) {
+    let mut data: Vec<(&str, Vec<&RecordBatch>)> = Vec::new();
+    let mut bytes = Vec::new();
+    for (id, v) in task.inputs.iter().zip(inputs) {
+        match v.as_ref() {
+            Value::Batch(b) => {
+                let d = dataset_of(id);
+                match data.iter_mut().find(|(n, _)| *n == d) {
+                    Some((_, v)) => v.push(b),
+                    None => data.push((d, vec![b])),
+                }
+            }
+            Value::Bytes(b) => bytes.push((id.as_str(), b.as_slice())),
+        }
+    }
+    (data, bytes)
+}
+
+/// The batch of predictions: the input rows plus `prediction` (and, for
+/// classifiers, `probability` of the predicted class).
+pub fn predictions_batch(batch: &RecordBatch, pred: &Prediction) -> Result<RecordBatch, String> {
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    match pred {
+        Prediction::Classes { proba, classes } => {
+            let k = classes.len().max(1);
+            let idx = pred.argmax();
+            let labels: StringArray = idx
+                .iter()
+                .map(|&i| Some(classes[i as usize].as_str()))
+                .collect();
+            let p: Float32Array = idx
+                .iter()
+                .enumerate()
+                .map(|(r, &i)| Some(proba[r * k + i as usize]))
+                .collect();
+            fields.push(Field::new("prediction", DataType::Utf8, false));
+            cols.push(Arc::new(labels));
+            fields.push(Field::new("probability", DataType::Float32, false));
+            cols.push(Arc::new(p));
+        }
+        Prediction::Values(v) => {
+            fields.push(Field::new("prediction", DataType::Float64, false));
+            cols.push(Arc::new(Float64Array::from(v.clone())));
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(fail)
+}
+
+/// Score `model` on `batch`.
+pub fn score(model: &TrainedModel, batch: &RecordBatch) -> Result<Scores, String> {
+    let pred = model.predict(batch).map_err(fail)?;
+    Ok(match model.task {
+        MlTask::Classification => {
+            let labels = data::matrix::labels(batch, &model.target).map_err(fail)?;
+            let y = data::matrix::class_indices(&labels, &model.classes, &model.target)
+                .map_err(fail)?;
+            metrics::classification(&y, &pred)
+        }
+        MlTask::Regression => {
+            let y = data::matrix::float_target(batch, &model.target).map_err(fail)?;
+            let Prediction::Values(p) = pred else {
+                return Err("a regressor predicted classes".into());
+            };
+            metrics::regression(&y, &p)
+        }
+    })
+}
+
+/// The model file's bytes: header and postcard payload.
+pub fn model_file_bytes(
+    cx: &RunContext,
+    model: &TrainedModel,
+    params: serde_json::Value,
+) -> Result<Vec<u8>, String> {
+    let header = model_file::ModelHeader {
+        format_version: model_file::FORMAT_VERSION,
+        dagml_version: env!("CARGO_PKG_VERSION").to_string(),
+        pipeline: cx.pipeline.clone(),
+        pipeline_hash: cx.pipeline_hash.clone(),
+        model: model.name.clone(),
+        estimator: model.estimator.clone(),
+        task: model.task.name().to_string(),
+        target: model.target.clone(),
+        features: model
+            .inputs
+            .iter()
+            .zip(&model.input_types)
+            .map(|(n, t)| model_file::FeatureInfo {
+                name: n.clone(),
+                dtype: t.clone(),
+            })
+            .collect(),
+        classes: model.classes.clone(),
+        preprocess: serde_json::to_value(&model.preprocess).unwrap_or_default(),
+        params,
+    };
+    let payload = postcard::to_allocvec(model).map_err(fail)?;
+    Ok(model_file::encode(&header, &payload))
+}
+
+/// Read a model file back.
+pub fn read_model_file(bytes: &[u8]) -> Result<(model_file::ModelHeader, TrainedModel), String> {
+    let (header, payload) = model_file::decode(bytes).map_err(fail)?;
+    let model =
+        postcard::from_bytes(payload).map_err(|e| format!("the model payload is corrupt: {e}"))?;
+    Ok((header, model))
+}
+
+impl PipelineKernels {
+    fn op(&self, task: &Task) -> Result<&LOp, String> {
+        self.cx
+            .ops
+            .get(&task.node)
+            .ok_or_else(|| format!("no step `{}` in the plan", task.node))
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.cx.base.join(p)
+    }
+
+    fn run_task(&self, task: &Task, inputs: &[Arc<Value>]) -> Result<Vec<Value>, String> {
+        let op = self.op(task)?;
+        let cx = &self.cx;
+        match (&task.kind, op) {
+            (TaskKind::Read, LOp::Source { source, columns }) => {
+                let p: u32 = task
+                    .id
+                    .rsplit_once("/p")
+                    .and_then(|(_, p)| p.parse().ok())
+                    .unwrap_or(0);
+                let b = data::source::read(source, p, cx.seed, columns.as_deref(), &cx.base)
+                    .map_err(fail)?;
+                Ok(vec![Value::Batch(b)])
+            }
+            (TaskKind::Transform, LOp::Transform { steps, .. }) => {
+                let mut b = batch_of(inputs.first().ok_or("no input")?)?.clone();
+                for s in steps {
+                    b = if s.value.is_fitted() {
+                        // In a transform (before any split) statistics come from the
+                        // partition itself; use a model's `preprocess` to learn them
+                        // on training rows only.
+                        let f = data::ops::fit_op(&s.value, &b, &[]).map_err(fail)?;
+                        data::ops::apply_fitted(&f, &b).map_err(fail)?
+                    } else {
+                        data::ops::apply_row_op(&s.value, &b).map_err(fail)?
+                    };
+                }
+                Ok(vec![Value::Batch(b)])
+            }
+            (TaskKind::Split, LOp::Split { split: sp }) => {
+                let ins: Vec<(String, RecordBatch)> = task
+                    .inputs
+                    .iter()
+                    .zip(inputs)
+                    .map(|(id, v)| Ok((id.clone(), batch_of(v)?.clone())))
+                    .collect::<Result<_, String>>()?;
+                let mut parts = split::split(sp, cx.seed, &ins).map_err(fail)?;
+                let prefix = format!("{}.", sp.name.value);
+                task.outputs
+                    .iter()
+                    .map(|o| {
+                        let label = dataset_of(o).strip_prefix(&prefix).unwrap_or("");
+                        let key = parts.keys().find(|k| k.label() == label).cloned();
+                        key.and_then(|k| parts.remove(&k))
+                            .map(Value::Batch)
+                            .ok_or_else(|| format!("the split made no part `{label}`"))
+                    })
+                    .collect()
+            }
+            (TaskKind::FitTrees { first, count }, LOp::Fit { model: spec, .. }) => {
+                let (data, _) = split_inputs(task, inputs);
+                let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
+                let b = concat(&all)?;
+                let done = &cx.trees_done;
+                let part = model::fit_trees(spec, &b, cx.seed, *first, *count, &|_| {
+                    done.fetch_add(1, Ordering::Relaxed);
+                })
+                .map_err(fail)?;
+                Ok(vec![encode(&part)?])
+            }
+            (
+                TaskKind::Combine,
+                LOp::Fit {
+                    model: spec,
+                    fanout,
+                },
+            ) => {
+                let model = match fanout {
+                    Fanout::PerShard => {
+                        let members = task
+                            .inputs
+                            .iter()
+                            .zip(inputs)
+                            .map(|(id, v)| {
+                                let m: TrainedModel = decode(bytes_of(v)?)?;
+                                let shard = id
+                                    .rsplit_once("/shard-")
+                                    .map(|(_, s)| s.to_string())
+                                    .unwrap_or_else(|| id.clone());
+                                Ok((shard, m))
+                            })
+                            .collect::<Result<Vec<_>, String>>()?;
+                        model::ensemble(spec, members).map_err(fail)?
+                    }
+                    _ => {
+                        let parts = inputs
+                            .iter()
+                            .map(|v| decode::<ForestPart>(bytes_of(v)?))
+                            .collect::<Result<Vec<_>, String>>()?;
+                        model::combine_forest(parts).map_err(fail)?
+                    }
+                };
+                Ok(vec![encode(&model)?])
+            }
+            (TaskKind::FitShard { shard }, LOp::Fit { model: spec, .. }) => {
+                let (data, _) = split_inputs(task, inputs);
+                let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
+                let b = concat(&all)?;
+                // Each shard's model gets its own seed identity.
+                let seed = data::rng::hash(cx.seed, &[data::rng::str_id(shard)]);
+                let mut m = model::fit_single(spec, &b, seed).map_err(fail)?;
+                m.name = format!("{}[{shard}]", spec.name.value);
+                Ok(vec![encode(&m)?])
+            }
+            (TaskKind::PartialStats, LOp::Fit { model: spec, .. }) => {
+                let b = batch_of(inputs.first().ok_or("no input")?)?;
+                Ok(vec![encode(&model::partial_stats(spec, b).map_err(fail)?)?])
+            }
+            (TaskKind::Reduce, LOp::Fit { model: spec, .. }) => {
+                let parts = inputs
+                    .iter()
+                    .map(|v| decode::<LinearPart>(bytes_of(v)?))
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok(vec![encode(
+                    &model::solve_linear(spec, parts).map_err(fail)?,
+                )?])
+            }
+            (TaskKind::Fit, LOp::Fit { model: spec, .. }) => {
+                let (data, _) = split_inputs(task, inputs);
+                let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
+                let b = concat(&all)?;
+                Ok(vec![encode(
+                    &model::fit_single(spec, &b, cx.seed).map_err(fail)?,
+                )?])
+            }
+            (TaskKind::Evaluate, LOp::Evaluate { evaluation }) => {
+                let (data, bytes) = split_inputs(task, inputs);
+                let (_, mb) = bytes.first().ok_or("the evaluation has no model input")?;
+                let model: TrainedModel = decode(mb)?;
+                let mut results = Vec::new();
+                for r in &evaluation.data {
+                    let want = r.value.as_str();
+                    let exact: Vec<&(&str, Vec<&RecordBatch>)> =
+                        data.iter().filter(|(d, _)| *d == want).collect();
+                    if let Some((d, parts)) = exact.first() {
+                        let b = concat(parts)?;
+                        results.push(EvalEntry {
+                            data: d.to_string(),
+                            model: model.name.clone(),
+                            scores: score(&model, &b)?,
+                        });
+                        continue;
+                    }
+                    // A whole split: every validation part (shards) or fold.
+                    let prefix = format!("{want}.");
+                    let parts: Vec<&(&str, Vec<&RecordBatch>)> = data
+                        .iter()
+                        .filter(|(d, _)| d.starts_with(&prefix) && d.ends_with(".validation"))
+                        .collect();
+                    if parts.is_empty() {
+                        return Err(format!(
+                            "evaluating on `{want}` (a k-fold split) is not supported by the runner yet; evaluate on a dataset or a shards split"
+                        ));
+                    }
+                    for (d, ps) in parts {
+                        let b = concat(ps)?;
+                        if let model::Body::Ensemble { members, .. } = &model.body {
+                            for (shard, m) in members {
+                                results.push(EvalEntry {
+                                    data: d.to_string(),
+                                    model: format!("{}[{shard}]", model.name),
+                                    scores: score(m, &b)?,
+                                });
+                            }
+                        }
+                        results.push(EvalEntry {
+                            data: d.to_string(),
+                            model: model.name.clone(),
+                            scores: score(&model, &b)?,
+                        });
+                    }
+                }
+                let res = EvalResult {
+                    evaluation: evaluation.name.value.clone(),
+                    model: model.name.clone(),
+                    task: model.task.name().to_string(),
+                    classes: model.classes.clone(),
+                    metrics: evaluation
+                        .metrics
+                        .iter()
+                        .map(|m| m.value.name().to_string())
+                        .collect(),
+                    results,
+                };
+                Ok(vec![Value::Bytes(serde_json::to_vec(&res).map_err(fail)?)])
+            }
+            (TaskKind::Write, LOp::Sink { output }) => {
+                let path = self.path(&output.path.value);
+                let (data, bytes) = split_inputs(task, inputs);
+                let mut receipt = Receipt {
+                    output: output.name.value.clone(),
+                    paths: vec![path.display().to_string()],
+                    rows: None,
+                };
+                match &output.kind {
+                    OutputKind::Model { .. } => {
+                        let (_, mb) = bytes.first().ok_or("no model to write")?;
+                        let model: TrainedModel = decode(mb)?;
+                        let spec_params = self
+                            .cx
+                            .ops
+                            .values()
+                            .find_map(|o| match o {
+                                LOp::Fit { model: s, .. } if s.name.value == model.name => {
+                                    Some(match &s.params {
+                                        Params::Tree(t) => {
+                                            serde_json::to_value(t).unwrap_or_default()
+                                        }
+                                        Params::Linear(l) => {
+                                            serde_json::to_value(l).unwrap_or_default()
+                                        }
+                                    })
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or_default();
+                        let file = model_file_bytes(cx, &model, spec_params)?;
+                        write::write_bytes(&path, &file).map_err(fail)?;
+                    }
+                    OutputKind::Metrics { .. } => {
+                        let evals = bytes
+                            .iter()
+                            .map(|(_, b)| serde_json::from_slice::<EvalResult>(b).map_err(fail))
+                            .collect::<Result<Vec<_>, String>>()?;
+                        let doc = serde_json::json!({
+                            "pipeline": cx.pipeline,
+                            "pipeline_hash": cx.pipeline_hash,
+                            "evaluations": evals,
+                        });
+                        let mut text = serde_json::to_vec_pretty(&doc).map_err(fail)?;
+                        text.push(b'\n');
+                        write::write_bytes(&path, &text).map_err(fail)?;
+                    }
+                    OutputKind::Predictions { format, .. } => {
+                        let (_, mb) = bytes.first().ok_or("no model to predict with")?;
+                        let model: TrainedModel = decode(mb)?;
+                        let all: Vec<&RecordBatch> =
+                            data.iter().flat_map(|(_, b)| b.clone()).collect();
+                        let b = concat(&all)?;
+                        let pred = model.predict(&b).map_err(fail)?;
+                        let out = predictions_batch(&b, &pred)?;
+                        receipt.rows = Some(out.num_rows() as u64);
+                        let f = write::format_of(&path, format.value);
+                        write::write_batch(&path, &out, f).map_err(fail)?;
+                    }
+                    OutputKind::Dataset { format, .. } => {
+                        let ext = match format.value {
+                            FileFormat::Csv => "csv",
+                            FileFormat::Arrow => "arrow",
+                            _ => "parquet",
+                        };
+                        receipt.paths.clear();
+                        let mut rows = 0;
+                        let mut i = 0;
+                        for (_, parts) in &data {
+                            for b in parts {
+                                let p = path.join(format!("part-{i:05}.{ext}"));
+                                write::write_batch(&p, b, format.value).map_err(fail)?;
+                                rows += b.num_rows() as u64;
+                                receipt.paths.push(p.display().to_string());
+                                i += 1;
+                            }
+                        }
+                        receipt.rows = Some(rows);
+                    }
+                    OutputKind::Plan { .. } => {
+                        let pic = cx
+                            .pictures
+                            .get(&output.name.value)
+                            .ok_or("the plan picture was not rendered")?;
+                        write::write_bytes(&path, pic).map_err(fail)?;
+                    }
+                }
+                Ok(vec![Value::Bytes(
+                    serde_json::to_vec(&receipt).map_err(fail)?,
+                )])
+            }
+            (kind, op) => Err(format!(
+                "task kind {kind:?} does not apply to a {} step",
+                op.kind()
+            )),
+        }
+    }
+}
+
+impl Kernels for PipelineKernels {
+    type Value = Value;
+
+    fn run(&self, task: &Task, inputs: Vec<Arc<Value>>) -> Result<Vec<Value>, String> {
+        self.run_task(task, &inputs)
+    }
+}
+
+/// Whether an estimator is one whose fit is long enough for a tree counter.
+pub fn counts_trees(kind: EstimatorKind) -> bool {
+    matches!(
+        kind,
+        EstimatorKind::RandomForest | EstimatorKind::DecisionTree
+    )
+}
