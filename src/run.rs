@@ -93,9 +93,14 @@ pub fn run_file(
         .as_ref()
         .ok_or_else(|| RunFailure::Other("the pipeline did not compile".into()))?;
     let plan = planned.physical;
+    // The hash in model files is over the canonical form, so a .dagml file and
+    // its .toml twin write the same bytes.
+    let file = &report.parsed.file;
+    let canonical = crate::spec::emit::canonical(&file.path, &file.text)
+        .unwrap_or_else(|| file.text.clone());
     let mut cx = RunContext::new(
         &checked.pipeline,
-        &report.parsed.file.text,
+        &canonical,
         &plan,
         opts.base.clone(),
     );

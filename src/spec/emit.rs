@@ -37,6 +37,21 @@ pub fn convert(path: &str, text: &str, to: Syntax) -> Result<String, Vec<Diagnos
     })
 }
 
+/// The pipeline's canonical text, the same for a `.toml` file and its `.dagml`
+/// twin and blind to comments and layout: what a model file's pipeline hash is
+/// taken over, so both syntaxes give byte-identical model files. `None` when the
+/// file does not parse.
+pub fn canonical(path: &str, text: &str) -> Option<String> {
+    let (node, diags) = match Syntax::of_path(path).unwrap_or(Syntax::Toml) {
+        Syntax::Dagml => dsl::parse(text),
+        Syntax::Toml => toml_front::parse(text),
+    };
+    if diags.iter().any(Diagnostic::is_error) {
+        return None;
+    }
+    node.map(|n| dsl::emit(&n, &super::stem(path)))
+}
+
 fn bare_key(k: &str) -> bool {
     !k.is_empty()
         && k.chars()
