@@ -10,15 +10,22 @@ use std::time::{Duration, Instant};
 
 /// 10,000 statements of every kind, with comments, lists, operations and expressions.
 pub fn generate(statements: usize) -> String {
-    let mut s = String::from("# generated\npipeline big (seed = 7, description = \"a large pipeline\")\n");
+    let mut s =
+        String::from("# generated\npipeline big (seed = 7, description = \"a large pipeline\")\n");
     let mut n = 1;
     let mut i = 0;
     while n < statements {
         let stmts = [
-            format!("src{i} = load csv(\"data/part{i}.csv\", na_values = [\"NA\", \"\"], columns = {{price = float}})  # source {i}\n"),
-            format!("t{i} = transform src{i} [\n    derive y = log(price + {i}) * 2 - abs(x)\n    filter y > 0 and not is_null(x)\n    drop [id, price]\n]\n"),
+            format!(
+                "src{i} = load csv(\"data/part{i}.csv\", na_values = [\"NA\", \"\"], columns = {{price = float}})  # source {i}\n"
+            ),
+            format!(
+                "t{i} = transform src{i} [\n    derive y = log(price + {i}) * 2 - abs(x)\n    filter y > 0 and not is_null(x)\n    drop [id, price]\n]\n"
+            ),
             format!("s{i} = split t{i} holdout(test_fraction = 0.25, stratify = y, seed = {i})\n"),
-            format!("m{i} = fit random_forest(n_trees = 10, max_features = \"sqrt\") on s{i}.train target y features [x, z] preprocess [impute(strategy = median), standard_scale]\n"),
+            format!(
+                "m{i} = fit random_forest(n_trees = 10, max_features = \"sqrt\") on s{i}.train target y features [x, z] preprocess [impute(strategy = median), standard_scale]\n"
+            ),
             format!("e{i} = evaluate m{i} on s{i}.train, s{i}.test [accuracy, f1]\n"),
             format!("o{i} = save predictions of m{i} on s{i}.test to \"out/p{i}.parquet\"\n"),
         ];
@@ -59,7 +66,11 @@ fn main() {
     benches();
     let text = generate(10_000);
     let (_, diags) = dsl::parse(&text);
-    assert!(diags.is_empty(), "the generated file has errors: {:?}", &diags[..1]);
+    assert!(
+        diags.is_empty(),
+        "the generated file has errors: {:?}",
+        &diags[..1]
+    );
     let goal = Duration::from_millis(100);
     for (what, d) in [
         ("parse", mean(|| dsl::parse(&text).1.len())),

@@ -96,14 +96,9 @@ pub fn run_file(
     // The hash in model files is over the canonical form, so a .dagml file and
     // its .toml twin write the same bytes.
     let file = &report.parsed.file;
-    let canonical = crate::spec::emit::canonical(&file.path, &file.text)
-        .unwrap_or_else(|| file.text.clone());
-    let mut cx = RunContext::new(
-        &checked.pipeline,
-        &canonical,
-        &plan,
-        opts.base.clone(),
-    );
+    let canonical =
+        crate::spec::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
+    let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, opts.base.clone());
     for o in &checked.pipeline.outputs {
         if let OutputKind::Plan { format } = &o.kind {
             let text = dot::to_dot(&plan, dot::Level::Physical);
@@ -195,11 +190,11 @@ pub fn render_results(r: &RunReport) -> String {
                 line.push(format!("accuracy {a:.4}"));
             }
             for (name, avg) in [("precision", 0), ("recall", 1), ("f1", 2)] {
-                if has(name) {
-                    if let Some(m) = &s.macro_avg {
-                        let v = [m.precision, m.recall, m.f1][avg];
-                        line.push(format!("{name} (macro) {v:.4}"));
-                    }
+                if has(name)
+                    && let Some(m) = &s.macro_avg
+                {
+                    let v = [m.precision, m.recall, m.f1][avg];
+                    line.push(format!("{name} (macro) {v:.4}"));
                 }
             }
             if let Some(v) = s.log_loss.filter(|_| has("log_loss")) {

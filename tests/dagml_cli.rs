@@ -50,14 +50,8 @@ fn plan_of_every_dagml_pipeline_is_the_plan_of_its_toml_twin() {
     for dsl in files {
         let toml = dsl.with_extension("toml");
         for level in ["physical", "logical"] {
-            let a = dagml(
-                &["plan", &dsl.to_string_lossy(), "--level", level],
-                root(),
-            );
-            let b = dagml(
-                &["plan", &toml.to_string_lossy(), "--level", level],
-                root(),
-            );
+            let a = dagml(&["plan", &dsl.to_string_lossy(), "--level", level], root());
+            let b = dagml(&["plan", &toml.to_string_lossy(), "--level", level], root());
             assert!(a.status.success(), "{}: {}", dsl.display(), text(&a));
             assert!(b.status.success(), "{}: {}", toml.display(), text(&b));
             let dot = String::from_utf8_lossy(&a.stdout);
@@ -147,11 +141,18 @@ fn run_on_a_dagml_file_writes_what_its_toml_form_writes() {
     let o = dagml(&["run", "small.toml", "-q"], b.path());
     assert!(o.status.success(), "{}", text(&o));
 
-    for f in ["out/forest.model", "out/metrics.json", "out/predictions.parquet"] {
+    for f in [
+        "out/forest.model",
+        "out/metrics.json",
+        "out/predictions.parquet",
+    ] {
         let x = std::fs::read(a.path().join(f)).unwrap_or_else(|e| panic!("{f} from .dagml: {e}"));
         let y = std::fs::read(b.path().join(f)).unwrap_or_else(|e| panic!("{f} from .toml: {e}"));
         assert!(!x.is_empty(), "{f} is empty");
-        assert!(x == y, "{f} differs between the .dagml run and the .toml run");
+        assert!(
+            x == y,
+            "{f} differs between the .dagml run and the .toml run"
+        );
     }
 }
 

@@ -43,7 +43,13 @@ path = "out/f.model"
 "#;
 
 /// (what, in the dagml text: from -> to, in the TOML text: from -> to)
-const MISTAKES: &[(&str, (&str, &str), (&str, &str))] = &[
+type Mistake = (
+    &'static str,
+    (&'static str, &'static str),
+    (&'static str, &'static str),
+);
+
+const MISTAKES: &[Mistake] = &[
     (
         "misspelt model in an evaluation",
         ("evaluate forest on", "evaluate forst on"),

@@ -617,7 +617,7 @@ mod tests {
         let t = fit_tree(
             &b,
             Target::Classes(&y, 2),
-            &vec![1.0; 50],
+            &[1.0; 50],
             &c,
             &mut SeededRng::new(1, &[]),
         );

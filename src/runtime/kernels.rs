@@ -137,14 +137,14 @@ fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
     postcard::from_bytes(b).map_err(|e| format!("corrupt intermediate value: {e}"))
 }
 
-/// Data inputs grouped by dataset, in input order; and the byte inputs.
-fn split_inputs<'a>(
-    task: &'a Task,
-    inputs: &'a [Arc<Value>],
-) -> (
+/// A task's inputs: data grouped by dataset, in input order; and the byte inputs.
+type SplitInputs<'a> = (
     Vec<(&'a str, Vec<&'a RecordBatch>)>,
     Vec<(&'a str, &'a [u8])>,
-) {
+);
+
+/// Data inputs grouped by dataset, in input order; and the byte inputs.
+fn split_inputs<'a>(task: &'a Task, inputs: &'a [Arc<Value>]) -> SplitInputs<'a> {
     let mut data: Vec<(&str, Vec<&RecordBatch>)> = Vec::new();
     let mut bytes = Vec::new();
     for (id, v) in task.inputs.iter().zip(inputs) {

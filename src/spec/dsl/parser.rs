@@ -873,10 +873,10 @@ impl<'s> Ctx<'s> {
             if r0.is_empty() || r0.starts_with('\n') {
                 break;
             }
-            let (r1, key) = self.name(r0).or_else(|_| {
+            let (r1, key) = self.name(r0).map_err(|_| {
                 let mut e = PErr::expected(r0, "a clause");
                 e.expected = FIT_CLAUSES.iter().map(|c| format!("`{c}`")).collect();
-                Err(nom::Err::Error(e))
+                nom::Err::Error(e)
             })?;
             let (r1, value) = match key.value.as_str() {
                 "preprocess" => {
@@ -995,7 +995,7 @@ impl<'s> Ctx<'s> {
                 let (r, data) = self.ref_value(r1)?;
                 (r, SaveWhat::Dataset { data })
             }
-            "model" if !self.peek_name(r1).is_some_and(|w| w.value == "to") => {
+            "model" if self.peek_name(r1).is_none_or(|w| w.value != "to") => {
                 let (r, model) = self.ref_value(r1)?;
                 (
                     r,

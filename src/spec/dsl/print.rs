@@ -59,7 +59,7 @@ pub fn int(n: i64) -> String {
         return s;
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             s.push('_');
         }
         s.push(c);
