@@ -190,9 +190,7 @@ pub fn render_results(r: &RunReport) -> String {
                 line.push(format!("accuracy {a:.4}"));
             }
             for (name, avg) in [("precision", 0), ("recall", 1), ("f1", 2)] {
-                if has(name)
-                    && let Some(m) = &s.macro_avg
-                {
+                if let Some(m) = s.macro_avg.as_ref().filter(|_| has(name)) {
                     let v = [m.precision, m.recall, m.f1][avg];
                     line.push(format!("{name} (macro) {v:.4}"));
                 }

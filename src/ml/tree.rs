@@ -597,7 +597,7 @@ mod tests {
         let t = fit_tree(
             &b,
             Target::Values(&y),
-            &vec![1.0; 200],
+            &[1.0; 200],
             &c,
             &mut SeededRng::new(1, &[]),
         );

@@ -18,6 +18,8 @@ pub struct Progress {
     start: Instant,
     /// Tasks left per logical node, to print a line when a step completes.
     left: Mutex<BTreeMap<String, usize>>,
+    /// Per forest node: (trees fitted, trees in all).
+    trees: Mutex<BTreeMap<String, (u32, u32)>>,
     quiet: bool,
 }
 
@@ -25,8 +27,12 @@ impl Progress {
     /// A bar when stderr is a terminal, plain lines otherwise; nothing when `quiet`.
     pub fn new(plan: &PhysicalPlan, quiet: bool) -> Self {
         let mut left = BTreeMap::new();
+        let mut trees = BTreeMap::new();
         for t in &plan.tasks {
             *left.entry(t.node.clone()).or_insert(0) += 1;
+            if let crate::plan::TaskKind::FitTrees { count, .. } = t.kind {
+                trees.entry(t.node.clone()).or_insert((0, 0)).1 += count;
+            }
         }
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(
@@ -46,6 +52,7 @@ impl Progress {
             bar,
             start: Instant::now(),
             left: Mutex::new(left),
+            trees: Mutex::new(trees),
             quiet,
         }
     }
@@ -77,6 +84,19 @@ impl Observer for Progress {
     fn finished(&self, task: &Task, _elapsed: Duration) {
         if let Some(b) = &self.bar {
             b.inc(1);
+        }
+        if let crate::plan::TaskKind::FitTrees { count, .. } = task.kind {
+            let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((done, all)) = trees.get_mut(&task.node) {
+                *done += count;
+                let t = self.start.elapsed().as_secs_f64();
+                let msg = format!("[{t:7.1}s] {}: {done}/{all} trees", task.node);
+                match &self.bar {
+                    Some(b) => b.set_message(msg),
+                    None if *done < *all => self.line(msg),
+                    None => {}
+                }
+            }
         }
         let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = left.get_mut(&task.node) {
