@@ -93,12 +93,12 @@ pub fn run_file(
         .as_ref()
         .ok_or_else(|| RunFailure::Other("the pipeline did not compile".into()))?;
     let plan = planned.physical;
-    let mut cx = RunContext::new(
-        &checked.pipeline,
-        &report.parsed.file.text,
-        &plan,
-        opts.base.clone(),
-    );
+    // The hash in model files is over the canonical form, so a .dagml file and
+    // its .toml twin write the same bytes.
+    let file = &report.parsed.file;
+    let canonical =
+        crate::spec::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
+    let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, opts.base.clone());
     for o in &checked.pipeline.outputs {
         if let OutputKind::Plan { format } = &o.kind {
             let text = dot::to_dot(&plan, dot::Level::Physical);

@@ -625,6 +625,27 @@ pub enum Cluster {
 pub const DEFAULT_TOKEN_ENV: &str = "DAGML_TOKEN";
 
 impl Pipeline {
+    /// Whether two pipelines mean the same, wherever their parts were written:
+    /// `==` also compares the spans of whole steps, this ignores every span.
+    pub fn same_as(&self, other: &Pipeline) -> bool {
+        fn strip(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    m.remove("span");
+                    m.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let json = |p: &Pipeline| {
+            let mut v = serde_json::to_value(p).unwrap_or(serde_json::Value::Null);
+            strip(&mut v);
+            v
+        };
+        json(self) == json(other)
+    }
+
     /// Every named step, in file order: (section, name).
     pub fn step_names(&self) -> Vec<(&'static str, &Name)> {
         let mut v: Vec<(&'static str, &Name)> = Vec::new();
