@@ -279,6 +279,7 @@ pub fn forest_data(spec: &ModelSpec, batch: &RecordBatch) -> Result<ForestData, 
     let tp = tree_params(spec);
     let forest = spec.estimator.value == EstimatorKind::RandomForest;
     let (map, binned) = bins::fit(&p.batch, &p.features, tp.max_bins as usize)?;
+    let binned = binned.with_row_major();
     let criterion = match (p.task, tp.criterion) {
         (Task::Regression, _) => Criterion::SquaredError,
         (_, Some(SpecCriterion::Entropy)) => Criterion::Entropy,

@@ -186,6 +186,11 @@ impl Samples {
     }
 }
 
+/// Nodes with at most this many rows read their codes from the row-major copy
+/// (when present): measured on mnist_rf, 512 cut the forest's fit wall time from
+/// 10.2-12.9 s to 7.8-9.5 s (256 and 1024 were close; 4096 was worse).
+const ROW_MAJOR_NODE: usize = 512;
+
 /// Fit one tree. `weights[r]` is row `r`'s sample weight; rows of weight 0 are not
 /// in the sample.
 pub fn fit_tree(
@@ -291,7 +296,13 @@ pub fn fit_tree(
                 let col = b.column(f);
                 // One gather of the node's codes, then everything runs on them.
                 codes.clear();
-                codes.extend(sm.rows[wk.start..wk.end].iter().map(|&r| col[r as usize]));
+                let node_rows = &sm.rows[wk.start..wk.end];
+                if count <= ROW_MAJOR_NODE && !b.row_major.is_empty() {
+                    let rm = &b.row_major[f..];
+                    codes.extend(node_rows.iter().map(|&r| rm[r as usize * d]));
+                } else {
+                    codes.extend(node_rows.iter().map(|&r| col[r as usize]));
+                }
                 let (lo, hi) = codes
                     .iter()
                     .fold((u8::MAX, 0u8), |(lo, hi), &c| (lo.min(c), hi.max(c)));
@@ -542,6 +553,7 @@ mod tests {
             rows,
             cols: cols.len(),
             codes: cols.concat(),
+            row_major: Vec::new(),
         }
     }
 
@@ -623,5 +635,33 @@ mod tests {
         );
         // The lone positive cannot get a leaf of its own.
         assert!(t.leaf(&b, 0)[1] < 1.0);
+    }
+
+    #[test]
+    fn the_row_major_copy_gives_the_same_tree() {
+        // Enough rows that nodes both above and below ROW_MAJOR_NODE are split.
+        let n = 3000;
+        let mut rng = SeededRng::new(7, &[]);
+        let cols: Vec<Vec<u8>> = (0..6)
+            .map(|_| (0..n).map(|_| (rng.next_u64() % 32) as u8).collect())
+            .collect();
+        let y: Vec<u32> = (0..n)
+            .map(|i| u32::from(cols[0][i] + cols[1][i] / 2 > 20) + u32::from(cols[2][i] > 28))
+            .collect();
+        let plain = binned(cols);
+        let both = plain.clone().with_row_major();
+        assert_eq!(both.row_major.len(), n * 6);
+        let mut c = cfg(Criterion::Gini);
+        c.max_features = 3;
+        let fit = |b: &Binned| {
+            fit_tree(
+                b,
+                Target::Classes(&y, 3),
+                &vec![1.0; n],
+                &c,
+                &mut SeededRng::new(3, &[]),
+            )
+        };
+        assert_eq!(fit(&plain), fit(&both));
     }
 }
