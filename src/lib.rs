@@ -16,3 +16,4 @@ pub mod run;
 pub mod runtime;
 pub mod spec;
 pub mod workspace;
+pub mod cluster;

@@ -5,6 +5,7 @@
 //! Must not: hold logic that a library user or a test would need.
 
 mod check;
+mod cluster;
 mod plan;
 mod predict;
 mod run;
@@ -33,6 +34,10 @@ enum Command {
     Run(run::Args),
     /// Predict with a model file on a Parquet, CSV or Arrow file.
     Predict(predict::Args),
+    /// Serve a cluster scheduler.
+    Scheduler(cluster::SchedulerArgs),
+    /// Serve a cluster worker and register it with a scheduler.
+    Worker(cluster::WorkerArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -53,5 +58,7 @@ pub fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Scheduler(a) => cluster::scheduler(a),
+        Command::Worker(a) => cluster::worker(a),
     }
 }

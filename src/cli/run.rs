@@ -15,6 +15,18 @@ pub struct Args {
     /// No progress lines, only results.
     #[arg(short, long)]
     quiet: bool,
+    /// Run on the cluster whose scheduler listens at ADDR (host:port).
+    #[arg(long, value_name = "ADDR", conflicts_with = "workers")]
+    scheduler: Option<String>,
+    /// Run on an embedded cluster of N workers in this process (over loopback).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Threads per embedded worker.
+    #[arg(long, default_value_t = 1, requires = "workers")]
+    threads_per_worker: usize,
+    /// On a cluster: print one line per task event (started/finished, worker).
+    #[arg(long)]
+    events: bool,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -38,7 +50,11 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = run::run_file(&a.file, &opts, &progress);
+    let result = if a.scheduler.is_some() || a.workers.is_some() {
+        on_cluster(&a, &progress)
+    } else {
+        run::run_file(&a.file, &opts, &progress)
+    };
     progress.finish();
     match result {
         Ok(r) => {
@@ -71,4 +87,38 @@ pub fn run(a: Args) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--scheduler ADDR` or `--workers N`: the same report, computed by a cluster.
+fn on_cluster(a: &Args, progress: &Progress) -> Result<run::RunReport, RunFailure> {
+    use dagml::cluster::{auth, client, embedded::Embedded};
+    let rt = super::cluster::runtime().map_err(|e| RunFailure::Other(e.to_string()))?;
+    let token = auth::token_from_env();
+    rt.block_on(async {
+        let embedded = match a.workers {
+            Some(n) => Some(
+                Embedded::start(n, a.threads_per_worker, token.clone())
+                    .await
+                    .map_err(|e| RunFailure::Other(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let scheduler = match (&embedded, &a.scheduler) {
+            (Some(e), _) => e.scheduler.address.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => return Err(RunFailure::Other("no cluster given".into())),
+        };
+        let opts = client::ClientOptions {
+            scheduler,
+            token,
+            base: PathBuf::from("."),
+            max_attempts: 0,
+            log_events: a.events,
+        };
+        let r = client::run_file(&a.file, &opts, progress).await;
+        if let Some(e) = embedded {
+            e.stop().await;
+        }
+        r
+    })
 }
