@@ -112,7 +112,12 @@ fn prepare(
         .as_ref()
         .ok_or_else(|| RunFailure::Other("the pipeline did not compile".into()))?;
     let plan = planned.physical;
-    let mut cx = RunContext::new(&checked.pipeline, &report.parsed.file.text, &plan, base);
+    // The hash in model files is over the canonical form, so a .dagml file and
+    // its .toml twin write the same bytes.
+    let file = &report.parsed.file;
+    let canonical =
+        crate::spec::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
+    let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, base);
     for o in &checked.pipeline.outputs {
         if let OutputKind::Plan { format } = &o.kind {
             let text = dot::to_dot(&plan, dot::Level::Physical);
@@ -146,6 +151,14 @@ pub fn run_file(
         .num_threads(threads)
         .build()
         .map_err(|e| RunFailure::Other(e.to_string()))?;
+    // Evaluations feed the metrics sink, so the executor would free them; the
+    // report needs them.
+    let keep = plan
+        .tasks
+        .iter()
+        .filter(|t| t.kind == crate::plan::TaskKind::Evaluate)
+        .flat_map(|t| t.outputs.iter().cloned())
+        .collect();
     let outcome = pool.install(|| {
         executor::run(
             &plan,
@@ -153,6 +166,7 @@ pub fn run_file(
             observer,
             &Options {
                 threads,
+                keep,
                 ..Options::default()
             },
         )
@@ -215,11 +229,9 @@ pub fn render_results(r: &RunReport) -> String {
                 line.push(format!("accuracy {a:.4}"));
             }
             for (name, avg) in [("precision", 0), ("recall", 1), ("f1", 2)] {
-                if has(name) {
-                    if let Some(m) = &s.macro_avg {
-                        let v = [m.precision, m.recall, m.f1][avg];
-                        line.push(format!("{name} (macro) {v:.4}"));
-                    }
+                if let Some(m) = s.macro_avg.as_ref().filter(|_| has(name)) {
+                    let v = [m.precision, m.recall, m.f1][avg];
+                    line.push(format!("{name} (macro) {v:.4}"));
                 }
             }
             if let Some(v) = s.log_loss.filter(|_| has("log_loss")) {

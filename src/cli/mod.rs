@@ -6,6 +6,8 @@
 
 mod check;
 mod cluster;
+mod convert;
+mod fmt;
 mod plan;
 mod predict;
 mod run;
@@ -30,6 +32,10 @@ enum Command {
     Check(check::Args),
     /// Compile, optimize and draw a pipeline's task graph.
     Plan(plan::Args),
+    /// Write a pipeline in the other syntax (TOML or the dagml language).
+    Convert(convert::Args),
+    /// Lay out a .dagml file canonically (comments kept).
+    Fmt(fmt::Args),
     /// Run a pipeline: read, split, fit, evaluate, write.
     Run(run::Args),
     /// Predict with a model file on a Parquet, CSV or Arrow file.
@@ -56,9 +62,43 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Fmt(a) => fmt::run(a),
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Scheduler(a) => cluster::scheduler(a),
         Command::Worker(a) => cluster::worker(a),
+    }
+}
+
+/// A file's text; on failure the message is printed and the exit status returned.
+fn read_text(path: &std::path::Path) -> Result<String, ExitCode> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
+            eprintln!("error: `{}` is not UTF-8 text", path.display());
+            ExitCode::from(1)
+        }),
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", path.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Write `text` to `out`, or to standard output.
+fn write_out(out: Option<&std::path::Path>, text: &str) -> ExitCode {
+    match out {
+        Some(p) => match std::fs::write(p, text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write `{}`: {e}", p.display());
+                ExitCode::from(1)
+            }
+        },
+        None => {
+            use std::io::Write;
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -27,6 +27,10 @@ pub struct Args {
     /// On a cluster: print one line per task event (started/finished, worker).
     #[arg(long)]
     events: bool,
+    /// Also write the run's timings (per step: tasks, wall and busy seconds; total
+    /// wall; peak memory) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    timings: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -59,19 +63,45 @@ pub fn run(a: Args) -> ExitCode {
     match result {
         Ok(r) => {
             print!("{}", run::render_results(&r));
+            let steps = progress::per_step(&r.records);
+            let peak = progress::peak_rss_bytes();
+            if let Some(path) = &a.timings {
+                let json = serde_json::json!({
+                    "pipeline": r.pipeline,
+                    "threads": r.threads,
+                    "tasks": r.tasks,
+                    "wall_s": r.wall.as_secs_f64(),
+                    "peak_rss_bytes": peak,
+                    "steps": steps.iter().map(|s| serde_json::json!({
+                        "step": s.step,
+                        "tasks": s.tasks,
+                        "wall_s": s.wall().as_secs_f64(),
+                        "busy_s": s.busy.as_secs_f64(),
+                    })).collect::<Vec<_>>(),
+                });
+                if let Err(e) = std::fs::write(path, format!("{json:#}\n")) {
+                    eprintln!("error: cannot write `{}`: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
             if !a.quiet {
                 eprintln!(
                     "\n{} tasks on {} threads in {:.1}s; peak memory {}",
                     r.tasks,
                     r.threads,
                     r.wall.as_secs_f64(),
-                    progress::peak_rss_bytes()
-                        .map(|b| format!("{:.0} MB", b as f64 / 1e6))
+                    peak.map(|b| format!("{:.0} MB", b as f64 / 1e6))
                         .unwrap_or_else(|| "unknown".into())
                 );
-                eprintln!("{:<40} {:>6} {:>10}", "step", "tasks", "task time");
-                for (node, n, t) in progress::per_step(&r.records) {
-                    eprintln!("{node:<40} {n:>6} {:>9.2}s", t.as_secs_f64());
+                eprintln!("{:<40} {:>6} {:>9} {:>9}", "step", "tasks", "wall", "busy");
+                for s in &steps {
+                    eprintln!(
+                        "{:<40} {:>6} {:>8.2}s {:>8.2}s",
+                        s.step,
+                        s.tasks,
+                        s.wall().as_secs_f64(),
+                        s.busy.as_secs_f64()
+                    );
                 }
             }
             ExitCode::SUCCESS

@@ -61,6 +61,7 @@ pub async fn run_file(
     let by_id: HashMap<&str, &crate::plan::Task> =
         plan.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
     let mut records = Vec::new();
+    let t0 = std::time::Instant::now();
     let result = loop {
         let msg = tokio::select! {
             m = stream.message() => m,
@@ -94,9 +95,12 @@ pub async fn run_file(
                 let elapsed = Duration::from_micros(f.elapsed_us);
                 if let Some(t) = by_id.get(f.task.as_str()) {
                     observer.finished(t, elapsed);
+                    // Started when it finished less how long the worker ran it
+                    // (the event's travel time is the error).
                     records.push(TaskRecord {
                         id: t.id.clone(),
                         node: t.node.clone(),
+                        start: t0.elapsed().saturating_sub(elapsed),
                         elapsed,
                     });
                 }

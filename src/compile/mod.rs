@@ -31,6 +31,16 @@ pub fn check_with(
     parsed: &mut Parsed,
     source_schemas: &BTreeMap<usize, schema::Schema>,
 ) -> Option<Checked> {
+    // Names after a syntax error may be missing from the recovered tree: graph
+    // checks would report guesses, so they wait until the syntax is fixed.
+    if parsed
+        .diagnostics
+        .iter()
+        .any(|d| d.code == crate::spec::Code::Syntax)
+    {
+        sort(&mut parsed.diagnostics);
+        return None;
+    }
     let pipeline = parsed.pipeline.clone()?;
     let (resolved, diags) = resolve::resolve(&pipeline);
     let resolve_failed = diags.iter().any(Diagnostic::is_error) || parsed.has_errors();

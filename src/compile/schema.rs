@@ -344,8 +344,10 @@ pub fn apply_ops(
                     rows: s.rows,
                 };
                 for c in columns {
-                    let t = s.require(c, &step, diags).unwrap_or(DType::Unknown);
-                    next.columns.push((c.value.clone(), t));
+                    // A missing column is reported here, once, and not carried on.
+                    if let Some(t) = s.require(c, &step, diags) {
+                        next.columns.push((c.value.clone(), t));
+                    }
                 }
                 s = next;
             }

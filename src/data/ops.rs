@@ -346,10 +346,11 @@ pub fn apply_fitted(f: &Fitted, batch: &RecordBatch) -> Result<RecordBatch, Data
                     Fill::Num(v) => {
                         let x = cast(&a, &DataType::Float64)?;
                         let x = x.as_primitive::<arrow::datatypes::Float64Type>();
-                        if x.null_count() == 0 && !x.values().iter().any(|v| v.is_nan()) {
-                            if a.data_type().is_integer() || a.data_type().is_floating() {
-                                continue;
-                            }
+                        if x.null_count() == 0
+                            && !x.values().iter().any(|v| v.is_nan())
+                            && (a.data_type().is_integer() || a.data_type().is_floating())
+                        {
+                            continue;
                         }
                         Arc::new(
                             x.iter()

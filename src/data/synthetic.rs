@@ -46,7 +46,7 @@ pub fn generate(g: &Synthetic, seed: u64, source: u64, p: u32) -> Result<RecordB
         .informative
         .as_ref()
         .map(|i| i.value as usize)
-        .unwrap_or(d.min(2).max(1))
+        .unwrap_or(d.clamp(1, 2))
         .min(d)
         .max(1);
     // Shared parameters: from (seed, source) only.

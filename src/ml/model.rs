@@ -260,19 +260,26 @@ fn tree_params(spec: &ModelSpec) -> TreeParams {
     }
 }
 
-/// Fit trees `first..first + count` of the spec's forest (or its single tree).
-pub fn fit_trees(
-    spec: &ModelSpec,
-    batch: &RecordBatch,
-    seed: u64,
-    first: u32,
-    count: u32,
-    progress: &(dyn Fn(u32) + Sync),
-) -> Result<ForestPart, MlError> {
+/// A forest's training data, prepared and binned once: every group of trees of
+/// the forest reads it, so a process that fits several groups prepares it once.
+pub struct ForestData {
+    prepared: Prepared,
+    map: bins::BinMap,
+    binned: bins::Binned,
+    cfg: TreeConfig,
+    /// Per-class sample weights (all 1 unless class_weight is balanced).
+    class_w: Vec<f32>,
+    forest: bool,
+    bootstrap: bool,
+}
+
+/// Prepare and bin a forest's (or a single tree's) training rows.
+pub fn forest_data(spec: &ModelSpec, batch: &RecordBatch) -> Result<ForestData, MlError> {
     let p = prepare(spec, batch)?;
     let tp = tree_params(spec);
     let forest = spec.estimator.value == EstimatorKind::RandomForest;
     let (map, binned) = bins::fit(&p.batch, &p.features, tp.max_bins as usize)?;
+    let binned = binned.with_row_major();
     let criterion = match (p.task, tp.criterion) {
         (Task::Regression, _) => Criterion::SquaredError,
         (_, Some(SpecCriterion::Entropy)) => Criterion::Entropy,
@@ -304,6 +311,50 @@ pub fn fit_trees(
     } else {
         vec![1.0; p.classes.len().max(1)]
     };
+    Ok(ForestData {
+        prepared: p,
+        map,
+        binned,
+        cfg,
+        class_w,
+        forest,
+        bootstrap: tp.bootstrap,
+    })
+}
+
+/// Fit trees `first..first + count` of the spec's forest (or its single tree).
+pub fn fit_trees(
+    spec: &ModelSpec,
+    batch: &RecordBatch,
+    seed: u64,
+    first: u32,
+    count: u32,
+    progress: &(dyn Fn(u32) + Sync),
+) -> Result<ForestPart, MlError> {
+    fit_tree_range(
+        spec,
+        &forest_data(spec, batch)?,
+        seed,
+        first,
+        count,
+        progress,
+    )
+}
+
+/// Fit trees `first..first + count` from prepared data. Tree `t` depends only on
+/// (data, params, seed, model name, t).
+pub fn fit_tree_range(
+    spec: &ModelSpec,
+    d: &ForestData,
+    seed: u64,
+    first: u32,
+    count: u32,
+    progress: &(dyn Fn(u32) + Sync),
+) -> Result<ForestPart, MlError> {
+    let p = &d.prepared;
+    let (binned, cfg, class_w) = (&d.binned, &d.cfg, &d.class_w);
+    let (forest, bootstrap) = (d.forest, d.bootstrap);
+    let n = binned.rows;
     let model_id = rng::str_id(&spec.name.value);
     let target = match p.task {
         Task::Classification => Target::Classes(&p.y_class, p.classes.len().max(1)),
@@ -315,7 +366,7 @@ pub fn fit_trees(
         .map(|t| {
             let mut r = SeededRng::new(seed, &[model_id, t as u64]);
             let mut w = vec![0.0f32; n];
-            if forest && tp.bootstrap {
+            if forest && bootstrap {
                 for _ in 0..n {
                     w[r.below(n)] += 1.0;
                 }
@@ -327,14 +378,21 @@ pub fn fit_trees(
                     *wi *= class_w[c as usize];
                 }
             }
-            let tree = tree::fit_tree(&binned, target, &w, &cfg, &mut r);
+            let tree = tree::fit_tree(binned, target, &w, cfg, &mut r);
             progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
             tree
         })
         .collect();
     Ok(ForestPart {
         first,
-        model: shell(spec, &p, Body::Forest(Forest { bins: map, trees })),
+        model: shell(
+            spec,
+            p,
+            Body::Forest(Forest {
+                bins: d.map.clone(),
+                trees,
+            }),
+        ),
     })
 }
 

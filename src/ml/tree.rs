@@ -6,9 +6,10 @@
 //! of binned thresholds. Must not: depend on anything but its arguments: tree `t`
 //! of a forest is a function of (data, params, seed, t), whichever task fits it.
 //!
-//! Each node samples `max_features` features per split (scikit-learn's rule, and
-//! like it, keeps drawing while the features drawn are constant in the node),
-//! builds a histogram of the node's rows over each feature's codes (or sorts the
+//! Each node draws `max_features` features per split as scikit-learn does
+//! (features already known constant in an ancestor count as drawn but cost
+//! nothing; the draw goes on past `max_features` only until one non-constant
+//! feature is seen), gathers the node's codes of each once, builds a histogram of the node's rows over each feature's codes (or sorts the
 //! codes when the node is small), and scans it for the best threshold.
 
 use super::bins::Binned;
@@ -149,6 +150,8 @@ struct Work {
     depth: u32,
     node: usize,
     stats: Vec<f64>,
+    /// Features known constant in this node: `feats[..n_const]`.
+    n_const: usize,
 }
 
 struct Best {
@@ -182,6 +185,11 @@ impl Samples {
         }
     }
 }
+
+/// Nodes with at most this many rows read their codes from the row-major copy
+/// (when present): measured on mnist_rf, 512 cut the forest's fit wall time from
+/// 10.2-12.9 s to 7.8-9.5 s (256 and 1024 were close; 4096 was worse).
+const ROW_MAJOR_NODE: usize = 512;
 
 /// Fit one tree. `weights[r]` is row `r`'s sample weight; rows of weight 0 are not
 /// in the sample.
@@ -228,6 +236,8 @@ pub fn fit_tree(
     let d = b.cols;
     let mtry = cfg.max_features.clamp(1, d.max(1));
     let mut feats: Vec<u32> = (0..d as u32).collect();
+    let mut const_feats: Vec<u32> = feats.clone();
+    let mut codes: Vec<u8> = Vec::new();
     let mut hist = vec![0.0f64; 256 * width];
     let mut cnt = vec![0u32; 256];
     let mut scratch_pos: Vec<(u8, u32)> = Vec::new();
@@ -242,6 +252,7 @@ pub fn fit_tree(
         depth: 0,
         node: 0,
         stats: root,
+        n_const: 0,
     }];
     let min_leaf = cfg.min_samples_leaf.max(1) as usize;
     while let Some(wk) = stack.pop() {
@@ -260,27 +271,58 @@ pub fn fit_tree(
             || count < 2 * min_leaf
             || cfg.max_depth.is_some_and(|m| wk.depth >= m);
         let mut best: Option<Best> = None;
+        let n_known = wk.n_const;
+        let mut n_total = n_known;
         if !stop {
+            // scikit-learn's draw: `mtry` features are visited (known constants
+            // included, they cost nothing), and the search goes on past `mtry`
+            // only until one non-constant feature has been seen. Features found
+            // constant here stay constant in every descendant, so they move to
+            // the known prefix that children never draw again.
+            let mut n_drawn_const = 0usize;
+            let mut n_found_const = 0usize;
+            let mut f_i = d;
             let mut visited = 0usize;
-            let mut i = 0usize;
-            while i < d && visited < mtry {
-                let j = i + rng.below(d - i);
-                feats.swap(i, j);
-                let f = feats[i] as usize;
-                i += 1;
+            while f_i > n_total && (visited < mtry || visited <= n_found_const + n_drawn_const) {
+                visited += 1;
+                let mut f_j = n_drawn_const + rng.below(f_i - n_found_const - n_drawn_const);
+                if f_j < n_known {
+                    feats.swap(n_drawn_const, f_j);
+                    n_drawn_const += 1;
+                    continue;
+                }
+                f_j += n_found_const;
+                let f = feats[f_j] as usize;
                 let col = b.column(f);
-                let mut found_varying = false;
+                // One gather of the node's codes, then everything runs on them.
+                codes.clear();
+                let node_rows = &sm.rows[wk.start..wk.end];
+                if count <= ROW_MAJOR_NODE && !b.row_major.is_empty() {
+                    let rm = &b.row_major[f..];
+                    codes.extend(node_rows.iter().map(|&r| rm[r as usize * d]));
+                } else {
+                    codes.extend(node_rows.iter().map(|&r| col[r as usize]));
+                }
+                let (lo, hi) = codes
+                    .iter()
+                    .fold((u8::MAX, 0u8), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+                if lo == hi {
+                    feats.swap(f_j, n_total);
+                    n_found_const += 1;
+                    n_total += 1;
+                    continue;
+                }
+                f_i -= 1;
+                feats.swap(f_i, f_j);
                 if count <= SMALL_NODE {
                     scratch_pos.clear();
-                    for p in wk.start..wk.end {
-                        scratch_pos.push((col[sm.rows[p] as usize], p as u32));
-                    }
+                    scratch_pos.extend(
+                        codes
+                            .iter()
+                            .enumerate()
+                            .map(|(k, &c)| (c, (wk.start + k) as u32)),
+                    );
                     scratch_pos.sort_unstable_by_key(|x| x.0);
-                    let (lo, hi) = (scratch_pos[0].0, scratch_pos[count - 1].0);
-                    if lo == hi {
-                        continue;
-                    }
-                    found_varying = true;
                     left.iter_mut().for_each(|x| *x = 0.0);
                     for k in 0..count - 1 {
                         let (code, p) = scratch_pos[k];
@@ -295,42 +337,40 @@ pub fn fit_tree(
                         consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
                     }
                 } else {
-                    let (mut lo, mut hi) = (255u8, 0u8);
-                    for p in wk.start..wk.end {
-                        let code = col[sm.rows[p] as usize];
-                        lo = lo.min(code);
-                        hi = hi.max(code);
-                        cnt[code as usize] += 1;
-                        let wt = sm.w[p] as f64;
-                        let h = &mut hist[code as usize * width..(code as usize + 1) * width];
-                        if classes {
-                            h[sm.cls[p] as usize] += wt;
-                        } else {
-                            let v = sm.val[p];
+                    let node_w = &sm.w[wk.start..wk.end];
+                    if classes {
+                        let node_c = &sm.cls[wk.start..wk.end];
+                        for ((&code, &wt), &c) in codes.iter().zip(node_w).zip(node_c) {
+                            cnt[code as usize] += 1;
+                            hist[code as usize * width + c as usize] += wt as f64;
+                        }
+                    } else {
+                        let node_v = &sm.val[wk.start..wk.end];
+                        for ((&code, &wt), &v) in codes.iter().zip(node_w).zip(node_v) {
+                            cnt[code as usize] += 1;
+                            let wt = wt as f64;
+                            let h = &mut hist[code as usize * 3..code as usize * 3 + 3];
                             h[0] += wt;
                             h[1] += wt * v;
                             h[2] += wt * v * v;
                         }
                     }
-                    if lo != hi {
-                        found_varying = true;
-                        left.iter_mut().for_each(|x| *x = 0.0);
-                        let mut nl = 0usize;
-                        for code in lo..hi {
-                            let c = cnt[code as usize] as usize;
-                            if c == 0 {
-                                continue;
-                            }
-                            nl += c;
-                            let h = &hist[code as usize * width..(code as usize + 1) * width];
-                            for (l, x) in left.iter_mut().zip(h) {
-                                *l += x;
-                            }
-                            if nl < min_leaf || count - nl < min_leaf {
-                                continue;
-                            }
-                            consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
+                    left.iter_mut().for_each(|x| *x = 0.0);
+                    let mut nl = 0usize;
+                    for code in lo..hi {
+                        let c = cnt[code as usize] as usize;
+                        if c == 0 {
+                            continue;
                         }
+                        nl += c;
+                        let h = &hist[code as usize * width..(code as usize + 1) * width];
+                        for (l, x) in left.iter_mut().zip(h) {
+                            *l += x;
+                        }
+                        if nl < min_leaf || count - nl < min_leaf {
+                            continue;
+                        }
+                        consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
                     }
                     for code in lo as usize..=hi as usize {
                         cnt[code] = 0;
@@ -339,10 +379,11 @@ pub fn fit_tree(
                             .for_each(|x| *x = 0.0);
                     }
                 }
-                if found_varying {
-                    visited += 1;
-                }
             }
+            // The known prefix must be the same set for the sibling and every
+            // descendant: undo the swaps among known constants, record new ones.
+            feats[..n_known].copy_from_slice(&const_feats[..n_known]);
+            const_feats[n_known..n_total].copy_from_slice(&feats[n_known..n_total]);
         }
         // Like scikit-learn, any valid split of an impure node is taken, even one
         // that does not lower the impurity by itself (an xor needs two levels).
@@ -432,6 +473,7 @@ pub fn fit_tree(
             depth: wk.depth + 1,
             node: li + 1,
             stats: right_stats,
+            n_const: n_total,
         });
         stack.push(Work {
             start: wk.start,
@@ -439,6 +481,7 @@ pub fn fit_tree(
             depth: wk.depth + 1,
             node: li,
             stats: bst.left,
+            n_const: n_total,
         });
     }
     tree
@@ -510,6 +553,7 @@ mod tests {
             rows,
             cols: cols.len(),
             codes: cols.concat(),
+            row_major: Vec::new(),
         }
     }
 
@@ -565,7 +609,7 @@ mod tests {
         let t = fit_tree(
             &b,
             Target::Values(&y),
-            &vec![1.0; 200],
+            &[1.0; 200],
             &c,
             &mut SeededRng::new(1, &[]),
         );
@@ -585,11 +629,39 @@ mod tests {
         let t = fit_tree(
             &b,
             Target::Classes(&y, 2),
-            &vec![1.0; 50],
+            &[1.0; 50],
             &c,
             &mut SeededRng::new(1, &[]),
         );
         // The lone positive cannot get a leaf of its own.
         assert!(t.leaf(&b, 0)[1] < 1.0);
+    }
+
+    #[test]
+    fn the_row_major_copy_gives_the_same_tree() {
+        // Enough rows that nodes both above and below ROW_MAJOR_NODE are split.
+        let n = 3000;
+        let mut rng = SeededRng::new(7, &[]);
+        let cols: Vec<Vec<u8>> = (0..6)
+            .map(|_| (0..n).map(|_| (rng.next_u64() % 32) as u8).collect())
+            .collect();
+        let y: Vec<u32> = (0..n)
+            .map(|i| u32::from(cols[0][i] + cols[1][i] / 2 > 20) + u32::from(cols[2][i] > 28))
+            .collect();
+        let plain = binned(cols);
+        let both = plain.clone().with_row_major();
+        assert_eq!(both.row_major.len(), n * 6);
+        let mut c = cfg(Criterion::Gini);
+        c.max_features = 3;
+        let fit = |b: &Binned| {
+            fit_tree(
+                b,
+                Target::Classes(&y, 3),
+                &vec![1.0; n],
+                &c,
+                &mut SeededRng::new(3, &[]),
+            )
+        };
+        assert_eq!(fit(&plain), fit(&both));
     }
 }

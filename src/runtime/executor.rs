@@ -66,6 +66,8 @@ pub enum RunError {
 pub struct TaskRecord {
     pub id: String,
     pub node: String,
+    /// When the task started, from the start of the run.
+    pub start: Duration,
     pub elapsed: Duration,
 }
 
@@ -148,7 +150,13 @@ pub fn run<K: Kernels>(
     let store: Mutex<BTreeMap<String, Arc<K::Value>>> = Mutex::new(BTreeMap::new());
     let mut records = Vec::new();
     let threads = opts.threads.max(1);
-    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<K::Value>, String>, Duration, u32)>();
+    let (tx, rx) = mpsc::channel::<(
+        usize,
+        Result<Vec<K::Value>, String>,
+        Duration,
+        Duration,
+        u32,
+    )>();
     let mut running = 0usize;
     let mut done = 0usize;
     let mut failure: Option<RunError> = None;
@@ -179,13 +187,13 @@ pub fn run<K: Kernels>(
                         }
                         attempt += 1;
                     };
-                    let _ = tx.send((i, result, t0.elapsed(), attempt));
+                    let _ = tx.send((i, result, t0 - start, t0.elapsed(), attempt));
                 });
             }
             if running == 0 {
                 break;
             }
-            let Ok((i, result, elapsed, attempt)) = rx.recv() else {
+            let Ok((i, result, started_at, elapsed, attempt)) = rx.recv() else {
                 break;
             };
             running -= 1;
@@ -198,6 +206,7 @@ pub fn run<K: Kernels>(
                     records.push(TaskRecord {
                         id: task.id.clone(),
                         node: task.node.clone(),
+                        start: started_at,
                         elapsed,
                     });
                     let mut s = store.lock().unwrap_or_else(|p| p.into_inner());

@@ -24,8 +24,8 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Everything the kernels need besides a task's inputs. Cheap to share.
 pub struct RunContext {
@@ -40,6 +40,18 @@ pub struct RunContext {
     pub pictures: BTreeMap<String, Vec<u8>>,
     /// Trees fitted so far (for progress).
     pub trees_done: AtomicU64,
+    /// Prepared forest data per (fit node, inputs), shared by the node's tree
+    /// groups that run in this process, dropped after the last of them.
+    forests: Mutex<BTreeMap<String, ForestSlot>>,
+    /// Tree-group tasks per fit node.
+    groups: BTreeMap<String, usize>,
+}
+
+/// A forest's prepared data (made by the first group that needs it) and how many
+/// of the node's groups have not used it yet.
+struct ForestSlot {
+    data: Arc<OnceLock<Result<Arc<model::ForestData>, String>>>,
+    left: usize,
 }
 
 impl RunContext {
@@ -62,7 +74,41 @@ impl RunContext {
             ops,
             pictures: BTreeMap::new(),
             trees_done: AtomicU64::new(0),
+            forests: Mutex::new(BTreeMap::new()),
+            groups: plan
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.kind, TaskKind::FitTrees { .. }))
+                .fold(BTreeMap::new(), |mut m, t| {
+                    *m.entry(t.node.clone()).or_default() += 1;
+                    m
+                }),
         }
+    }
+
+    /// The prepared data of a forest for `task` (one of its tree groups):
+    /// computed by the first group, reused by the others, released after the last.
+    fn forest_data(
+        &self,
+        task: &Task,
+        make: impl FnOnce() -> Result<model::ForestData, String>,
+    ) -> Result<Arc<model::ForestData>, String> {
+        let key = format!("{}\u{0}{}", task.node, task.inputs.join("\u{0}"));
+        let groups = self.groups.get(&task.node).copied().unwrap_or(1);
+        let slot = {
+            let mut m = self.forests.lock().unwrap_or_else(|p| p.into_inner());
+            let e = m.entry(key.clone()).or_insert_with(|| ForestSlot {
+                data: Arc::new(OnceLock::new()),
+                left: groups,
+            });
+            e.left = e.left.saturating_sub(1);
+            let data = e.data.clone();
+            if e.left == 0 {
+                m.remove(&key);
+            }
+            data
+        };
+        slot.get_or_init(|| make().map(Arc::new)).clone()
     }
 }
 
@@ -137,14 +183,14 @@ fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
     postcard::from_bytes(b).map_err(|e| format!("corrupt intermediate value: {e}"))
 }
 
-/// Data inputs grouped by dataset, in input order; and the byte inputs.
-fn split_inputs<'a>(
-    task: &'a Task,
-    inputs: &'a [Arc<Value>],
-) -> (
+/// A task's data inputs grouped by dataset (input order) and its byte inputs.
+type SplitInputs<'a> = (
     Vec<(&'a str, Vec<&'a RecordBatch>)>,
     Vec<(&'a str, &'a [u8])>,
-) {
+);
+
+/// Data inputs grouped by dataset, in input order; and the byte inputs.
+fn split_inputs<'a>(task: &'a Task, inputs: &'a [Arc<Value>]) -> SplitInputs<'a> {
     let mut data: Vec<(&str, Vec<&RecordBatch>)> = Vec::new();
     let mut bytes = Vec::new();
     for (id, v) in task.inputs.iter().zip(inputs) {
@@ -320,11 +366,13 @@ impl PipelineKernels {
                     .collect()
             }
             (TaskKind::FitTrees { first, count }, LOp::Fit { model: spec, .. }) => {
-                let (data, _) = split_inputs(task, inputs);
-                let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
-                let b = concat(&all)?;
+                let d = cx.forest_data(task, || {
+                    let (data, _) = split_inputs(task, inputs);
+                    let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
+                    model::forest_data(spec, &concat(&all)?).map_err(fail)
+                })?;
                 let done = &cx.trees_done;
-                let part = model::fit_trees(spec, &b, cx.seed, *first, *count, &|_| {
+                let part = model::fit_tree_range(spec, &d, cx.seed, *first, *count, &|_| {
                     done.fetch_add(1, Ordering::Relaxed);
                 })
                 .map_err(fail)?;

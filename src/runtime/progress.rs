@@ -18,6 +18,8 @@ pub struct Progress {
     start: Instant,
     /// Tasks left per logical node, to print a line when a step completes.
     left: Mutex<BTreeMap<String, usize>>,
+    /// Per forest node: (trees fitted, trees in all).
+    trees: Mutex<BTreeMap<String, (u32, u32)>>,
     quiet: bool,
 }
 
@@ -25,8 +27,12 @@ impl Progress {
     /// A bar when stderr is a terminal, plain lines otherwise; nothing when `quiet`.
     pub fn new(plan: &PhysicalPlan, quiet: bool) -> Self {
         let mut left = BTreeMap::new();
+        let mut trees = BTreeMap::new();
         for t in &plan.tasks {
             *left.entry(t.node.clone()).or_insert(0) += 1;
+            if let crate::plan::TaskKind::FitTrees { count, .. } = t.kind {
+                trees.entry(t.node.clone()).or_insert((0, 0)).1 += count;
+            }
         }
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(
@@ -46,6 +52,7 @@ impl Progress {
             bar,
             start: Instant::now(),
             left: Mutex::new(left),
+            trees: Mutex::new(trees),
             quiet,
         }
     }
@@ -78,6 +85,19 @@ impl Observer for Progress {
         if let Some(b) = &self.bar {
             b.inc(1);
         }
+        if let crate::plan::TaskKind::FitTrees { count, .. } = task.kind {
+            let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((done, all)) = trees.get_mut(&task.node) {
+                *done += count;
+                let t = self.start.elapsed().as_secs_f64();
+                let msg = format!("[{t:7.1}s] {}: {done}/{all} trees", task.node);
+                match &self.bar {
+                    Some(b) => b.set_message(msg),
+                    None if *done < *all => self.line(msg),
+                    None => {}
+                }
+            }
+        }
         let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = left.get_mut(&task.node) {
             *n -= 1;
@@ -98,14 +118,37 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 /// Time per logical step: (node id, tasks, summed task time), in plan order.
-pub fn per_step(records: &[TaskRecord]) -> Vec<(String, usize, Duration)> {
-    let mut m: BTreeMap<&str, (usize, Duration)> = BTreeMap::new();
+pub fn per_step(records: &[TaskRecord]) -> Vec<StepTime> {
+    let mut m: BTreeMap<&str, StepTime> = BTreeMap::new();
     for r in records {
-        let e = m.entry(r.node.as_str()).or_default();
-        e.0 += 1;
-        e.1 += r.elapsed;
+        let e = m.entry(r.node.as_str()).or_insert_with(|| StepTime {
+            step: r.node.clone(),
+            tasks: 0,
+            busy: Duration::ZERO,
+            first_start: r.start,
+            last_end: r.start + r.elapsed,
+        });
+        e.tasks += 1;
+        e.busy += r.elapsed;
+        e.first_start = e.first_start.min(r.start);
+        e.last_end = e.last_end.max(r.start + r.elapsed);
     }
-    m.into_iter()
-        .map(|(k, (n, d))| (k.to_string(), n, d))
-        .collect()
+    m.into_values().collect()
+}
+
+/// One step's tasks: how many, their summed time, and the wall time from the
+/// first start to the last end.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StepTime {
+    pub step: String,
+    pub tasks: usize,
+    pub busy: Duration,
+    pub first_start: Duration,
+    pub last_end: Duration,
+}
+
+impl StepTime {
+    pub fn wall(&self) -> Duration {
+        self.last_end.saturating_sub(self.first_start)
+    }
 }

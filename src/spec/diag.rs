@@ -75,6 +75,34 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in the order of the table in docs/diagnostics.md.
+    pub const ALL: &'static [Code] = &[
+        Code::Syntax,
+        Code::NotText,
+        Code::TooDeep,
+        Code::UnknownKey,
+        Code::WrongType,
+        Code::MissingKey,
+        Code::OutOfRange,
+        Code::UnknownChoice,
+        Code::UnknownEstimator,
+        Code::BadExpression,
+        Code::SecretInFile,
+        Code::Conflict,
+        Code::DuplicateName,
+        Code::UnknownReference,
+        Code::Cycle,
+        Code::TargetKind,
+        Code::OverwritesInput,
+        Code::UnknownColumn,
+        Code::WrongStepKind,
+        Code::BadFunction,
+        Code::DuplicateOutput,
+        Code::MissingFile,
+        Code::ColumnNotInData,
+        Code::UnusedStep,
+    ];
+
     pub fn as_str(self) -> &'static str {
         use Code::*;
         match self {
@@ -253,6 +281,58 @@ impl Diagnostic {
     }
 }
 
+/// Where the sections of a TOML text start (the lines that begin with `[`), to
+/// tell which section a position is in. Built once: lookups are binary searches.
+pub struct Sections {
+    starts: Vec<usize>,
+}
+
+impl Sections {
+    pub fn new(text: &str) -> Self {
+        let mut starts = Vec::new();
+        let mut at = 0;
+        for line in text.split_inclusive('\n') {
+            if line.trim_start().starts_with('[') {
+                starts.push(at);
+            }
+            at += line.len();
+        }
+        Sections { starts }
+    }
+
+    /// The start of the section holding byte `at`; `None` before the first header.
+    pub fn of(&self, at: usize) -> Option<usize> {
+        let i = self.starts.partition_point(|s| *s <= at);
+        i.checked_sub(1).map(|i| self.starts[i])
+    }
+}
+
+/// Drop diagnostics that are consequences of a syntax error: later layers read
+/// the parser's recovered tree, and in a section it could not read they would
+/// report guesses (a missing value read as a string of the wrong type, keys of a
+/// broken table as missing, and so on). The section is reported for its syntax;
+/// the rest follows once that is fixed.
+pub fn drop_consequences(diags: &mut Vec<Diagnostic>, file: &SourceFile) {
+    let sections = Sections::new(&file.text);
+    let bad: std::collections::BTreeSet<Option<usize>> = diags
+        .iter()
+        .filter(|d| d.code == Code::Syntax)
+        .filter_map(|d| d.span)
+        .map(|s| sections.of(s.start))
+        .collect();
+    if bad.is_empty() {
+        return;
+    }
+    diags.retain(|d| {
+        d.code == Code::Syntax
+            || d.span.is_none_or(|s| {
+                // A value the parser made up while recovering has an empty span
+                // at the start of the file.
+                s.end > 0 && !bad.contains(&sections.of(s.start))
+            })
+    });
+}
+
 /// Replace control characters so a broken file cannot mess up the terminal,
 /// and cut very long lines.
 fn printable(text: &str) -> String {
@@ -279,7 +359,7 @@ pub fn did_you_mean<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
-    candidates
+    let mut close: Vec<(usize, &str)> = candidates
         .into_iter()
         .map(|c| {
             (
@@ -288,8 +368,15 @@ pub fn did_you_mean<'a>(
             )
         })
         .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
-        .min_by_key(|(d, c)| (*d, *c))
-        .map(|(_, c)| c)
+        .collect();
+    close.sort_unstable();
+    close.dedup();
+    match close.as_slice() {
+        // Two equally close names (`x8` against `x0`..`x7`): a guess would mislead.
+        [(d0, _), (d1, _), ..] if d0 == d1 => None,
+        [(_, best), ..] => Some(best),
+        [] => None,
+    }
 }
 
 /// `help:` text for an unknown name: "did you mean" or the list of choices.
@@ -329,10 +416,48 @@ mod tests {
     }
 
     #[test]
+    fn every_code_is_listed_once_with_its_own_string() {
+        let strs: std::collections::BTreeSet<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(strs.len(), Code::ALL.len());
+        // A new variant must be added to ALL: the match below stops compiling otherwise.
+        for c in Code::ALL {
+            match c {
+                Code::Syntax
+                | Code::NotText
+                | Code::TooDeep
+                | Code::UnknownKey
+                | Code::WrongType
+                | Code::MissingKey
+                | Code::OutOfRange
+                | Code::UnknownChoice
+                | Code::UnknownEstimator
+                | Code::BadExpression
+                | Code::SecretInFile
+                | Code::Conflict
+                | Code::DuplicateName
+                | Code::UnknownReference
+                | Code::Cycle
+                | Code::TargetKind
+                | Code::OverwritesInput
+                | Code::UnknownColumn
+                | Code::WrongStepKind
+                | Code::BadFunction
+                | Code::DuplicateOutput
+                | Code::MissingFile
+                | Code::ColumnNotInData
+                | Code::UnusedStep => {}
+            }
+        }
+        assert_eq!(Code::ALL.len(), 24);
+    }
+
+    #[test]
     fn did_you_mean_finds_close_names_only() {
         let c = ["random_forest", "decision_tree", "ridge"];
         assert_eq!(did_you_mean("random_forrest", c), Some("random_forest"));
         assert_eq!(did_you_mean("RIDGE", c), Some("ridge"));
         assert_eq!(did_you_mean("xgboost", c), None);
+        // A tie is no hint.
+        assert_eq!(did_you_mean("x8", ["x0", "x1", "y"]), None);
     }
 }

@@ -440,6 +440,17 @@ impl<'a> Parser<'a> {
         )
     }
 
+    /// `expected`, for the parenthesis at `open` that is not closed where it should be.
+    fn unclosed(&self, open: Span, what: &str) -> Diagnostic {
+        let d = self.expected(what);
+        if self.tok == Tok::End {
+            d.with_related(open, "the parenthesis opened here")
+                .with_help("close it with `)`")
+        } else {
+            d.with_related(open, "in the parenthesis opened here")
+        }
+    }
+
     fn enter(&mut self) -> Result<(), Diagnostic> {
         self.depth += 1;
         if self.depth > MAX_EXPR_DEPTH {
@@ -544,7 +555,7 @@ impl<'a> Parser<'a> {
                 self.bump()?;
                 let mut e = self.expr(0)?;
                 if self.tok != Tok::RParen {
-                    return Err(self.expected("`)`"));
+                    return Err(self.unclosed(start, "`)`"));
                 }
                 e.span = start.join(self.span);
                 self.bump()?;
@@ -566,6 +577,7 @@ impl<'a> Parser<'a> {
                             span: start,
                         });
                     }
+                    let open = self.span;
                     self.bump()?;
                     let mut args = Vec::new();
                     if self.tok != Tok::RParen {
@@ -574,7 +586,7 @@ impl<'a> Parser<'a> {
                             match self.tok {
                                 Tok::Comma => self.bump()?,
                                 Tok::RParen => break,
-                                _ => return Err(self.expected("`,` or `)`")),
+                                _ => return Err(self.unclosed(open, "`,` or `)`")),
                             }
                         }
                     }
@@ -674,6 +686,10 @@ mod tests {
         let d = parse("4 * (a + 3", 10).unwrap_err();
         assert_eq!(d.message, "expected `)`, found the end of the expression");
         assert_eq!(d.span, Some(Span::new(20, 21)));
+        assert_eq!(d.related[0].0, Span::new(14, 15));
+        assert_eq!(d.help.as_deref(), Some("close it with `)`"));
+        let d = parse("max(a, log(b)", 0).unwrap_err();
+        assert_eq!(d.related[0].0, Span::new(3, 4));
         let d = parse("a = 3", 0).unwrap_err();
         assert_eq!(d.help.as_deref(), Some("compare with `==`"));
         let d = parse("1 < a < 3", 0).unwrap_err();

@@ -7,7 +7,7 @@
 //! Must not: resolve references between steps (that is `compile`), do I/O, or stop
 //! at the first problem.
 
-use super::diag::{Code, Diagnostic, suggest};
+use super::diag::{Code, Diagnostic, did_you_mean, suggest};
 use super::expr;
 use super::model::*;
 use super::node::{Node, Table, Value};
@@ -29,6 +29,7 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
     let mut cx = Cx {
         text,
         diags: Vec::new(),
+        broken: Vec::new(),
     };
     let Value::Table(top) = &root.value else {
         cx.err(
@@ -50,6 +51,7 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
         evaluations: vec![],
         outputs: vec![],
         cluster: None,
+        broken: vec![],
     };
     if let Some((head, t, span)) = r.table(&mut cx, "pipeline") {
         let mut pr = Reader::new(t, span, head, "`[pipeline]`".into());
@@ -64,8 +66,10 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
         pr.finish(&mut cx);
     }
     for (name, t, span) in r.named_tables(&mut cx, "sources") {
-        if let Some(s) = lower_source(&mut cx, name, t, span) {
-            p.sources.push(s);
+        let b = broken(&name, t);
+        match lower_source(&mut cx, name, t, span) {
+            Some(s) => p.sources.push(s),
+            None => cx.broken.push(b),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "transforms") {
@@ -73,23 +77,28 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
         let input = tr.req_string(&mut cx, "input");
         let steps = tr.op_list(&mut cx, "steps", true);
         tr.finish(&mut cx);
-        if let Some(input) = input {
-            p.transforms.push(Transform {
+        match input {
+            Some(input) => p.transforms.push(Transform {
                 name,
                 span,
                 input,
                 steps,
-            });
+            }),
+            None => cx.broken.push(broken(&name, t)),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "splits") {
-        if let Some(s) = lower_split(&mut cx, name, t, span) {
-            p.splits.push(s);
+        let b = broken(&name, t);
+        match lower_split(&mut cx, name, t, span) {
+            Some(s) => p.splits.push(s),
+            None => cx.broken.push(b),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "models") {
-        if let Some(m) = lower_model(&mut cx, name, t, span) {
-            p.models.push(m);
+        let b = broken(&name, t);
+        match lower_model(&mut cx, name, t, span) {
+            Some(m) => p.models.push(m),
+            None => cx.broken.push(b),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "evaluations") {
@@ -106,31 +115,127 @@ pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, 
                 .collect::<Vec<_>>()
         });
         er.finish(&mut cx);
-        if let (Some(model), Some(data), Some(metrics)) = (model, data, metrics) {
-            p.evaluations.push(Evaluation {
+        match (model, data, metrics) {
+            (Some(model), Some(data), Some(metrics)) => p.evaluations.push(Evaluation {
                 name,
                 span,
                 model,
                 data,
                 metrics,
-            });
+            }),
+            _ => cx.broken.push(broken(&name, t)),
         }
     }
     for (name, t, span) in r.named_tables(&mut cx, "outputs") {
-        if let Some(o) = lower_output(&mut cx, name, t, span) {
-            p.outputs.push(o);
+        let b = broken(&name, t);
+        match lower_output(&mut cx, name, t, span) {
+            Some(o) => p.outputs.push(o),
+            None => cx.broken.push(b),
         }
     }
     if let Some((head, t, span)) = r.table(&mut cx, "cluster") {
         p.cluster = lower_cluster(&mut cx, head, t, span);
     }
+    // Steps under a misspelt section (`[model.forest]`) are in the file too: a
+    // reference to them is not a second mistake.
+    // A step header without its dot (`[sourcestable]`) is a step too.
+    let mut glued: Vec<(Span, String)> = Vec::new();
+    for (k, v) in &top.entries {
+        if let (false, Value::Table(t)) = (SECTIONS.contains(&k.value.as_str()), &v.value) {
+            for (name, v) in &t.entries {
+                if let Value::Table(inner) = &v.value {
+                    cx.broken.push(broken(name, inner));
+                }
+            }
+            let section = SECTIONS
+                .iter()
+                .filter(|s| **s != "pipeline" && **s != "cluster")
+                .find(|s| k.value.starts_with(**s));
+            if let Some(section) = section {
+                let rest = k.value[section.len()..].trim_start_matches(['.', '_', '-']);
+                if !rest.is_empty() {
+                    let name = Spanned::new(rest.to_string(), k.span);
+                    cx.broken.push(broken(&name, t));
+                    glued.push((
+                        k.span,
+                        format!(
+                            "write the step's section and name with a dot: `[{section}.{rest}]`"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     r.finish(&mut cx);
+    for (span, help) in glued {
+        if let Some(d) = cx
+            .diags
+            .iter_mut()
+            .find(|d| d.code == Code::UnknownKey && d.span == Some(span))
+        {
+            d.help = Some(help);
+        }
+    }
+    p.broken = cx.broken;
     (Some(p), cx.diags)
+}
+
+/// Keys users bring from scikit-learn, with dagml's name for the same thing.
+const SKLEARN_NAMES: &[(&str, &str)] = &[
+    ("n_estimators", "n_trees"),
+    ("test_size", "test_fraction"),
+    ("n_splits", "k"),
+    ("random_state", "seed"),
+    ("C", "c"),
+];
+
+/// The keys by which a step refers to other steps.
+const REFERENCE_KEYS: &[&str] = &[
+    "input",
+    "data",
+    "model",
+    "train",
+    "test",
+    "evaluations",
+    "after",
+];
+
+/// A reference that is not a name (`input = {}`): it could mean any step.
+pub const UNKNOWN_REF: &str = "*";
+
+/// A step that could not be lowered: its name and the names it refers to.
+fn broken(name: &Spanned<String>, t: &Table) -> BrokenStep {
+    let mut refs = Vec::new();
+    // Misspelt reference keys (`inpt`) count: the step was meant to read them.
+    let keys = t.entries.iter().filter(|(k, _)| {
+        REFERENCE_KEYS.contains(&k.value.as_str())
+            || did_you_mean(&k.value, REFERENCE_KEYS.iter().copied()).is_some()
+    });
+    for (_, n) in keys {
+        match &n.value {
+            Value::Str(s) => refs.push(Spanned::new(s.clone(), n.span)),
+            Value::Array(items) if !items.is_empty() => {
+                for it in items {
+                    match &it.value {
+                        Value::Str(s) => refs.push(Spanned::new(s.clone(), it.span)),
+                        _ => refs.push(Spanned::new(UNKNOWN_REF.to_string(), it.span)),
+                    }
+                }
+            }
+            _ => refs.push(Spanned::new(UNKNOWN_REF.to_string(), n.span)),
+        }
+    }
+    BrokenStep {
+        name: name.clone(),
+        refs,
+    }
 }
 
 struct Cx<'t> {
     text: &'t str,
     diags: Vec<Diagnostic>,
+    /// Steps that could not be lowered (see [`Pipeline::broken`]).
+    broken: Vec<BrokenStep>,
 }
 
 impl Cx<'_> {
@@ -226,6 +331,9 @@ struct Reader<'a> {
     known: Vec<&'static str>,
     /// Keys that are valid elsewhere but not here, with the reason.
     misplaced: Vec<(&'static str, String)>,
+    /// Required keys reported missing, with the index of that diagnostic: a
+    /// misspelling of one (`inputs`) replaces the report that it is missing.
+    missing_at: Vec<(String, usize)>,
 }
 
 impl<'a> Reader<'a> {
@@ -237,6 +345,7 @@ impl<'a> Reader<'a> {
             what,
             known: vec![],
             misplaced: vec![],
+            missing_at: vec![],
         }
     }
 
@@ -250,7 +359,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Where a missing key should be reported: the table's name.
-    fn missing(&self, cx: &mut Cx, key: &str, example: &str) {
+    fn missing(&mut self, cx: &mut Cx, key: &str, example: &str) {
+        self.missing_at.push((key.to_string(), cx.diags.len()));
         let span = if self.head == Span::new(0, 0) {
             Span::new(self.span.start, self.span.start)
         } else {
@@ -468,6 +578,10 @@ impl<'a> Reader<'a> {
             match &v.value {
                 Value::Table(inner) => out.push((k.clone(), inner, v.span)),
                 _ => {
+                    cx.broken.push(BrokenStep {
+                        name: k.clone(),
+                        refs: vec![],
+                    });
                     cx.err(
                         Code::WrongType,
                         v.span,
@@ -524,6 +638,7 @@ impl<'a> Reader<'a> {
 
     /// Report every key the schema did not ask for.
     fn finish(self, cx: &mut Cx) {
+        let mut replaced: Vec<usize> = Vec::new();
         for (k, _) in &self.t.entries {
             if self.known.contains(&k.value.as_str()) {
                 continue;
@@ -540,13 +655,33 @@ impl<'a> Reader<'a> {
             let mut known: Vec<&str> = self.known.clone();
             known.sort_unstable();
             known.dedup();
-            let help = suggest(&k.value, &known, "key");
+            let help = match SKLEARN_NAMES.iter().find(|(theirs, _)| *theirs == k.value) {
+                Some((theirs, ours)) if known.contains(ours) => {
+                    format!("dagml calls scikit-learn's `{theirs}` `{ours}`")
+                }
+                _ => suggest(&k.value, &known, "key"),
+            };
+            let best = did_you_mean(&k.value, known.iter().copied());
+            if let Some((_, i)) = self
+                .missing_at
+                .iter()
+                .find(|(m, _)| Some(m.as_str()) == best)
+            {
+                replaced.push(*i);
+            }
             cx.err(
                 Code::UnknownKey,
                 k.span,
                 format!("unknown key `{}` in {}", k.value, self.what),
             )
             .help = Some(help);
+        }
+        replaced.sort_unstable();
+        replaced.dedup();
+        for i in replaced.into_iter().rev() {
+            if cx.diags.get(i).is_some_and(|d| d.code == Code::MissingKey) {
+                cx.diags.remove(i);
+            }
         }
     }
 }
@@ -657,7 +792,13 @@ fn lower_source(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Op
     } else {
         r.string(cx, "after")
     };
+    // An unreadable `after` changes what the source may read (and its order):
+    // without it, it would be reported again as overwriting its own input.
+    let after_unreadable = after.is_none() && kname != "synthetic" && r.has("after");
     r.finish(cx);
+    if after_unreadable {
+        return None;
+    }
     sk.map(|kind| Source {
         name,
         span,
@@ -927,7 +1068,12 @@ fn lower_split(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
                         .help = Some("use `input` for a source with its own train/test files (MNIST), `train`/`test` for two sources".into());
                     None
                 }
+                // Given but not readable: reported where it is written.
+                (None, None, None) if r.has("input") || r.has("train") || r.has("test") => None,
                 (None, None, None) => {
+                    // A misspelt `input` (or `train`) replaces this report.
+                    r.missing_at.push(("input".into(), cx.diags.len()));
+                    r.missing_at.push(("train".into(), cx.diags.len()));
                     cx.err(
                         Code::MissingKey,
                         r.head,
@@ -978,33 +1124,49 @@ fn lower_split(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
             let seed = seed(&mut r, cx);
             let by = match by {
                 0 => {
+                    let names_span = r.t.get("names").map(|n| n.span);
                     let names = match (names, count) {
-                        (Some(n), None) if !n.is_empty() => n,
-                        (None, Some(c)) => (1..=c.value)
-                            .map(|i| Spanned::new(format!("shard{i}"), c.span))
-                            .collect(),
+                        (Some(n), None) if !n.is_empty() => Some(n),
+                        (None, Some(c)) => Some(
+                            (1..=c.value)
+                                .map(|i| Spanned::new(format!("shard{i}"), c.span))
+                                .collect(),
+                        ),
                         (Some(_), Some(c)) => {
                             cx.err(
                                 Code::Conflict,
                                 c.span,
                                 "give either `names` or `count`, not both",
                             );
-                            vec![]
+                            None
                         }
-                        _ => {
+                        (Some(_), None) => {
+                            cx.err(
+                                Code::OutOfRange,
+                                names_span.unwrap_or(r.head),
+                                format!("`names` in {} is empty", r.what),
+                            )
+                            .help = Some("name one shard or more: `names = [\"A\", \"B\"]`".into());
+                            None
+                        }
+                        // Given but not readable: reported where it is written.
+                        (None, None) if r.has("names") || r.has("count") => None,
+                        (None, None) => {
                             cx.err(
                                 Code::MissingKey,
                                 r.head,
                                 format!("{} needs `names` (one per shard) or `count`", r.what),
                             )
                             .help = Some("add `names = [\"A\", \"B\", \"C\"]`".into());
-                            vec![]
+                            None
                         }
                     };
-                    for n in &names {
+                    for n in names.iter().flatten() {
                         cx.check_ident(n, "shard name");
                     }
-                    Some(ShardBy::Rows { names })
+                    // Without shard names the split has no parts: it is not lowered,
+                    // so references to its parts are not reported again.
+                    names.map(|names| ShardBy::Rows { names })
                 }
                 1 => {
                     let col = r.req_string(cx, "column");
@@ -1052,7 +1214,11 @@ fn lower_model(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
     let target = r.req_string(cx, "target");
     let features = r.string_list(cx, "features");
     let preprocess = r.op_list(cx, "preprocess", false);
-    let per_shard = r.bool(cx, "per_shard").unwrap_or(false);
+    let per_shard = r.bool(cx, "per_shard");
+    // An unreadable `per_shard` changes what the model may read: the model is not
+    // lowered, so its input and evaluations are not reported again.
+    let per_shard_unreadable = per_shard.is_none() && r.has("per_shard");
+    let per_shard = per_shard.unwrap_or(false);
     let combine = r
         .choice(cx, "combine", &["vote", "average"], "combine method")
         .map(|i| [Combine::Vote, Combine::Average][i.value])
@@ -1081,6 +1247,9 @@ fn lower_model(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
         lower_params(cx, est.value, pt, pspan, head, &name.value)
     });
     r.finish(cx);
+    if per_shard_unreadable {
+        return None;
+    }
     Some(ModelSpec {
         name,
         span,
@@ -1292,21 +1461,28 @@ fn lower_output(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Op
     let kname = OutputKind::NAMES[kind.value];
     r.what = format!("{kname} output `{}`", name.value);
     let path = r.req_string(cx, "path");
-    let out = match (kname, &path) {
-        (_, None) => None,
-        ("model", Some(_)) => r
+    // The other keys are read even when `path` is missing or wrong, so that they
+    // are not reported as unknown too.
+    let fmt = |cx: &mut Cx, r: &mut Reader, allowed: &[FileFormat]| match &path {
+        Some(p) => format_of(cx, r, p, allowed),
+        None => {
+            r.get("format");
+            None
+        }
+    };
+    let out = match kname {
+        "model" => r
             .req_string(cx, "model")
             .map(|model| OutputKind::Model { model }),
-        ("metrics", Some(_)) => Some(OutputKind::Metrics {
+        "metrics" => Some(OutputKind::Metrics {
             evaluations: r.string_list(cx, "evaluations").unwrap_or_default(),
         }),
-        ("predictions", Some(p)) => {
+        "predictions" => {
             let model = r.req_string(cx, "model");
             let data = r.req_string(cx, "data");
-            let format = format_of(
+            let format = fmt(
                 cx,
                 &mut r,
-                p,
                 &[FileFormat::Parquet, FileFormat::Csv, FileFormat::Arrow],
             );
             match (model, data, format) {
@@ -1318,24 +1494,26 @@ fn lower_output(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Op
                 _ => None,
             }
         }
-        ("plan", Some(p)) => format_of(
+        "plan" => fmt(
             cx,
             &mut r,
-            p,
             &[FileFormat::Svg, FileFormat::Dot, FileFormat::Png],
         )
         .map(|format| OutputKind::Plan { format }),
-        (_, Some(p)) => {
+        _ => {
             let data = r.req_string(cx, "data");
-            let format = if r.has("format") || FileFormat::from_path(&p.value).is_some() {
-                format_of(
+            let has_ext = path
+                .as_ref()
+                .is_some_and(|p| FileFormat::from_path(&p.value).is_some());
+            let format = if r.has("format") || has_ext {
+                fmt(
                     cx,
                     &mut r,
-                    p,
                     &[FileFormat::Parquet, FileFormat::Csv, FileFormat::Arrow],
                 )
             } else {
-                Some(Spanned::new(FileFormat::Parquet, p.span))
+                path.as_ref()
+                    .map(|p| Spanned::new(FileFormat::Parquet, p.span))
             };
             match (data, format) {
                 (Some(data), Some(format)) => Some(OutputKind::Dataset { data, format }),
@@ -1488,6 +1666,74 @@ metrics = ["accuracy"]
         let d = lower_text("[sources.a]\nkind = \"csv\"\npath = \"x.csv\"\ndelimeter = \";\"\n").1;
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].help.as_deref(), Some("did you mean `delimiter`?"));
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_not_also_missing() {
+        let d = lower_text("[models.f]\nestimator = \"ridge\"\ninputs = \"a\"\ntarget = \"y\"\n").1;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, Code::UnknownKey);
+        assert_eq!(d[0].help.as_deref(), Some("did you mean `input`?"));
+    }
+
+    #[test]
+    fn an_output_with_a_bad_path_still_knows_its_keys() {
+        let d = lower_text(
+            "[outputs.p]\nkind = \"predictions\"\nmodel = \"m\"\ndata = \"d\"\nformat = \"csv\"\npath = []\n",
+        )
+        .1;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, Code::WrongType);
+    }
+
+    #[test]
+    fn a_split_key_of_the_wrong_type_is_not_also_missing() {
+        let c = codes("[splits.s]\nkind = \"predefined\"\ninput = 3\n");
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, Code::WrongType);
+        let c = codes("[splits.s]\nkind = \"shards\"\ninput = \"d\"\nnames = []\n");
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].1, "`names` in shards split `s` is empty");
+        let c = codes("[splits.s]\nkind = \"shards\"\ninput = \"d\"\ncount = 0\n");
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].0, Code::OutOfRange);
+        // Without shard names the split is not lowered (its parts are unknown).
+        let (p, d) = lower_text("[splits.s]\nkind = \"shards\"\ninput = \"d\"\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, Code::MissingKey);
+        assert!(p.is_some_and(|p| p.splits.is_empty() && p.broken.len() == 1));
+    }
+
+    #[test]
+    fn keys_that_change_the_graph_leave_their_step_unlowered_when_unreadable() {
+        let (p, d) = lower_text(
+            "[models.f]\nestimator = \"ridge\"\ninput = \"s\"\ntarget = \"y\"\nper_shard = \"yes\"\n",
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(p.is_some_and(|p| p.models.is_empty() && p.broken.len() == 1));
+        let (p, d) = lower_text("[sources.r]\nkind = \"parquet\"\npath = \"out/x\"\nafter = 1\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(p.is_some_and(|p| p.sources.is_empty() && p.broken.len() == 1));
+    }
+
+    #[test]
+    fn a_misspelt_split_input_is_one_error_and_still_a_reference() {
+        let (p, d) = lower_text("[splits.s]\nkind = \"predefined\"\ninpt = \"digits\"\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].help.as_deref(), Some("did you mean `input`?"));
+        let p = p.expect("a pipeline");
+        assert_eq!(p.broken[0].refs[0].value, "digits");
+    }
+
+    #[test]
+    fn a_step_header_without_its_dot_is_still_a_step() {
+        let (p, d) = lower_text("[sourcestable]\nkind = \"csv\"\npath = \"t.csv\"\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].help.as_deref(),
+            Some("write the step's section and name with a dot: `[sources.table]`")
+        );
+        assert!(p.is_some_and(|p| p.broken.iter().any(|b| b.name.value == "table")));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! or look at the machine (environment, data files): that is `compile`.
 
 pub mod diag;
+pub mod dsl;
+pub mod emit;
 pub mod expr;
 pub mod lower;
 pub mod model;
@@ -88,32 +90,31 @@ pub fn parse_bytes(path: &str, bytes: &[u8]) -> Parsed {
     parse_str(path, &text)
 }
 
-/// Parse and lower one file's text; the syntax follows the extension (TOML when unknown).
-pub fn parse_str(path: &str, text: &str) -> Parsed {
-    let file = SourceFile::new(path, text);
-    let stem = std::path::Path::new(path)
+/// The file name without folder and extension: the pipeline's name when the file gives none.
+pub fn stem(path: &str) -> String {
+    std::path::Path::new(path)
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("pipeline")
-        .to_string();
+        .to_string()
+}
+
+/// Parse and lower one file's text; the syntax follows the extension (TOML when unknown).
+pub fn parse_str(path: &str, text: &str) -> Parsed {
+    let file = SourceFile::new(path, text);
+    let stem = stem(path);
     let (node, mut diagnostics) = match Syntax::of_path(path) {
-        Some(Syntax::Dagml) => (
-            None,
-            vec![
-                Diagnostic::new(
-                    Code::Syntax,
-                    None,
-                    "the dagml language is not supported by this build yet",
-                )
-                .with_help("write the pipeline in TOML (see docs/pipelines.md)"),
-            ],
-        ),
+        Some(Syntax::Dagml) => dsl::parse(text),
         _ => toml_front::parse(text),
     };
     let mut pipeline = None;
     if let Some(node) = node {
-        let (p, d) = lower::lower(&node, text, &stem);
+        let (p, mut d) = lower::lower(&node, text, &stem);
+        if Syntax::of_path(path) == Some(Syntax::Dagml) {
+            dsl::adapt_help(&mut d);
+        }
         diagnostics.extend(d);
+        diag::drop_consequences(&mut diagnostics, &file);
         pipeline = p;
     }
     Parsed {

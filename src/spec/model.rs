@@ -27,6 +27,22 @@ pub struct Pipeline {
     pub evaluations: Vec<Evaluation>,
     pub outputs: Vec<Output>,
     pub cluster: Option<Cluster>,
+    /// Steps written in the file that could not be lowered (an unknown estimator, a
+    /// missing key...), with the names they refer to. Checking uses them so that a
+    /// broken step is reported once, not again at every reference to it, and what
+    /// it reads is not called unused. Empty for a valid pipeline; not part of what
+    /// the pipeline means, so never serialized.
+    #[serde(skip)]
+    pub broken: Vec<BrokenStep>,
+}
+
+/// A step that is in the file but not in the model: see [`Pipeline::broken`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokenStep {
+    pub name: Name,
+    /// Names it refers to (`input`, `data`, `model`, ...), as written; `*` for a
+    /// reference that is not a string (it could mean any step).
+    pub refs: Vec<Name>,
 }
 
 pub const DEFAULT_SEED: u64 = 0;
@@ -609,6 +625,27 @@ pub enum Cluster {
 pub const DEFAULT_TOKEN_ENV: &str = "DAGML_TOKEN";
 
 impl Pipeline {
+    /// Whether two pipelines mean the same, wherever their parts were written:
+    /// `==` also compares the spans of whole steps, this ignores every span.
+    pub fn same_as(&self, other: &Pipeline) -> bool {
+        fn strip(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    m.remove("span");
+                    m.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let json = |p: &Pipeline| {
+            let mut v = serde_json::to_value(p).unwrap_or(serde_json::Value::Null);
+            strip(&mut v);
+            v
+        };
+        json(self) == json(other)
+    }
+
     /// Every named step, in file order: (section, name).
     pub fn step_names(&self) -> Vec<(&'static str, &Name)> {
         let mut v: Vec<(&'static str, &Name)> = Vec::new();

@@ -1,0 +1,322 @@
+//! `dagml run` and `dagml predict` end to end, through the binary: a small
+//! synthetic pipeline from generated rows to a model file, metrics JSON and
+//! predictions; model files byte-identical whatever the thread count; predict
+//! gives what the run predicted; broken inputs are errors, not panics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn dagml(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dagml"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the dagml binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A classification pipeline small enough for a debug build: 3,000 generated
+/// rows in 3 partitions, a stratified holdout, a forest and a logistic
+/// regression, every output kind but the picture.
+fn small_pipeline(dir: &Path, n_trees: u32) -> PathBuf {
+    let p = dir.join("small.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+[pipeline]
+name = "small"
+seed = 11
+
+[sources.rows]
+kind = "synthetic"
+generator = "classification"
+rows = 3000
+features = 8
+informative = 4
+classes = 3
+partitions = 3
+
+[splits.holdout]
+kind = "holdout"
+input = "rows"
+test_fraction = 0.25
+stratify = "y"
+
+[models.forest]
+estimator = "random_forest"
+input = "holdout.train"
+target = "y"
+params = {{ n_trees = {n_trees}, max_depth = 12 }}
+
+[models.logreg]
+estimator = "logistic_regression"
+input = "holdout.train"
+target = "y"
+preprocess = [{{ op = "standard_scale" }}]
+
+[evaluations.scores]
+model = "forest"
+data = ["holdout.train", "holdout.test"]
+metrics = ["accuracy", "classification_report", "confusion_matrix"]
+
+[evaluations.linear]
+model = "logreg"
+data = ["holdout.test"]
+metrics = ["accuracy", "log_loss"]
+
+[outputs.model]
+kind = "model"
+model = "forest"
+path = "out/forest.model"
+
+[outputs.metrics]
+kind = "metrics"
+path = "out/metrics.json"
+
+[outputs.predictions]
+kind = "predictions"
+model = "forest"
+data = "holdout.test"
+path = "out/predictions.parquet"
+
+[outputs.test_rows]
+kind = "dataset"
+data = "holdout.test"
+format = "csv"
+path = "out/test_rows"
+"#
+        ),
+    )
+    .expect("write the pipeline");
+    p
+}
+
+fn accuracy(metrics: &serde_json::Value, evaluation: &str, data: &str) -> f64 {
+    metrics["evaluations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["evaluation"] == evaluation)
+        .flat_map(|e| e["results"].as_array().into_iter().flatten())
+        .find(|r| r["data"] == data)
+        .and_then(|r| r["scores"]["accuracy"].as_f64())
+        .unwrap_or_else(|| panic!("no accuracy for {evaluation} on {data} in {metrics}"))
+}
+
+#[test]
+fn a_small_pipeline_runs_to_a_model_metrics_and_predictions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = small_pipeline(dir.path(), 12);
+    let o = dagml(
+        &["run", p.to_str().unwrap_or_default(), "--threads", "2"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // The report is printed like scikit-learn's classification_report.
+    assert!(out.contains("macro avg"), "{}", text(&o));
+    assert!(out.contains("weighted avg"), "{}", text(&o));
+    let metrics: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("out/metrics.json")).expect("metrics.json written"),
+    )
+    .expect("metrics.json is JSON");
+    // Separable generated classes: both models learn them.
+    let forest = accuracy(&metrics, "scores", "holdout.test");
+    let logreg = accuracy(&metrics, "linear", "holdout.test");
+    assert!(forest > 0.7, "forest test accuracy {forest}");
+    assert!(logreg > 0.6, "logistic test accuracy {logreg}");
+    assert!(accuracy(&metrics, "scores", "holdout.train") >= forest);
+    let model = std::fs::read(dir.path().join("out/forest.model")).expect("model written");
+    assert!(model.len() > 100);
+    assert!(dir.path().join("out/predictions.parquet").is_file());
+}
+
+#[test]
+fn model_files_are_byte_identical_with_one_and_two_threads() {
+    let mut models = Vec::new();
+    for threads in ["1", "2"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = small_pipeline(dir.path(), 6);
+        let o = dagml(
+            &[
+                "run",
+                p.to_str().unwrap_or_default(),
+                "--threads",
+                threads,
+                "-q",
+            ],
+            dir.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        models.push(std::fs::read(dir.path().join("out/forest.model")).expect("model written"));
+    }
+    assert!(
+        models[0] == models[1],
+        "the model depends on the thread count"
+    );
+}
+
+#[test]
+fn predict_gives_what_the_run_predicted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = small_pipeline(dir.path(), 6);
+    let o = dagml(&["run", p.to_str().unwrap_or_default(), "-q"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: Vec<PathBuf> = std::fs::read_dir(dir.path().join("out/test_rows"))
+        .expect("dataset folder written")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(rows.len(), 1, "one partition file: {rows:?}");
+    let o = dagml(
+        &[
+            "predict",
+            "out/forest.model",
+            rows[0].to_str().unwrap_or_default(),
+            "-o",
+            "again.csv",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The run's predictions (Parquet) against predict's (CSV), row by row.
+    let run_pred = read_parquet_column(&dir.path().join("out/predictions.parquet"), "prediction");
+    let mut rdr = csv::Reader::from_path(dir.path().join("again.csv")).expect("csv written");
+    let headers = rdr.headers().expect("header").clone();
+    let col = headers
+        .iter()
+        .position(|h| h == "prediction")
+        .expect("a prediction column");
+    let again: Vec<String> = rdr
+        .records()
+        .map(|r| r.expect("a row")[col].to_string())
+        .collect();
+    assert_eq!(run_pred.len(), 750);
+    assert_eq!(run_pred, again);
+}
+
+fn read_parquet_column(path: &Path, name: &str) -> Vec<String> {
+    use arrow::array::AsArray;
+    let f = std::fs::File::open(path).expect("open parquet");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.expect("batch");
+        let a = b.column_by_name(name).expect("column");
+        out.extend(
+            a.as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap_or("").to_string()),
+        );
+    }
+    out
+}
+
+#[test]
+fn broken_data_is_an_error_with_the_file_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnist = dir.path().join("mnist");
+    std::fs::create_dir(&mnist).expect("mkdir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    for f in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::copy(shipped.join(f), mnist.join(f)).expect("copy");
+    }
+    // Cut the test images short: decompressed, then truncated, stored raw.
+    let raw = {
+        use std::io::Read;
+        let mut d = flate2::read::GzDecoder::new(
+            std::fs::File::open(mnist.join("t10k-images-idx3-ubyte.gz")).expect("open"),
+        );
+        let mut v = Vec::new();
+        d.read_to_end(&mut v).expect("gunzip");
+        v
+    };
+    std::fs::remove_file(mnist.join("t10k-images-idx3-ubyte.gz")).expect("rm");
+    std::fs::write(mnist.join("t10k-images-idx3-ubyte"), &raw[..raw.len() / 2]).expect("write");
+    let p = dir.path().join("digits.toml");
+    std::fs::write(
+        &p,
+        r#"
+[pipeline]
+name = "digits"
+seed = 1
+
+[sources.digits]
+kind = "mnist"
+path = "mnist"
+
+[splits.mnist]
+kind = "predefined"
+input = "digits"
+
+[models.tree]
+estimator = "decision_tree"
+input = "mnist.train"
+target = "label"
+params = { max_depth = 2 }
+
+[evaluations.test]
+model = "tree"
+data = ["mnist.test"]
+metrics = ["accuracy"]
+"#,
+    )
+    .expect("write");
+    let o = dagml(&["run", p.to_str().unwrap_or_default(), "-q"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("t10k-images-idx3-ubyte"), "{}", text(&o));
+    assert!(!err.contains("panicked"), "{}", text(&o));
+
+    // A CSV with a row of the wrong width names its line.
+    std::fs::write(
+        dir.path().join("bad.csv"),
+        "a,b,y\n1,2,0\n3,4,1\n5,6\n7,8,1\n",
+    )
+    .expect("write");
+    let p = dir.path().join("csv.toml");
+    std::fs::write(
+        &p,
+        r#"
+[pipeline]
+name = "csv"
+seed = 1
+
+[sources.rows]
+kind = "csv"
+path = "bad.csv"
+
+[models.tree]
+estimator = "decision_tree"
+input = "rows"
+target = "y"
+
+[evaluations.fit]
+model = "tree"
+data = ["rows"]
+metrics = ["accuracy"]
+"#,
+    )
+    .expect("write");
+    let o = dagml(&["run", p.to_str().unwrap_or_default(), "-q"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.csv"), "{}", text(&o));
+    assert!(err.contains("line 4") || err.contains(":4"), "{}", text(&o));
+}
