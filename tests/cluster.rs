@@ -10,8 +10,15 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cluster_forest.toml");
-const OUTPUTS: [&str; 3] = ["out/forest.model", "out/metrics.json", "out/predictions.parquet"];
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/cluster_forest.toml"
+);
+const OUTPUTS: [&str; 3] = [
+    "out/forest.model",
+    "out/metrics.json",
+    "out/predictions.parquet",
+];
 
 /// Kills (SIGKILL) and reaps every child on drop.
 #[derive(Default)]
@@ -59,14 +66,26 @@ impl Procs {
 
     /// A scheduler and `n` workers named w0, w1, ...
     fn cluster(&mut self, n: usize, token: Option<&str>) -> String {
-        let sched = self.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], token);
+        let sched = self.serve(
+            "scheduler",
+            &["scheduler", "--listen", "127.0.0.1:0"],
+            token,
+        );
         for i in 0..n {
             let name = format!("w{i}");
             self.serve(
                 &name,
                 &[
-                    "worker", &sched, "--nthreads", "1", "--memory-limit", "2GB", "--name", &name,
-                    "--listen", "127.0.0.1:0",
+                    "worker",
+                    &sched,
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    "2GB",
+                    "--name",
+                    &name,
+                    "--listen",
+                    "127.0.0.1:0",
                 ],
                 token,
             );
@@ -107,12 +126,15 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// The in-process run's stdout and files (computed once per test binary).
 fn reference() -> &'static (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    static REF: std::sync::OnceLock<(Vec<u8>, Vec<(String, Vec<u8>)>)> =
-        std::sync::OnceLock::new();
+    static REF: std::sync::OnceLock<(Vec<u8>, Vec<(String, Vec<u8>)>)> = std::sync::OnceLock::new();
     REF.get_or_init(|| {
         let d = workdir();
         let out = dagml_run(d.path(), &[], None);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.stdout, outputs(d.path()))
     })
 }
@@ -150,7 +172,14 @@ fn a_worker_killed_mid_fit_does_not_change_the_model() {
     let d = workdir();
     let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
     run.current_dir(d.path())
-        .args(["run", "pipeline.toml", "--quiet", "--events", "--scheduler", &sched])
+        .args([
+            "run",
+            "pipeline.toml",
+            "--quiet",
+            "--events",
+            "--scheduler",
+            &sched,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -173,7 +202,11 @@ fn a_worker_killed_mid_fit_does_not_change_the_model() {
         }
     }
     let killed = killed.unwrap_or_else(|| panic!("no fit task started:\n{log}"));
-    let pos = procs.0.iter().position(|(n, _)| n == "client").expect("client");
+    let pos = procs
+        .0
+        .iter()
+        .position(|(n, _)| n == "client")
+        .expect("client");
     let (_, mut client) = procs.0.remove(pos);
     let stdout = client.stdout.take().expect("stdout");
     let mut text = Vec::new();

@@ -23,9 +23,8 @@ pub fn host_port(s: &str) -> Result<String, ClusterError> {
             "expected host:port, e.g. 127.0.0.1:7070".into(),
         ));
     };
-    port.parse::<u16>().map_err(|_| {
-        ClusterError::Address(s.into(), format!("`{port}` is not a port number"))
-    })?;
+    port.parse::<u16>()
+        .map_err(|_| ClusterError::Address(s.into(), format!("`{port}` is not a port number")))?;
     if rest.contains('/') {
         return Err(ClusterError::Address(s.into(), "unexpected path".into()));
     }
@@ -45,7 +44,11 @@ mod tests {
 
     #[test]
     fn schemes_are_accepted_and_stripped() {
-        for s in ["127.0.0.1:7070", "http://127.0.0.1:7070", "tcp://127.0.0.1:7070/"] {
+        for s in [
+            "127.0.0.1:7070",
+            "http://127.0.0.1:7070",
+            "tcp://127.0.0.1:7070/",
+        ] {
             assert_eq!(host_port(s).unwrap(), "127.0.0.1:7070");
         }
         assert_eq!(host_port(":9").unwrap(), "127.0.0.1:9");

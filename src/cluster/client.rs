@@ -56,7 +56,13 @@ pub async fn run_file(
             max_attempts: opts.max_attempts,
         })
         .await
-        .map_err(|s| RunFailure::Other(format!("the scheduler at {}: {}", opts.scheduler, s.message())))?
+        .map_err(|s| {
+            RunFailure::Other(format!(
+                "the scheduler at {}: {}",
+                opts.scheduler,
+                s.message()
+            ))
+        })?
         .into_inner();
     let by_id: HashMap<&str, &crate::plan::Task> =
         plan.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
@@ -119,7 +125,16 @@ pub async fn run_file(
         .into_iter()
         .map(|v| (v.partition, Value::Bytes(v.data)))
         .collect();
-    let (evaluations, receipts) = crate::run::results_of(&plan, |id| values.get(id));
+    let (evaluations, mut receipts) = crate::run::results_of(&plan, |id| values.get(id));
+    // Workers resolve paths against the absolute folder sent; show them as an
+    // in-process run does, against the folder given.
+    for r in &mut receipts {
+        for p in &mut r.paths {
+            if let Ok(rest) = Path::new(p.as_str()).strip_prefix(&base) {
+                *p = opts.base.join(rest).to_string_lossy().into_owned();
+            }
+        }
+    }
     Ok(RunReport {
         pipeline,
         evaluations,
@@ -137,5 +152,7 @@ pub async fn status(
     token: Option<&str>,
 ) -> Result<ClusterStatusReply, super::ClusterError> {
     let mut c = scheduler_client(scheduler, Attach::new(token)?)?;
-    Ok(c.cluster_status(ClusterStatusRequest {}).await?.into_inner())
+    Ok(c.cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner())
 }

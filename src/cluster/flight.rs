@@ -16,8 +16,8 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint,
-    FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -54,7 +54,9 @@ impl FlightService for FlightStore {
         &self,
         _request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented("no handshake: send the token as a bearer header"))
+        Err(Status::unimplemented(
+            "no handshake: send the token as a bearer header",
+        ))
     }
 
     async fn list_flights(
@@ -106,7 +108,9 @@ impl FlightService for FlightStore {
             .get(&key)
             .map_err(Status::internal)?
             .ok_or_else(|| Status::not_found(format!("no partition `{key}` here")))?;
-        let batch = value.to_batch().map_err(|e| Status::internal(e.to_string()))?;
+        let batch = value
+            .to_batch()
+            .map_err(|e| Status::internal(e.to_string()))?;
         let stream = FlightDataEncoderBuilder::new()
             .build(futures::stream::iter([Ok(batch)]))
             .map_err(Status::from);
@@ -130,8 +134,8 @@ impl FlightService for FlightStore {
                 ));
             }
         };
-        let all = futures::stream::once(async { Ok(first) })
-            .chain(stream.map_err(FlightError::from));
+        let all =
+            futures::stream::once(async { Ok(first) }).chain(stream.map_err(FlightError::from));
         let mut batches = FlightRecordBatchStream::new_from_flight_data(all);
         let mut got = Vec::new();
         while let Some(b) = batches.next().await {

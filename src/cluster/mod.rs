@@ -81,7 +81,11 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "tib" => 1024.0f64.powi(4),
-        other => return Err(format!("unknown memory unit `{other}` (use B, KB, MB, GB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown memory unit `{other}` (use B, KB, MB, GB, GiB)"
+            ));
+        }
     };
     Ok((n * mult) as u64)
 }

@@ -198,7 +198,9 @@ impl Scheduler for Service {
             };
             let _ = tx.send(Ok(RunEvent { event: Some(event) })).await;
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn cancel_run(
@@ -336,10 +338,17 @@ impl<'a> Driver<'a> {
                 readers.entry(p.as_str()).or_default().push(i);
             }
         }
+        // Kept to the end: what nothing reads, and the evaluations (the metrics
+        // writer reads them, and the client reports them too).
         let sinks: BTreeSet<&str> = tasks
             .iter()
-            .flat_map(|t| t.outputs.iter().map(|s| s.as_str()))
-            .filter(|p| !readers.contains_key(p))
+            .flat_map(|t| {
+                t.outputs
+                    .iter()
+                    .map(move |s| (s.as_str(), t.kind == TaskKind::Evaluate))
+            })
+            .filter(|(p, eval)| *eval || !readers.contains_key(p))
+            .map(|(p, _)| p)
             .collect();
         let task_json: Vec<String> = tasks
             .iter()
@@ -421,7 +430,11 @@ impl<'a> Driver<'a> {
                         if matches!(s.code(), Code::InvalidArgument | Code::PermissionDenied) =>
                     {
                         self.cancel_everywhere(&started).await;
-                        return Err(format!("worker `{}` refused the run: {}", w.name, s.message()));
+                        return Err(format!(
+                            "worker `{}` refused the run: {}",
+                            w.name,
+                            s.message()
+                        ));
                     }
                     Ok(Err(s)) => self.shared.declare_lost(*id, s.message()),
                     Err(_) => self.shared.declare_lost(*id, "no answer to StartRun"),

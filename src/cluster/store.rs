@@ -235,7 +235,9 @@ mod tests {
             Value::Batch(
                 RecordBatch::try_new(
                     schema.clone(),
-                    vec![Arc::new(Int64Array::from((0..1000).map(|i| i * n).collect::<Vec<_>>()))],
+                    vec![Arc::new(Int64Array::from(
+                        (0..1000).map(|i| i * n).collect::<Vec<_>>(),
+                    ))],
                 )
                 .unwrap(),
             )
@@ -245,7 +247,9 @@ mod tests {
         for n in 0..4 {
             store.put(format!("r/p{n}"), batch(n)).unwrap();
         }
-        assert!(store.memory_used() <= (one as f64 * 2.0 * super::super::SPILL_FRACTION) as u64 + one);
+        assert!(
+            store.memory_used() <= (one as f64 * 2.0 * super::super::SPILL_FRACTION) as u64 + one
+        );
         assert!(dir.path().join("spill").read_dir().unwrap().count() > 0);
         for n in 0..4 {
             assert_eq!(*store.get(&format!("r/p{n}")).unwrap().unwrap(), batch(n));

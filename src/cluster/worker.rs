@@ -323,9 +323,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<WorkerServer<Service>>()
-        .await;
+    health_reporter.set_serving::<WorkerServer<Service>>().await;
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let served = tokio::spawn(
@@ -356,10 +354,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
 pub(crate) fn scheduler_client(
     addr: &str,
     attach: Attach,
-) -> Result<
-    SchedulerClient<InterceptedService<Channel, Attach>>,
-    ClusterError,
-> {
+) -> Result<SchedulerClient<InterceptedService<Channel, Attach>>, ClusterError> {
     let uri = super::addr::uri(addr, false)?;
     let channel = Channel::from_shared(uri)
         .map_err(|e| ClusterError::Address(addr.into(), e.to_string()))?
@@ -377,7 +372,10 @@ async fn heartbeat_loop(
     attach: Attach,
 ) {
     let Ok(mut client) = scheduler_client(&cfg.scheduler, attach) else {
-        eprintln!("worker {}: bad scheduler address {}", state.name, cfg.scheduler);
+        eprintln!(
+            "worker {}: bad scheduler address {}",
+            state.name, cfg.scheduler
+        );
         return;
     };
     let mut id: Option<u64> = None;
