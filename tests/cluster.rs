@@ -129,7 +129,7 @@ fn reference() -> &'static (Vec<u8>, Vec<(String, Vec<u8>)>) {
     static REF: std::sync::OnceLock<(Vec<u8>, Vec<(String, Vec<u8>)>)> = std::sync::OnceLock::new();
     REF.get_or_init(|| {
         let d = workdir();
-        let out = dagml_run(d.path(), &[], None);
+        let out = dagml_run(d.path(), &["--in-process"], None);
         assert!(
             out.status.success(),
             "{}",
@@ -238,9 +238,16 @@ fn calls_without_the_token_are_refused() {
 
 #[test]
 fn the_embedded_cluster_gives_the_in_process_model_on_1_2_and_4_workers() {
-    for n in ["1", "2", "4"] {
+    // No flag: the embedded cluster, one worker per core.
+    let flags: [&[&str]; 4] = [
+        &[],
+        &["--workers", "1"],
+        &["--workers", "2"],
+        &["--workers", "4", "--threads-per-worker", "2"],
+    ];
+    for extra in flags {
         let d = workdir();
-        let out = dagml_run(d.path(), &["--workers", n], None);
+        let out = dagml_run(d.path(), extra, None);
         assert_same_as_in_process(d.path(), &out);
     }
 }

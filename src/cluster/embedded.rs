@@ -16,11 +16,13 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Start a scheduler and `workers` workers on 127.0.0.1, and wait until every
+    /// Start a scheduler and `workers` workers (each with `threads` threads and
+    /// `memory_limit` bytes, 0 for none) on 127.0.0.1, and wait until every
     /// worker has registered.
     pub async fn start(
         workers: usize,
         threads: usize,
+        memory_limit: u64,
         token: Option<String>,
     ) -> Result<Embedded, ClusterError> {
         let scheduler = scheduler::start(SchedulerConfig {
@@ -36,7 +38,7 @@ impl Embedded {
                     listen: super::addr::DEFAULT_LISTEN.into(),
                     name: Some(format!("embedded-{i}")),
                     threads: threads.max(1),
-                    memory_limit: 0,
+                    memory_limit,
                     data_root: None,
                     token: token.clone(),
                 })

@@ -90,6 +90,98 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
     Ok((n * mult) as u64)
 }
 
+/// Where a run's tasks execute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The in-process executor over a thread pool (`--in-process`, `--threads N`).
+    InProcess { threads: Option<usize> },
+    /// A scheduler and workers started in this process, over loopback.
+    Embedded {
+        workers: usize,
+        threads: usize,
+        memory_limit: u64,
+    },
+    /// A running `dagml scheduler`; the token is read from `token_env`.
+    Remote {
+        scheduler: String,
+        token_env: String,
+    },
+}
+
+/// What the command line asked for; `None` everywhere defers to the file.
+#[derive(Clone, Debug, Default)]
+pub struct PlacementFlags {
+    pub in_process: bool,
+    pub threads: Option<usize>,
+    pub scheduler: Option<String>,
+    pub workers: Option<usize>,
+    pub threads_per_worker: Option<usize>,
+}
+
+/// The command line first, then the file's `[cluster]`, then an embedded cluster
+/// of one single-threaded worker per core.
+pub fn placement(
+    file: Option<&crate::spec::model::Cluster>,
+    flags: &PlacementFlags,
+    cores: usize,
+) -> Placement {
+    use crate::spec::model::Cluster;
+    if flags.in_process || flags.threads.is_some() {
+        return Placement::InProcess {
+            threads: flags.threads,
+        };
+    }
+    if let Some(s) = &flags.scheduler {
+        let token_env = match file {
+            Some(Cluster::Remote {
+                token_env: Some(t), ..
+            }) => t.value.clone(),
+            _ => auth::TOKEN_ENV.to_string(),
+        };
+        return Placement::Remote {
+            scheduler: s.clone(),
+            token_env,
+        };
+    }
+    let (mut workers, mut threads, memory_limit) = match file {
+        Some(Cluster::Remote {
+            scheduler,
+            token_env,
+            ..
+        }) if flags.workers.is_none() => {
+            return Placement::Remote {
+                scheduler: scheduler.value.clone(),
+                token_env: token_env
+                    .as_ref()
+                    .map(|t| t.value.clone())
+                    .unwrap_or_else(|| auth::TOKEN_ENV.to_string()),
+            };
+        }
+        Some(Cluster::Local {
+            workers,
+            threads,
+            memory_limit,
+            ..
+        }) => (
+            workers.as_ref().map(|w| w.value as usize),
+            threads.value as usize,
+            memory_limit.as_ref().map(|m| m.value).unwrap_or(0),
+        ),
+        _ => (None, 1, 0),
+    };
+    if let Some(w) = flags.workers {
+        workers = Some(w);
+    }
+    if let Some(t) = flags.threads_per_worker {
+        threads = t;
+    }
+    Placement::Embedded {
+        workers: workers.unwrap_or(cores).max(1),
+        threads: threads.max(1),
+        memory_limit,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -99,5 +191,77 @@ mod tests {
         assert_eq!(super::parse_memory("512"), Ok(512));
         assert!(super::parse_memory("6XB").is_err());
         assert!(super::parse_memory("lots").is_err());
+    }
+
+    use super::{Placement, PlacementFlags, placement};
+    use crate::spec::model::Cluster;
+    use crate::spec::span::{Span, Spanned};
+
+    fn sp<T>(value: T) -> Spanned<T> {
+        Spanned {
+            value,
+            span: Span::default(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_then_the_file_then_one_worker_per_core() {
+        let none = PlacementFlags::default();
+        let embedded = |workers, threads, memory_limit| Placement::Embedded {
+            workers,
+            threads,
+            memory_limit,
+        };
+        assert_eq!(placement(None, &none, 4), embedded(4, 1, 0));
+        let local = Cluster::Local {
+            span: Span::default(),
+            workers: Some(sp(2)),
+            threads: sp(3),
+            memory_limit: Some(sp(6_000_000_000)),
+        };
+        assert_eq!(
+            placement(Some(&local), &none, 4),
+            embedded(2, 3, 6_000_000_000)
+        );
+        let flags = PlacementFlags {
+            workers: Some(5),
+            threads_per_worker: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            placement(Some(&local), &flags, 4),
+            embedded(5, 1, 6_000_000_000)
+        );
+        let threads = PlacementFlags {
+            threads: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            placement(Some(&local), &threads, 4),
+            Placement::InProcess { threads: Some(2) }
+        );
+        let remote = Cluster::Remote {
+            span: Span::default(),
+            scheduler: sp("10.0.0.5:7077".to_string()),
+            token_env: Some(sp("MY_TOKEN".to_string())),
+        };
+        assert_eq!(
+            placement(Some(&remote), &none, 4),
+            Placement::Remote {
+                scheduler: "10.0.0.5:7077".into(),
+                token_env: "MY_TOKEN".into()
+            }
+        );
+        let sched = PlacementFlags {
+            scheduler: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            placement(None, &sched, 4),
+            Placement::Remote {
+                scheduler: "127.0.0.1:9".into(),
+                token_env: "DAGML_TOKEN".into()
+            }
+        );
     }
 }
