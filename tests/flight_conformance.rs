@@ -74,27 +74,26 @@ impl Procs {
             .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
     }
 
-    /// A scheduler and one worker; returns the worker's address.
-    fn scheduler_and_worker(&mut self, token: Option<&str>) -> String {
+    /// A scheduler and one worker (with `extra` arguments); returns the
+    /// worker's address.
+    fn scheduler_and_worker(&mut self, token: Option<&str>, extra: &[&str]) -> String {
         let sched = self.serve(
             "scheduler",
             &["scheduler", "--listen", "127.0.0.1:0"],
             token,
         );
-        self.serve(
+        let mut args = vec![
             "worker",
-            &[
-                "worker",
-                &sched,
-                "--nthreads",
-                "1",
-                "--name",
-                "conformance",
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            token,
-        )
+            &sched,
+            "--nthreads",
+            "1",
+            "--name",
+            "conformance",
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        self.serve("worker", &args, token)
     }
 }
 
@@ -399,12 +398,13 @@ fn install_lib(base: &str, target: &Path) -> Result<(), String> {
     )
 }
 
-/// Start a scheduler and a worker (with `token` if given), run the script
-/// against the worker, and fail with its output unless every check passed.
-fn conformance(token: Option<&str>) {
+/// Start a scheduler and a worker (with `token` if given, and `extra` worker
+/// arguments), run the script against the worker, and fail with its output
+/// unless every check passed.
+fn conformance(token: Option<&str>, extra: &[&str]) {
     let py = python();
     let mut procs = Procs::default();
-    let worker = procs.scheduler_and_worker(token);
+    let worker = procs.scheduler_and_worker(token, extra);
     let mut cmd = py.command();
     cmd.arg(SCRIPT).arg(&worker).env_remove("DAGML_TOKEN");
     if let Some(t) = token {
@@ -423,10 +423,23 @@ fn conformance(token: Option<&str>) {
 
 #[test]
 fn a_plain_pyarrow_client_puts_lists_and_reads_partitions() {
-    conformance(None);
+    conformance(None, &[]);
 }
 
 #[test]
 fn a_plain_pyarrow_client_needs_the_token_and_works_with_it() {
-    conformance(Some("conformance-s3cret"));
+    conformance(Some("conformance-s3cret"), &[]);
+}
+
+#[test]
+fn partitions_spilled_to_disk_read_back_the_same() {
+    // A 1-byte memory limit: every partition put is written to an Arrow IPC
+    // file under the data root, and do_get reads it back from there.
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_arg = root.path().to_str().expect("UTF-8 temp path");
+    conformance(None, &["--memory-limit", "1", "--data-root", root_arg]);
+    let spilled = std::fs::read_dir(root.path().join("spill"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(spilled >= 2, "{spilled} spill files under {root_arg}/spill");
 }
