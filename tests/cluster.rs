@@ -36,16 +36,14 @@ impl Drop for Procs {
 impl Procs {
     /// Start a `dagml` server command and return the address from its first line
     /// (`... listening on HOST:PORT`).
-    fn serve(&mut self, name: &str, args: &[&str], token: Option<&str>) -> String {
+    fn serve(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .env_remove("DAGML_TOKEN");
-        if let Some(t) = token {
-            cmd.env("DAGML_TOKEN", t);
-        }
+            .env_remove("DAGML_TOKEN")
+            .envs(env.iter().copied());
         let mut child = cmd.spawn().expect("start dagml");
         let stdout = child.stdout.take().expect("stdout");
         self.0.push((name.to_string(), child));
@@ -66,11 +64,15 @@ impl Procs {
 
     /// A scheduler and `n` workers named w0, w1, ...
     fn cluster(&mut self, n: usize, token: Option<&str>) -> String {
-        let sched = self.serve(
-            "scheduler",
-            &["scheduler", "--listen", "127.0.0.1:0"],
-            token,
-        );
+        match token {
+            Some(t) => self.cluster_with(n, &[("DAGML_TOKEN", t)]),
+            None => self.cluster_with(n, &[]),
+        }
+    }
+
+    /// [`Procs::cluster`] with these environment variables on every server.
+    fn cluster_with(&mut self, n: usize, env: &[(&str, &str)]) -> String {
+        let sched = self.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], env);
         for i in 0..n {
             let name = format!("w{i}");
             self.serve(
@@ -87,7 +89,7 @@ impl Procs {
                     "--listen",
                     "127.0.0.1:0",
                 ],
-                token,
+                env,
             );
         }
         sched
@@ -250,4 +252,47 @@ fn the_embedded_cluster_gives_the_in_process_model_on_1_2_and_4_workers() {
         let out = dagml_run(d.path(), extra, None);
         assert_same_as_in_process(d.path(), &out);
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`.
+fn self_signed(dir: &Path) -> (String, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("generate a certificate");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn a_tls_cluster_gives_the_same_model_and_refuses_plain_connections() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path());
+    let mut procs = Procs::default();
+    let sched = procs.cluster_with(
+        2,
+        &[
+            ("DAGML_TLS_CERT", &cert),
+            ("DAGML_TLS_KEY", &key),
+            ("DAGML_TLS_CA", &cert),
+        ],
+    );
+    let d = workdir();
+    // A client that does not speak TLS gets nowhere.
+    let plain = dagml_run(d.path(), &["--scheduler", &sched], None);
+    assert!(!plain.status.success());
+    // One that trusts the certificate runs the pipeline.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
+    cmd.current_dir(d.path())
+        .args(["run", "pipeline.toml", "--quiet", "--scheduler", &sched])
+        .stdin(Stdio::null())
+        .env_remove("DAGML_TOKEN")
+        .env("DAGML_TLS_CA", &cert);
+    let out = cmd.output().expect("run dagml");
+    assert_same_as_in_process(d.path(), &out);
 }

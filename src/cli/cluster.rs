@@ -48,6 +48,7 @@ pub fn scheduler(a: SchedulerArgs) -> ExitCode {
         let cfg = scheduler::SchedulerConfig {
             listen: a.listen,
             token: auth::token_from_env(),
+            tls: auth::Tls::from_env(),
             ..Default::default()
         };
         let h = match scheduler::start(cfg).await {
@@ -91,6 +92,7 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
             memory_limit,
             data_root: a.data_root,
             token: auth::token_from_env(),
+            tls: auth::Tls::from_env(),
         };
         let h = match worker::start(cfg).await {
             Ok(h) => h,

@@ -153,9 +153,15 @@ fn on_cluster(
                 memory_limit,
             } => {
                 let token = auth::token_from_env();
-                let e = Embedded::start(workers, threads, memory_limit, token.clone())
-                    .await
-                    .map_err(|e| other(&e))?;
+                let e = Embedded::start(
+                    workers,
+                    threads,
+                    memory_limit,
+                    token.clone(),
+                    auth::Tls::from_env(),
+                )
+                .await
+                .map_err(|e| other(&e))?;
                 let addr = e.scheduler.address.clone();
                 (Some(e), addr, token)
             }
@@ -171,6 +177,7 @@ fn on_cluster(
         let opts = client::ClientOptions {
             scheduler,
             token,
+            tls: auth::Tls::from_env(),
             base: PathBuf::from("."),
             max_attempts: 0,
             log_events: a.events,

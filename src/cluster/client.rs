@@ -20,6 +20,7 @@ use std::time::Duration;
 pub struct ClientOptions {
     pub scheduler: String,
     pub token: Option<String>,
+    pub tls: super::auth::Tls,
     /// Folder relative paths are resolved against (sent as an absolute path).
     pub base: PathBuf,
     /// 0: the scheduler's default (3).
@@ -46,7 +47,7 @@ pub async fn run_file(
     let base = opts.base.canonicalize().map_err(|e| other(&e))?;
     let file_name = path.to_string_lossy().into_owned();
     let text = report.parsed.file.text.clone();
-    let attach = Attach::new(opts.token.as_deref()).map_err(|e| other(&e))?;
+    let attach = Attach::new(opts.token.as_deref(), &opts.tls).map_err(|e| other(&e))?;
     let mut client = scheduler_client(&opts.scheduler, attach).map_err(|e| other(&e))?;
     let mut stream = client
         .submit_run(SubmitRunRequest {
@@ -150,8 +151,9 @@ pub async fn run_file(
 pub async fn status(
     scheduler: &str,
     token: Option<&str>,
+    tls: &super::auth::Tls,
 ) -> Result<ClusterStatusReply, super::ClusterError> {
-    let mut c = scheduler_client(scheduler, Attach::new(token)?)?;
+    let mut c = scheduler_client(scheduler, Attach::new(token, tls)?)?;
     Ok(c.cluster_status(ClusterStatusRequest {})
         .await?
         .into_inner())

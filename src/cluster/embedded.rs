@@ -24,9 +24,11 @@ impl Embedded {
         threads: usize,
         memory_limit: u64,
         token: Option<String>,
+        tls: super::auth::Tls,
     ) -> Result<Embedded, ClusterError> {
         let scheduler = scheduler::start(SchedulerConfig {
             token: token.clone(),
+            tls: tls.clone(),
             ..SchedulerConfig::default()
         })
         .await?;
@@ -41,13 +43,14 @@ impl Embedded {
                     memory_limit,
                     data_root: None,
                     token: token.clone(),
+                    tls: tls.clone(),
                 })
                 .await?,
             );
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let s = super::client::status(&scheduler.address, token.as_deref()).await?;
+            let s = super::client::status(&scheduler.address, token.as_deref(), &tls).await?;
             if s.workers.len() >= handles.len() {
                 break;
             }

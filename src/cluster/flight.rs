@@ -208,10 +208,7 @@ impl Peers {
         if let Some(c) = g.get(addr) {
             return Ok(c.clone());
         }
-        let uri = super::addr::uri(addr, false).map_err(|e| e.to_string())?;
-        let c = Channel::from_shared(uri)
-            .map_err(|e| e.to_string())?
-            .connect_lazy();
+        let c = self.attach.channel(addr).map_err(|e| e.to_string())?;
         g.insert(addr.to_string(), c.clone());
         Ok(c)
     }

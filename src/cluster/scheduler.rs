@@ -95,10 +95,9 @@ impl Shared {
 struct Service(Arc<Shared>);
 
 fn worker_client(addr: &str, attach: Attach) -> Result<Client, Status> {
-    let uri = super::addr::uri(addr, false).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let channel = Channel::from_shared(uri)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?
-        .connect_lazy();
+    let channel = attach
+        .channel(addr)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(WorkerClient::with_interceptor(channel, attach)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -742,6 +741,7 @@ impl<'a> Driver<'a> {
 pub struct SchedulerConfig {
     pub listen: String,
     pub token: Option<String>,
+    pub tls: super::auth::Tls,
     /// How long a run waits with no worker before failing.
     pub grace: Duration,
 }
@@ -751,6 +751,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             listen: super::addr::DEFAULT_LISTEN.into(),
             token: None,
+            tls: Default::default(),
             grace: NO_WORKER_GRACE,
         }
     }
@@ -787,7 +788,7 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
         .await
         .map_err(|e| ClusterError::Listen(listen.clone(), e))?;
     let local = listener.local_addr()?;
-    let attach = Attach::new(cfg.token.as_deref())?;
+    let attach = Attach::new(cfg.token.as_deref(), &cfg.tls)?;
     let shared = Arc::new(Shared {
         workers: Mutex::default(),
         lost: Mutex::default(),
@@ -808,8 +809,12 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
         .await;
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = Server::builder();
+    if let Some(tls) = cfg.tls.server()? {
+        builder = builder.tls_config(tls)?;
+    }
     let served = tokio::spawn(
-        Server::builder()
+        builder
             .add_service(InterceptedService::new(svc, check.clone()))
             .add_service(InterceptedService::new(health, check))
             .serve_with_incoming_shutdown(incoming, async {

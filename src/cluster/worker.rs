@@ -47,6 +47,7 @@ pub struct WorkerConfig {
     /// be inside it too.
     pub data_root: Option<PathBuf>,
     pub token: Option<String>,
+    pub tls: super::auth::Tls,
 }
 
 struct RunState {
@@ -303,7 +304,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         .num_threads(threads)
         .build()
         .map_err(|e| ClusterError::Other(e.to_string()))?;
-    let attach = Attach::new(cfg.token.as_deref())?;
+    let attach = Attach::new(cfg.token.as_deref(), &cfg.tls)?;
     let store = Arc::new(Store::new(data_root, cfg.memory_limit));
     let state = Arc::new(State {
         name: name.clone(),
@@ -326,8 +327,12 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     health_reporter.set_serving::<WorkerServer<Service>>().await;
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = Server::builder();
+    if let Some(tls) = cfg.tls.server()? {
+        builder = builder.tls_config(tls)?;
+    }
     let served = tokio::spawn(
-        Server::builder()
+        builder
             .add_service(InterceptedService::new(control, check.clone()))
             .add_service(InterceptedService::new(flight, check.clone()))
             .add_service(InterceptedService::new(health, check))
@@ -355,10 +360,7 @@ pub(crate) fn scheduler_client(
     addr: &str,
     attach: Attach,
 ) -> Result<SchedulerClient<InterceptedService<Channel, Attach>>, ClusterError> {
-    let uri = super::addr::uri(addr, false)?;
-    let channel = Channel::from_shared(uri)
-        .map_err(|e| ClusterError::Address(addr.into(), e.to_string()))?
-        .connect_lazy();
+    let channel = attach.channel(addr)?;
     Ok(SchedulerClient::with_interceptor(channel, attach)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
