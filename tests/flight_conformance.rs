@@ -53,6 +53,10 @@ impl Procs {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .env_remove("DAGML_TOKEN");
+        // Plain gRPC: the script dials grpc://, not TLS.
+        for tls in ["DAGML_TLS_CERT", "DAGML_TLS_KEY", "DAGML_TLS_CA"] {
+            cmd.env_remove(tls);
+        }
         if let Some(t) = token {
             cmd.env("DAGML_TOKEN", t);
         }
