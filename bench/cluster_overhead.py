@@ -18,7 +18,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DAGML = os.path.join(ROOT, "target", "release", "dagml")
+DAGML = os.environ.get("DAGML_BIN") or os.path.join(ROOT, "target", "release", "dagml")
 
 
 def run(pipeline, extra):
@@ -41,7 +41,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("pipeline", nargs="?", default="pipelines/mnist_rf.toml")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--model", default="out/mnist_rf.model")
+    ap.add_argument("--model", default="out/mnist_rf/forest.model")
     a = ap.parse_args()
     variants = {
         "in-process, 2 threads": ["--in-process", "--threads", "2"],

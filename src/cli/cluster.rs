@@ -93,6 +93,7 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
             data_root: a.data_root,
             token: auth::token_from_env(),
             tls: auth::Tls::from_env(),
+            pool: None,
         };
         let h = match worker::start(cfg).await {
             Ok(h) => h,

@@ -8,6 +8,7 @@
 use super::ClusterError;
 use super::scheduler::{self, SchedulerConfig, SchedulerHandle};
 use super::worker::{self, WorkerConfig, WorkerHandle};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Embedded {
@@ -29,9 +30,21 @@ impl Embedded {
         let scheduler = scheduler::start(SchedulerConfig {
             token: token.clone(),
             tls: tls.clone(),
+            log: false,
             ..SchedulerConfig::default()
         })
         .await?;
+        // One pool for all the workers, of as many threads as they have in
+        // all: each worker still takes at most its `threads` tasks at once, but
+        // a task running alone (an evaluation at the end of a run) can use the
+        // threads an idle worker leaves free, as it would in-process. Data
+        // still moves between the workers by Flight.
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(workers.max(1) * threads.max(1))
+                .build()
+                .map_err(|e| ClusterError::Other(e.to_string()))?,
+        );
         let mut handles = Vec::new();
         for i in 0..workers.max(1) {
             handles.push(
@@ -44,6 +57,7 @@ impl Embedded {
                     data_root: None,
                     token: token.clone(),
                     tls: tls.clone(),
+                    pool: Some(pool.clone()),
                 })
                 .await?,
             );

@@ -56,6 +56,9 @@ struct Shared {
     attach: Attach,
     peers: Peers,
     grace: Duration,
+    /// Print registrations, losses and runs on stderr (a `dagml scheduler`
+    /// does; the embedded one leaves the client's output alone).
+    log: bool,
 }
 
 impl Shared {
@@ -73,7 +76,9 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         if let Some(w) = gone {
-            eprintln!("scheduler: worker {} ({}) lost: {cause}", w.name, w.address);
+            if self.log {
+                eprintln!("scheduler: worker {} ({}) lost: {cause}", w.name, w.address);
+            }
             self.lost
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -114,10 +119,12 @@ impl Scheduler for Service {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let client = worker_client(&address, self.0.attach.clone())?;
         let id = self.0.next_worker.fetch_add(1, Ordering::SeqCst) + 1;
-        eprintln!(
-            "scheduler: worker {} registered at {address} ({} threads)",
-            r.name, r.threads
-        );
+        if self.0.log {
+            eprintln!(
+                "scheduler: worker {} registered at {address} ({} threads)",
+                r.name, r.threads
+            );
+        }
         self.0
             .workers
             .lock()
@@ -178,7 +185,9 @@ impl Scheduler for Service {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(run_id.clone(), cancel.clone());
-            eprintln!("scheduler: {run_id} started ({})", req.file_name);
+            if shared.log {
+                eprintln!("scheduler: {run_id} started ({})", req.file_name);
+            }
             let out = Driver::new(&shared, &run_id, &tx, cancel).drive(req).await;
             shared
                 .runs
@@ -187,11 +196,15 @@ impl Scheduler for Service {
                 .remove(&run_id);
             let event = match out {
                 Ok(r) => {
-                    eprintln!("scheduler: {run_id} done");
+                    if shared.log {
+                        eprintln!("scheduler: {run_id} done");
+                    }
                     run_event::Event::Result(r)
                 }
                 Err(message) => {
-                    eprintln!("scheduler: {run_id} failed: {message}");
+                    if shared.log {
+                        eprintln!("scheduler: {run_id} failed: {message}");
+                    }
                     run_event::Event::Failed(RunFailed { message })
                 }
             };
@@ -744,6 +757,8 @@ pub struct SchedulerConfig {
     pub tls: super::auth::Tls,
     /// How long a run waits with no worker before failing.
     pub grace: Duration,
+    /// Log registrations, lost workers and runs on stderr.
+    pub log: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -753,6 +768,7 @@ impl Default for SchedulerConfig {
             token: None,
             tls: Default::default(),
             grace: NO_WORKER_GRACE,
+            log: true,
         }
     }
 }
@@ -798,6 +814,7 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
         peers: Peers::new(attach.clone()),
         attach,
         grace: cfg.grace,
+        log: cfg.log,
     });
     let check = Check::new(cfg.token.as_deref());
     let svc = SchedulerServer::new(Service(shared.clone()))

@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     pub data_root: Option<PathBuf>,
     pub token: Option<String>,
     pub tls: super::auth::Tls,
+    /// Run tasks on this pool instead of one of `threads` threads of its own
+    /// (the embedded cluster's workers share one pool; see embedded.rs).
+    pub pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 struct RunState {
@@ -300,10 +303,15 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
             None,
         ),
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| ClusterError::Other(e.to_string()))?;
+    let pool = match &cfg.pool {
+        Some(p) => p.clone(),
+        None => Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| ClusterError::Other(e.to_string()))?,
+        ),
+    };
     let attach = Attach::new(cfg.token.as_deref(), &cfg.tls)?;
     let store = Arc::new(Store::new(data_root, cfg.memory_limit));
     let state = Arc::new(State {
@@ -312,7 +320,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         runs: Mutex::default(),
         peers: Peers::new(attach.clone()),
         slots: Arc::new(Semaphore::new(threads)),
-        pool: Arc::new(pool),
+        pool,
         running: AtomicU32::new(0),
         confine,
     });
