@@ -127,8 +127,11 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The in-process run's stdout and files (computed once per test binary).
-fn reference() -> &'static (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    static REF: std::sync::OnceLock<(Vec<u8>, Vec<(String, Vec<u8>)>)> = std::sync::OnceLock::new();
+/// A run's stdout and its output files (name, bytes).
+type RunBytes = (Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn reference() -> &'static RunBytes {
+    static REF: std::sync::OnceLock<RunBytes> = std::sync::OnceLock::new();
     REF.get_or_init(|| {
         let d = workdir();
         let out = dagml_run(d.path(), &["--in-process"], None);
