@@ -299,3 +299,54 @@ fn a_tls_cluster_gives_the_same_model_and_refuses_plain_connections() {
     let out = cmd.output().expect("run dagml");
     assert_same_as_in_process(d.path(), &out);
 }
+
+#[test]
+fn with_no_worker_left_the_run_fails_naming_the_task_the_worker_and_the_cause() {
+    let mut procs = Procs::default();
+    let sched = procs.cluster(1, None);
+    let d = workdir();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
+    run.current_dir(d.path())
+        .args([
+            "run",
+            "pipeline.toml",
+            "--quiet",
+            "--events",
+            "--scheduler",
+            &sched,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("DAGML_TOKEN");
+    let mut child = run.spawn().expect("start run");
+    let stderr = child.stderr.take().expect("stderr");
+    procs.0.push(("client".into(), child));
+    // Kill the only worker as soon as it starts fitting; the run then waits
+    // for a worker (10 s) and fails. The client exits either way, so reading
+    // its stderr to the end is bounded.
+    let mut killed = false;
+    let mut log = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        log.push_str(&line);
+        log.push('\n');
+        if !killed && line.starts_with("started fit:forest/") {
+            procs.kill("w0");
+            killed = true;
+        }
+    }
+    assert!(killed, "no fit task started:\n{log}");
+    let pos = procs
+        .0
+        .iter()
+        .position(|(n, _)| n == "client")
+        .expect("client");
+    let (_, mut client) = procs.0.remove(pos);
+    let status = client.wait().expect("wait");
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("no worker left"), "{log}");
+    assert!(log.contains("task `fit:forest/"), "{log}");
+    assert!(log.contains("worker `w0`"), "{log}");
+    assert!(log.contains("attempt 1 of 3"), "{log}");
+}
