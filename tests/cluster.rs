@@ -350,3 +350,47 @@ fn with_no_worker_left_the_run_fails_naming_the_task_the_worker_and_the_cause() 
     assert!(log.contains("worker `w0`"), "{log}");
     assert!(log.contains("attempt 1 of 3"), "{log}");
 }
+
+#[test]
+fn a_failing_task_is_retried_three_times_then_the_run_fails_with_its_cause() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("bad.csv"),
+        "a,b,y\n1,2,0\n3,4,1\n5,6\n7,8,1\n",
+    )
+    .expect("write");
+    std::fs::write(
+        d.path().join("pipeline.toml"),
+        r#"
+[pipeline]
+name = "bad_csv"
+seed = 1
+
+[sources.rows]
+kind = "csv"
+path = "bad.csv"
+
+[models.tree]
+estimator = "decision_tree"
+input = "rows"
+target = "y"
+
+[evaluations.fit]
+model = "tree"
+data = ["rows"]
+metrics = ["accuracy"]
+"#,
+    )
+    .expect("write");
+    let mut procs = Procs::default();
+    let sched = procs.cluster(2, None);
+    for extra in [vec!["--scheduler", sched.as_str()], vec!["--workers", "2"]] {
+        let out = dagml_run(d.path(), &[&["--events"][..], &extra].concat(), None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert_eq!(err.matches("retrying source:rows/").count(), 2, "{err}");
+        assert!(err.contains("after 3 attempts (of 3)"), "{err}");
+        assert!(err.contains("bad.csv"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
