@@ -6,6 +6,7 @@
 // Diagnostics travel in `Err` only on the error path, where size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod cluster;
 pub mod compile;
 pub mod data;
 pub mod ml;

@@ -78,16 +78,35 @@ pub fn threads_for(plan: &crate::plan::PhysicalPlan, opts: &RunOptions) -> usize
     }
 }
 
-/// Check, plan and run one pipeline file.
-pub fn run_file(
-    path: &Path,
-    opts: &RunOptions,
-    observer: &dyn Observer,
-) -> Result<RunReport, RunFailure> {
-    let (report, planned) = match workspace::plan_file(path, &CheckOptions::default()) {
-        Ok(x) => x,
-        Err(r) => return Err(RunFailure::Invalid(Box::new(r))),
-    };
+/// A checked and planned pipeline with everything its kernels need.
+pub struct Prepared {
+    pub pipeline: String,
+    pub plan: crate::plan::PhysicalPlan,
+    pub cx: RunContext,
+}
+
+/// Check and plan a pipeline file and build its kernels' context.
+pub fn prepare_file(path: &Path, base: PathBuf) -> Result<Prepared, RunFailure> {
+    match workspace::plan_file(path, &CheckOptions::default()) {
+        Ok((report, planned)) => prepare(&report, planned, base),
+        Err(r) => Err(RunFailure::Invalid(Box::new(r))),
+    }
+}
+
+/// [`prepare_file`] on a pipeline's text (a cluster gets the text, never code).
+/// `shown` is the file name: its extension picks the syntax.
+pub fn prepare_bytes(shown: &str, bytes: &[u8], base: PathBuf) -> Result<Prepared, RunFailure> {
+    match workspace::plan_bytes(shown, bytes, &CheckOptions::default()) {
+        Ok((report, planned)) => prepare(&report, planned, base),
+        Err(r) => Err(RunFailure::Invalid(Box::new(r))),
+    }
+}
+
+fn prepare(
+    report: &Report,
+    planned: workspace::Planned,
+    base: PathBuf,
+) -> Result<Prepared, RunFailure> {
     let checked = report
         .checked
         .as_ref()
@@ -98,7 +117,7 @@ pub fn run_file(
     let file = &report.parsed.file;
     let canonical =
         crate::spec::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
-    let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, opts.base.clone());
+    let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, base);
     for o in &checked.pipeline.outputs {
         if let OutputKind::Plan { format } = &o.kind {
             let text = dot::to_dot(&plan, dot::Level::Physical);
@@ -112,6 +131,20 @@ pub fn run_file(
             cx.pictures.insert(o.name.value.clone(), bytes);
         }
     }
+    Ok(Prepared {
+        pipeline: checked.pipeline.name.value.clone(),
+        plan,
+        cx,
+    })
+}
+
+/// Check, plan and run one pipeline file.
+pub fn run_file(
+    path: &Path,
+    opts: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<RunReport, RunFailure> {
+    let Prepared { pipeline, plan, cx } = prepare_file(path, opts.base.clone())?;
     let threads = threads_for(&plan, opts);
     let kernels = PipelineKernels { cx: Arc::new(cx) };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -138,14 +171,28 @@ pub fn run_file(
             },
         )
     })?;
+    let (evaluations, receipts) = results_of(&plan, |id| outcome.values.get(id).map(|v| &**v));
+    Ok(RunReport {
+        pipeline,
+        evaluations,
+        receipts,
+        records: outcome.records,
+        wall: outcome.wall,
+        threads,
+        tasks: plan.tasks.len(),
+    })
+}
+
+/// The evaluations and write receipts among a run's final values.
+pub fn results_of<'a>(
+    plan: &crate::plan::PhysicalPlan,
+    value: impl Fn(&str) -> Option<&'a Value>,
+) -> (Vec<EvalResult>, Vec<Receipt>) {
     let mut evaluations = Vec::new();
     let mut receipts = Vec::new();
     for t in &plan.tasks {
         for o in &t.outputs {
-            let Some(v) = outcome.values.get(o) else {
-                continue;
-            };
-            let Value::Bytes(b) = v.as_ref() else {
+            let Some(Value::Bytes(b)) = value(o) else {
                 continue;
             };
             match t.kind {
@@ -163,15 +210,7 @@ pub fn run_file(
             }
         }
     }
-    Ok(RunReport {
-        pipeline: checked.pipeline.name.value.clone(),
-        evaluations,
-        receipts,
-        records: outcome.records,
-        wall: outcome.wall,
-        threads,
-        tasks: plan.tasks.len(),
-    })
+    (evaluations, receipts)
 }
 
 /// The results as text: per evaluation and dataset, the metrics asked for.

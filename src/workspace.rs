@@ -75,7 +75,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), PathErro
 /// Read, parse and check one file. An unreadable file is a diagnostic, not an error.
 pub fn check_file(path: &Path, opts: &CheckOptions) -> Report {
     let shown = path.to_string_lossy().into_owned();
-    let mut parsed = match std::fs::read(path) {
+    let parsed = match std::fs::read(path) {
         Ok(bytes) => spec::parse_bytes(&shown, &bytes),
         Err(e) => Parsed {
             file: spec::SourceFile::new(&shown, ""),
@@ -87,6 +87,16 @@ pub fn check_file(path: &Path, opts: &CheckOptions) -> Report {
             )],
         },
     };
+    check_parsed(parsed, opts)
+}
+
+/// Parse and check a pipeline's text (a cluster worker gets the text, not the file).
+/// `shown` is the file name: its extension picks the syntax.
+pub fn check_bytes(shown: &str, bytes: &[u8], opts: &CheckOptions) -> Report {
+    check_parsed(spec::parse_bytes(shown, bytes), opts)
+}
+
+fn check_parsed(mut parsed: Parsed, opts: &CheckOptions) -> Report {
     let mut schemas = std::collections::BTreeMap::new();
     if opts.data
         && !parsed.has_errors()
@@ -110,7 +120,19 @@ pub struct Planned {
 /// Check, optimize and cut one file into tasks. On an invalid pipeline, the
 /// report with the same diagnostics `check` gives.
 pub fn plan_file(path: &Path, opts: &CheckOptions) -> Result<(Report, Planned), Report> {
-    let mut report = check_file(path, opts);
+    plan_report(check_file(path, opts))
+}
+
+/// [`plan_file`] on a pipeline's text.
+pub fn plan_bytes(
+    shown: &str,
+    bytes: &[u8],
+    opts: &CheckOptions,
+) -> Result<(Report, Planned), Report> {
+    plan_report(check_bytes(shown, bytes, opts))
+}
+
+fn plan_report(mut report: Report) -> Result<(Report, Planned), Report> {
     let Some(checked) = report.checked.take() else {
         return Err(report);
     };

@@ -5,6 +5,7 @@
 //! Must not: hold logic that a library user or a test would need.
 
 mod check;
+mod cluster;
 mod convert;
 mod fmt;
 mod plan;
@@ -39,6 +40,10 @@ enum Command {
     Run(run::Args),
     /// Predict with a model file on a Parquet, CSV or Arrow file.
     Predict(predict::Args),
+    /// Serve a cluster scheduler.
+    Scheduler(cluster::SchedulerArgs),
+    /// Serve a cluster worker and register it with a scheduler.
+    Worker(cluster::WorkerArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -61,6 +66,8 @@ pub fn main() -> ExitCode {
         Command::Fmt(a) => fmt::run(a),
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Scheduler(a) => cluster::scheduler(a),
+        Command::Worker(a) => cluster::worker(a),
     }
 }
 

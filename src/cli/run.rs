@@ -1,5 +1,6 @@
-//! `dagml run FILE [--threads N] [--quiet]`
+//! `dagml run FILE [--in-process | --threads N | --workers N | --scheduler ADDR] [--quiet]`
 
+use dagml::cluster::{self, Placement, PlacementFlags};
 use dagml::run::{self, RunFailure, RunOptions};
 use dagml::runtime::progress::{self, Progress};
 use std::path::PathBuf;
@@ -9,12 +10,28 @@ use std::process::ExitCode;
 pub struct Args {
     /// The pipeline file (.toml or .dagml).
     file: PathBuf,
-    /// Threads for tasks (default: the file's cluster, else every core).
-    #[arg(long)]
+    /// Run in this process on a pool of N threads, not on a cluster.
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Run in this process (the executor over a thread pool), not on a cluster.
+    #[arg(long, conflicts_with_all = ["scheduler", "workers"])]
+    in_process: bool,
     /// No progress lines, only results.
     #[arg(short, long)]
     quiet: bool,
+    /// Run on the cluster whose scheduler listens at ADDR (host:port).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["workers", "threads"])]
+    scheduler: Option<String>,
+    /// Run on an embedded cluster of N workers (default: the file's
+    /// `[cluster] workers`, else one per core).
+    #[arg(long, value_name = "N", conflicts_with = "threads")]
+    workers: Option<usize>,
+    /// Threads per embedded worker (default: the file's `[cluster] threads`, else 1).
+    #[arg(long, value_name = "N", conflicts_with = "threads")]
+    threads_per_worker: Option<usize>,
+    /// On a cluster: print one line per task event (started/finished, worker).
+    #[arg(long)]
+    events: bool,
     /// Also write the run's timings (per step: tasks, wall and busy seconds; total
     /// wall; peak memory) as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -29,8 +46,19 @@ pub fn run(a: Args) -> ExitCode {
     };
     // The plan is made twice (here for the progress bar's task count, then by the
     // run); planning takes milliseconds.
-    let progress = match dagml::workspace::plan_file(&a.file, &Default::default()) {
-        Ok((_, p)) => Progress::new(&p.physical, a.quiet),
+    let (progress, placement) = match dagml::workspace::plan_file(&a.file, &Default::default()) {
+        Ok((_, p)) => {
+            let flags = PlacementFlags {
+                in_process: a.in_process,
+                threads: a.threads,
+                scheduler: a.scheduler.clone(),
+                workers: a.workers,
+                threads_per_worker: a.threads_per_worker,
+            };
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let placement = cluster::placement(p.physical.logical.cluster.as_ref(), &flags, cores);
+            (Progress::new(&p.physical, a.quiet), placement)
+        }
         Err(report) => {
             for d in &report.parsed.diagnostics {
                 eprintln!("{}", d.render(&report.parsed.file));
@@ -42,7 +70,12 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = run::run_file(&a.file, &opts, &progress);
+    let result = match placement {
+        Placement::InProcess { threads } => {
+            run::run_file(&a.file, &RunOptions { threads, ..opts }, &progress)
+        }
+        p => on_cluster(&a, p, &progress),
+    };
     progress.finish();
     match result {
         Ok(r) => {
@@ -101,4 +134,58 @@ pub fn run(a: Args) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// An embedded or remote cluster: the same report, computed by workers.
+fn on_cluster(
+    a: &Args,
+    placement: Placement,
+    progress: &Progress,
+) -> Result<run::RunReport, RunFailure> {
+    use dagml::cluster::{auth, client, embedded::Embedded};
+    let other = |e: &dyn std::fmt::Display| RunFailure::Other(e.to_string());
+    let rt = super::cluster::runtime().map_err(|e| other(&e))?;
+    rt.block_on(async {
+        let (embedded, scheduler, token) = match placement {
+            Placement::Embedded {
+                workers,
+                threads,
+                memory_limit,
+            } => {
+                let token = auth::token_from_env();
+                let e = Embedded::start(
+                    workers,
+                    threads,
+                    memory_limit,
+                    token.clone(),
+                    auth::Tls::from_env(),
+                )
+                .await
+                .map_err(|e| other(&e))?;
+                let addr = e.scheduler.address.clone();
+                (Some(e), addr, token)
+            }
+            Placement::Remote {
+                scheduler,
+                token_env,
+            } => {
+                let token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
+                (None, scheduler, token)
+            }
+            Placement::InProcess { .. } => return Err(other(&"not a cluster")),
+        };
+        let opts = client::ClientOptions {
+            scheduler,
+            token,
+            tls: auth::Tls::from_env(),
+            base: PathBuf::from("."),
+            max_attempts: 0,
+            log_events: a.events,
+        };
+        let r = client::run_file(&a.file, &opts, progress).await;
+        if let Some(e) = embedded {
+            e.stop().await;
+        }
+        r
+    })
 }

@@ -88,7 +88,7 @@ impl Observer for Progress {
         if let crate::plan::TaskKind::FitTrees { count, .. } = task.kind {
             let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((done, all)) = trees.get_mut(&task.node) {
-                *done += count;
+                *done = (*done + count).min(*all);
                 let t = self.start.elapsed().as_secs_f64();
                 let msg = format!("[{t:7.1}s] {}: {done}/{all} trees", task.node);
                 match &self.bar {
@@ -99,7 +99,11 @@ impl Observer for Progress {
             }
         }
         let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = left.get_mut(&task.node) {
+        // On a cluster a task whose outputs were lost with a worker finishes
+        // twice: count each step's end once.
+        if let Some(n) = left.get_mut(&task.node)
+            && *n > 0
+        {
             *n -= 1;
             if *n == 0 {
                 let t = self.start.elapsed().as_secs_f64();

@@ -1,0 +1,160 @@
+//! Submitting a run: `dagml run FILE --scheduler ADDR` (and the embedded cluster).
+//!
+//! In: a pipeline file and the scheduler's address. Out: the same [`RunReport`]
+//! an in-process run gives, built from the scheduler's events and final values.
+//! Must not: run tasks (the workers do); on Ctrl-C it drops the stream, and the
+//! scheduler cancels the run's tasks on every worker.
+
+use super::auth::Attach;
+use super::proto::run_event::Event;
+use super::proto::*;
+use super::worker::scheduler_client;
+use crate::run::{RunFailure, RunReport};
+use crate::runtime::executor::{Observer, TaskRecord};
+use crate::runtime::value::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub scheduler: String,
+    pub token: Option<String>,
+    pub tls: super::auth::Tls,
+    /// Folder relative paths are resolved against (sent as an absolute path).
+    pub base: PathBuf,
+    /// 0: the scheduler's default (3).
+    pub max_attempts: u32,
+    /// Print one line per task event on stderr.
+    pub log_events: bool,
+}
+
+/// Run one pipeline file on the cluster behind `opts.scheduler`.
+pub async fn run_file(
+    path: &Path,
+    opts: &ClientOptions,
+    observer: &dyn Observer,
+) -> Result<RunReport, RunFailure> {
+    let other = |e: &dyn std::fmt::Display| RunFailure::Other(e.to_string());
+    let (report, planned) = crate::workspace::plan_file(path, &Default::default())
+        .map_err(|r| RunFailure::Invalid(Box::new(r)))?;
+    let plan = planned.physical;
+    let pipeline = report
+        .checked
+        .as_ref()
+        .map(|c| c.pipeline.name.value.clone())
+        .unwrap_or_default();
+    let base = opts.base.canonicalize().map_err(|e| other(&e))?;
+    let file_name = path.to_string_lossy().into_owned();
+    let text = report.parsed.file.text.clone();
+    let attach = Attach::new(opts.token.as_deref(), &opts.tls).map_err(|e| other(&e))?;
+    let mut client = scheduler_client(&opts.scheduler, attach).map_err(|e| other(&e))?;
+    let mut stream = client
+        .submit_run(SubmitRunRequest {
+            file_name,
+            pipeline_text: text,
+            base_dir: base.to_string_lossy().into_owned(),
+            max_attempts: opts.max_attempts,
+        })
+        .await
+        .map_err(|s| {
+            RunFailure::Other(format!(
+                "the scheduler at {}: {}",
+                opts.scheduler,
+                s.message()
+            ))
+        })?
+        .into_inner();
+    let by_id: HashMap<&str, &crate::plan::Task> =
+        plan.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let mut records = Vec::new();
+    let t0 = std::time::Instant::now();
+    let result = loop {
+        let msg = tokio::select! {
+            m = stream.message() => m,
+            _ = tokio::signal::ctrl_c() => {
+                return Err(RunFailure::Other("interrupted: the run's tasks were cancelled".into()));
+            }
+        };
+        let ev = match msg {
+            Ok(Some(RunEvent { event: Some(ev) })) => ev,
+            Ok(Some(RunEvent { event: None })) => continue,
+            Ok(None) => {
+                return Err(RunFailure::Other(
+                    "the scheduler ended the run without a result".into(),
+                ));
+            }
+            Err(s) => return Err(RunFailure::Other(format!("the scheduler: {}", s.message()))),
+        };
+        match ev {
+            Event::Started(s) => {
+                if opts.log_events {
+                    eprintln!("started {} on {} (attempt {})", s.task, s.worker, s.attempt);
+                }
+                if let Some(t) = by_id.get(s.task.as_str()) {
+                    observer.started(t);
+                }
+            }
+            Event::Finished(f) => {
+                if opts.log_events {
+                    eprintln!("finished {} on {}", f.task, f.worker);
+                }
+                let elapsed = Duration::from_micros(f.elapsed_us);
+                if let Some(t) = by_id.get(f.task.as_str()) {
+                    observer.finished(t, elapsed);
+                    // Started when it finished less how long the worker ran it
+                    // (the event's travel time is the error).
+                    records.push(TaskRecord {
+                        id: t.id.clone(),
+                        node: t.node.clone(),
+                        start: t0.elapsed().saturating_sub(elapsed),
+                        elapsed,
+                    });
+                }
+            }
+            Event::Retried(r) => eprintln!(
+                "retrying {} (attempt {} failed on {}: {})",
+                r.task, r.attempt, r.worker, r.cause
+            ),
+            Event::WorkerLost(w) => eprintln!("worker {} lost: {}", w.worker, w.cause),
+            Event::Failed(f) => return Err(RunFailure::Other(f.message)),
+            Event::Result(r) => break r,
+        }
+    };
+    let values: BTreeMap<String, Value> = result
+        .values
+        .into_iter()
+        .map(|v| (v.partition, Value::Bytes(v.data)))
+        .collect();
+    let (evaluations, mut receipts) = crate::run::results_of(&plan, |id| values.get(id));
+    // Workers resolve paths against the absolute folder sent; show them as an
+    // in-process run does, against the folder given.
+    for r in &mut receipts {
+        for p in &mut r.paths {
+            if let Ok(rest) = Path::new(p.as_str()).strip_prefix(&base) {
+                *p = opts.base.join(rest).to_string_lossy().into_owned();
+            }
+        }
+    }
+    Ok(RunReport {
+        pipeline,
+        evaluations,
+        receipts,
+        records,
+        wall: Duration::from_micros(result.wall_us),
+        threads: result.threads as usize,
+        tasks: plan.tasks.len(),
+    })
+}
+
+/// Ask the scheduler which workers it has.
+pub async fn status(
+    scheduler: &str,
+    token: Option<&str>,
+    tls: &super::auth::Tls,
+) -> Result<ClusterStatusReply, super::ClusterError> {
+    let mut c = scheduler_client(scheduler, Attach::new(token, tls)?)?;
+    Ok(c.cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner())
+}

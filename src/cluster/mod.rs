@@ -1,0 +1,267 @@
+//! Running a pipeline on a cluster: a scheduler (gRPC control plane) and workers
+//! (each an Arrow Flight data plane plus a gRPC control service).
+//!
+//! In: a pipeline's text, sent by `dagml run --scheduler ADDR` (or the embedded
+//! cluster) to the scheduler, which plans it and hands tasks to workers. Out: the
+//! run's task events and its final values (models, metrics, receipts), the same
+//! bytes an in-process run gives for the same file and seed.
+//! Must not: ship code (workers get the pipeline text and plan it themselves), or
+//! move a data set through the scheduler (partitions go worker to worker).
+//!
+//! Files: `proto` (generated gRPC types), `addr` (ADDR parsing), `auth`
+//! (DAGML_TOKEN, message limits), `store` (partitions in memory or spilled),
+//! `flight` (the Flight service and client), `worker`, `scheduler`, `client`
+//! (submit a run), `embedded` (scheduler and workers in this process).
+
+pub mod addr;
+pub mod auth;
+pub mod client;
+pub mod embedded;
+pub mod flight;
+pub mod proto;
+pub mod scheduler;
+pub mod store;
+pub mod worker;
+
+use std::time::Duration;
+
+/// Attempts per task before a run fails (a lost worker's tasks do not count).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// How often workers heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A worker silent this long is declared lost.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// With no worker left, a run waits this long for one before failing.
+pub const NO_WORKER_GRACE: Duration = Duration::from_secs(10);
+/// Largest gRPC / Flight message accepted or sent (a partition is split into
+/// messages far smaller than this; a model is one message).
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+/// Spill partitions to Arrow IPC files past this fraction of the memory limit.
+pub const SPILL_FRACTION: f64 = 0.7;
+/// Take no new tasks past this fraction of the memory limit.
+pub const PAUSE_FRACTION: f64 = 0.85;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("bad address `{0}`: {1}")]
+    Address(String, String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("cannot reach {0}: {1}")]
+    Connect(String, String),
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("the run failed: {0}")]
+    RunFailed(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Parse a memory size: `6GB`, `512MB`, `1.5GiB`, `1000000` (bytes).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a memory size like 6GB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        other => {
+            return Err(format!(
+                "unknown memory unit `{other}` (use B, KB, MB, GB, GiB)"
+            ));
+        }
+    };
+    Ok((n * mult) as u64)
+}
+
+/// Where a run's tasks execute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The in-process executor over a thread pool (`--in-process`, `--threads N`).
+    InProcess { threads: Option<usize> },
+    /// A scheduler and workers started in this process, over loopback.
+    Embedded {
+        workers: usize,
+        threads: usize,
+        memory_limit: u64,
+    },
+    /// A running `dagml scheduler`; the token is read from `token_env`.
+    Remote {
+        scheduler: String,
+        token_env: String,
+    },
+}
+
+/// What the command line asked for; `None` everywhere defers to the file.
+#[derive(Clone, Debug, Default)]
+pub struct PlacementFlags {
+    pub in_process: bool,
+    pub threads: Option<usize>,
+    pub scheduler: Option<String>,
+    pub workers: Option<usize>,
+    pub threads_per_worker: Option<usize>,
+}
+
+/// The command line first, then the file's `[cluster]`, then an embedded cluster
+/// of one single-threaded worker per core.
+pub fn placement(
+    file: Option<&crate::spec::model::Cluster>,
+    flags: &PlacementFlags,
+    cores: usize,
+) -> Placement {
+    use crate::spec::model::Cluster;
+    if flags.in_process || flags.threads.is_some() {
+        return Placement::InProcess {
+            threads: flags.threads,
+        };
+    }
+    if let Some(s) = &flags.scheduler {
+        let token_env = match file {
+            Some(Cluster::Remote {
+                token_env: Some(t), ..
+            }) => t.value.clone(),
+            _ => auth::TOKEN_ENV.to_string(),
+        };
+        return Placement::Remote {
+            scheduler: s.clone(),
+            token_env,
+        };
+    }
+    let (mut workers, mut threads, memory_limit) = match file {
+        Some(Cluster::Remote {
+            scheduler,
+            token_env,
+            ..
+        }) if flags.workers.is_none() => {
+            return Placement::Remote {
+                scheduler: scheduler.value.clone(),
+                token_env: token_env
+                    .as_ref()
+                    .map(|t| t.value.clone())
+                    .unwrap_or_else(|| auth::TOKEN_ENV.to_string()),
+            };
+        }
+        Some(Cluster::Local {
+            workers,
+            threads,
+            memory_limit,
+            ..
+        }) => (
+            workers.as_ref().map(|w| w.value as usize),
+            threads.value as usize,
+            memory_limit.as_ref().map(|m| m.value).unwrap_or(0),
+        ),
+        _ => (None, 1, 0),
+    };
+    if let Some(w) = flags.workers {
+        workers = Some(w);
+    }
+    if let Some(t) = flags.threads_per_worker {
+        threads = t;
+    }
+    Placement::Embedded {
+        workers: workers.unwrap_or(cores).max(1),
+        threads: threads.max(1),
+        memory_limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(super::parse_memory("6GB"), Ok(6_000_000_000));
+        assert_eq!(super::parse_memory("1GiB"), Ok(1 << 30));
+        assert_eq!(super::parse_memory("512"), Ok(512));
+        assert!(super::parse_memory("6XB").is_err());
+        assert!(super::parse_memory("lots").is_err());
+    }
+
+    use super::{Placement, PlacementFlags, placement};
+    use crate::spec::model::Cluster;
+    use crate::spec::span::{Span, Spanned};
+
+    fn sp<T>(value: T) -> Spanned<T> {
+        Spanned {
+            value,
+            span: Span::default(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_then_the_file_then_one_worker_per_core() {
+        let none = PlacementFlags::default();
+        let embedded = |workers, threads, memory_limit| Placement::Embedded {
+            workers,
+            threads,
+            memory_limit,
+        };
+        assert_eq!(placement(None, &none, 4), embedded(4, 1, 0));
+        let local = Cluster::Local {
+            span: Span::default(),
+            workers: Some(sp(2)),
+            threads: sp(3),
+            memory_limit: Some(sp(6_000_000_000)),
+        };
+        assert_eq!(
+            placement(Some(&local), &none, 4),
+            embedded(2, 3, 6_000_000_000)
+        );
+        let flags = PlacementFlags {
+            workers: Some(5),
+            threads_per_worker: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            placement(Some(&local), &flags, 4),
+            embedded(5, 1, 6_000_000_000)
+        );
+        let threads = PlacementFlags {
+            threads: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            placement(Some(&local), &threads, 4),
+            Placement::InProcess { threads: Some(2) }
+        );
+        let remote = Cluster::Remote {
+            span: Span::default(),
+            scheduler: sp("10.0.0.5:7077".to_string()),
+            token_env: Some(sp("MY_TOKEN".to_string())),
+        };
+        assert_eq!(
+            placement(Some(&remote), &none, 4),
+            Placement::Remote {
+                scheduler: "10.0.0.5:7077".into(),
+                token_env: "MY_TOKEN".into()
+            }
+        );
+        let sched = PlacementFlags {
+            scheduler: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            placement(None, &sched, 4),
+            Placement::Remote {
+                scheduler: "127.0.0.1:9".into(),
+                token_env: "DAGML_TOKEN".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! A worker: one port serving the control service (`Worker` in proto/), the
+//! Arrow Flight data plane and the gRPC health service; registers with the
+//! scheduler and heartbeats.
+//!
+//! In: `StartRun` (the pipeline's text and base folder, once per run), `RunTask`
+//! (a task as JSON plus where each input partition is held). Out: the task's
+//! outputs, kept in the store under `<run>/<partition>` for peers and the
+//! scheduler to fetch by Flight. Must not: run code it was sent (it plans the
+//! pipeline text itself), take more tasks than its threads, or write outside its
+//! data root (spills go to `<data root>/spill`).
+
+use super::auth::{Attach, Check};
+use super::flight::{FlightStore, Peers};
+use super::proto::scheduler_client::SchedulerClient;
+use super::proto::worker_server::{Worker, WorkerServer};
+use super::proto::*;
+use super::store::Store;
+use super::{ClusterError, HEARTBEAT, MAX_MESSAGE_BYTES};
+use crate::plan::Task;
+use crate::runtime::executor::Kernels;
+use crate::runtime::kernels::PipelineKernels;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{Semaphore, oneshot};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+
+/// Metadata key on a failed `RunTask`: the peer an input could not be fetched from.
+pub const LOST_PEER: &str = "dagml-lost-peer";
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The scheduler's address.
+    pub scheduler: String,
+    /// Where to listen (default 127.0.0.1 on a free port).
+    pub listen: String,
+    pub name: Option<String>,
+    pub threads: usize,
+    /// Bytes; 0: no limit.
+    pub memory_limit: u64,
+    /// Spill files go under it; when given explicitly, a run's base folder must
+    /// be inside it too.
+    pub data_root: Option<PathBuf>,
+    pub token: Option<String>,
+    pub tls: super::auth::Tls,
+    /// Run tasks on this pool instead of one of `threads` threads of its own
+    /// (the embedded cluster's workers share one pool; see embedded.rs).
+    pub pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+struct RunState {
+    kernels: Arc<PipelineKernels>,
+    cancelled: Arc<AtomicBool>,
+}
+
+struct State {
+    name: String,
+    store: Arc<Store>,
+    runs: Mutex<HashMap<String, Arc<RunState>>>,
+    peers: Peers,
+    slots: Arc<Semaphore>,
+    pool: Arc<rayon::ThreadPool>,
+    running: AtomicU32,
+    confine: Option<PathBuf>,
+}
+
+impl State {
+    fn run(&self, id: &str) -> Result<Arc<RunState>, Status> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::failed_precondition(format!("run `{id}` was not started here")))
+    }
+}
+
+#[derive(Clone)]
+struct Service(Arc<State>);
+
+#[tonic::async_trait]
+impl Worker for Service {
+    async fn start_run(
+        &self,
+        request: Request<StartRunRequest>,
+    ) -> Result<Response<StartRunReply>, Status> {
+        let r = request.into_inner();
+        if self.0.run(&r.run_id).is_ok() {
+            return Ok(Response::new(StartRunReply {}));
+        }
+        let base = PathBuf::from(&r.base_dir);
+        if let Some(root) = &self.0.confine {
+            let inside = base
+                .canonicalize()
+                .map(|b| b.starts_with(root))
+                .unwrap_or(false);
+            if !inside {
+                return Err(Status::permission_denied(format!(
+                    "the run's folder `{}` is outside this worker's data root `{}`",
+                    base.display(),
+                    root.display()
+                )));
+            }
+        }
+        let prepared = tokio::task::spawn_blocking(move || {
+            crate::run::prepare_bytes(&r.file_name, r.pipeline_text.as_bytes(), base)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(format!("the pipeline does not plan here: {e}")))?;
+        let state = RunState {
+            kernels: Arc::new(PipelineKernels {
+                cx: Arc::new(prepared.cx),
+            }),
+            cancelled: Arc::default(),
+        };
+        self.0
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(r.run_id)
+            .or_insert_with(|| Arc::new(state));
+        Ok(Response::new(StartRunReply {}))
+    }
+
+    async fn run_task(
+        &self,
+        request: Request<RunTaskRequest>,
+    ) -> Result<Response<RunTaskReply>, Status> {
+        let r = request.into_inner();
+        let run = self.0.run(&r.run_id)?;
+        let task: Task = serde_json::from_str(&r.task_json)
+            .map_err(|e| Status::invalid_argument(format!("bad task: {e}")))?;
+        let places: HashMap<&str, &str> = r
+            .inputs
+            .iter()
+            .map(|l| (l.partition.as_str(), l.address.as_str()))
+            .collect();
+        let mut inputs = Vec::with_capacity(task.inputs.len());
+        for id in &task.inputs {
+            let key = format!("{}/{id}", r.run_id);
+            if let Some(v) = self.0.store.get(&key).map_err(Status::internal)? {
+                inputs.push(v);
+                continue;
+            }
+            let Some(addr) = places.get(id.as_str()) else {
+                return Err(Status::invalid_argument(format!(
+                    "no location for input `{id}`"
+                )));
+            };
+            match self.0.peers.fetch(addr, &key).await {
+                Ok(v) => inputs.push(Arc::new(v)),
+                Err(e) => {
+                    self.0.peers.forget(addr);
+                    let mut s = Status::aborted(format!(
+                        "input `{id}` could not be fetched from {addr}: {e}"
+                    ));
+                    if let Ok(v) = addr.parse() {
+                        s.metadata_mut().insert(LOST_PEER, v);
+                    }
+                    return Err(s);
+                }
+            }
+        }
+        let _permit = self
+            .0
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("worker shutting down"))?;
+        if run.cancelled.load(Ordering::SeqCst) {
+            return Err(Status::cancelled("the run was cancelled"));
+        }
+        self.0.running.fetch_add(1, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let kernels = run.kernels.clone();
+        let pool = self.0.pool.clone();
+        let outputs = task.outputs.clone();
+        let result =
+            tokio::task::spawn_blocking(move || pool.install(|| kernels.run(&task, inputs))).await;
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        let values = result
+            .map_err(|e| Status::internal(format!("the task panicked: {e}")))?
+            .map_err(Status::internal)?;
+        if values.len() != outputs.len() {
+            return Err(Status::internal(format!(
+                "the task returned {} outputs but declares {}",
+                values.len(),
+                outputs.len()
+            )));
+        }
+        if run.cancelled.load(Ordering::SeqCst) {
+            return Err(Status::cancelled("the run was cancelled"));
+        }
+        let mut infos = Vec::new();
+        for (id, v) in outputs.into_iter().zip(values) {
+            infos.push(PartitionInfo {
+                partition: id.clone(),
+                bytes: v.size_bytes() as u64,
+                rows: v.rows() as u64,
+            });
+            self.0
+                .store
+                .put(format!("{}/{id}", r.run_id), v)
+                .map_err(Status::internal)?;
+        }
+        Ok(Response::new(RunTaskReply {
+            outputs: infos,
+            elapsed_us: t0.elapsed().as_micros() as u64,
+        }))
+    }
+
+    async fn drop_partitions(
+        &self,
+        request: Request<DropPartitionsRequest>,
+    ) -> Result<Response<DropPartitionsReply>, Status> {
+        let r = request.into_inner();
+        for p in &r.partitions {
+            self.0.store.remove(&format!("{}/{p}", r.run_id));
+        }
+        Ok(Response::new(DropPartitionsReply {}))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<CancelRunRequest>,
+    ) -> Result<Response<CancelRunReply>, Status> {
+        let id = request.into_inner().run_id;
+        let run = self
+            .0
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(run) = run {
+            run.cancelled.store(true, Ordering::SeqCst);
+        }
+        self.0.store.remove_prefix(&format!("{id}/"));
+        Ok(Response::new(CancelRunReply {}))
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    /// host:port it serves on.
+    pub address: String,
+    pub name: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stop serving and heartbeating.
+    pub async fn stop(mut self) {
+        self.heartbeat.abort();
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.served).await;
+    }
+
+    /// Serve until the server stops (for `dagml worker`).
+    pub async fn wait(self) -> Result<(), ClusterError> {
+        match self.served.await {
+            Ok(r) => r.map_err(ClusterError::from),
+            Err(e) => Err(ClusterError::Other(e.to_string())),
+        }
+    }
+}
+
+/// Bind, serve, and register with the scheduler (retrying until it answers).
+pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
+    let listen = super::addr::host_port(&cfg.listen)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| ClusterError::Listen(listen.clone(), e))?;
+    let local = listener.local_addr()?;
+    let advertised = if local.ip().is_unspecified() {
+        format!("127.0.0.1:{}", local.port())
+    } else {
+        local.to_string()
+    };
+    let name = cfg
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("worker-{}", local.port()));
+    let threads = cfg.threads.max(1);
+    let (data_root, confine) = match &cfg.data_root {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            let c = d.canonicalize()?;
+            (c.clone(), Some(c))
+        }
+        None => (
+            std::env::temp_dir().join(format!("dagml-{name}-{}", std::process::id())),
+            None,
+        ),
+    };
+    let pool = match &cfg.pool {
+        Some(p) => p.clone(),
+        None => Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| ClusterError::Other(e.to_string()))?,
+        ),
+    };
+    let attach = Attach::new(cfg.token.as_deref(), &cfg.tls)?;
+    let store = Arc::new(Store::new(data_root, cfg.memory_limit));
+    let state = Arc::new(State {
+        name: name.clone(),
+        store: store.clone(),
+        runs: Mutex::default(),
+        peers: Peers::new(attach.clone()),
+        slots: Arc::new(Semaphore::new(threads)),
+        pool,
+        running: AtomicU32::new(0),
+        confine,
+    });
+    let check = Check::new(cfg.token.as_deref());
+    let control = WorkerServer::new(Service(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let flight = FlightServiceServer::new(FlightStore { store })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<WorkerServer<Service>>().await;
+    let (tx, rx) = oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = Server::builder();
+    if let Some(tls) = cfg.tls.server()? {
+        builder = builder.tls_config(tls)?;
+    }
+    let served = tokio::spawn(
+        builder
+            .add_service(InterceptedService::new(control, check.clone()))
+            .add_service(InterceptedService::new(flight, check.clone()))
+            .add_service(InterceptedService::new(health, check))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            }),
+    );
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        cfg.clone(),
+        state,
+        advertised.clone(),
+        threads as u32,
+        attach,
+    ));
+    Ok(WorkerHandle {
+        address: advertised,
+        name,
+        shutdown: Some(tx),
+        served,
+        heartbeat,
+    })
+}
+
+pub(crate) fn scheduler_client(
+    addr: &str,
+    attach: Attach,
+) -> Result<SchedulerClient<InterceptedService<Channel, Attach>>, ClusterError> {
+    let channel = attach.channel(addr)?;
+    Ok(SchedulerClient::with_interceptor(channel, attach)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+async fn heartbeat_loop(
+    cfg: WorkerConfig,
+    state: Arc<State>,
+    address: String,
+    threads: u32,
+    attach: Attach,
+) {
+    let Ok(mut client) = scheduler_client(&cfg.scheduler, attach) else {
+        eprintln!(
+            "worker {}: bad scheduler address {}",
+            state.name, cfg.scheduler
+        );
+        return;
+    };
+    let mut id: Option<u64> = None;
+    let mut warned = false;
+    loop {
+        match id {
+            None => {
+                let req = RegisterWorkerRequest {
+                    name: state.name.clone(),
+                    address: address.clone(),
+                    threads,
+                    memory_limit: cfg.memory_limit,
+                };
+                match client.register_worker(req).await {
+                    Ok(r) => {
+                        id = Some(r.into_inner().worker_id);
+                        warned = false;
+                    }
+                    Err(e) => {
+                        if !warned {
+                            eprintln!(
+                                "worker {}: cannot register with {}: {}",
+                                state.name,
+                                cfg.scheduler,
+                                e.message()
+                            );
+                            warned = true;
+                        }
+                    }
+                }
+            }
+            Some(wid) => {
+                let req = HeartbeatRequest {
+                    worker_id: wid,
+                    running: state.running.load(Ordering::SeqCst),
+                    memory_used: state.store.memory_used(),
+                    paused: state.store.paused(),
+                };
+                match client.heartbeat(req).await {
+                    Ok(r) if r.get_ref().known => {}
+                    Ok(_) => id = None,
+                    Err(_) => {}
+                }
+            }
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}

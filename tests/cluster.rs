@@ -1,0 +1,396 @@
+//! The cluster end to end: a scheduler and workers as separate processes on
+//! 127.0.0.1 (and the embedded cluster), running a small forest pipeline and
+//! producing the same files, byte for byte, as the in-process run.
+//!
+//! Every process a test starts is owned by a guard that kills it on drop, so
+//! they are stopped whether the test passes or panics. No assertion depends on
+//! timing: waits are on process output and exit.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/cluster_forest.toml"
+);
+const OUTPUTS: [&str; 3] = [
+    "out/forest.model",
+    "out/metrics.json",
+    "out/predictions.parquet",
+];
+
+/// Kills (SIGKILL) and reaps every child on drop.
+#[derive(Default)]
+struct Procs(Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Procs {
+    /// Start a `dagml` server command and return the address from its first line
+    /// (`... listening on HOST:PORT`).
+    fn serve(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .env_remove("DAGML_TOKEN")
+            .envs(env.iter().copied());
+        let mut child = cmd.spawn().expect("start dagml");
+        let stdout = child.stdout.take().expect("stdout");
+        self.0.push((name.to_string(), child));
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        line.trim()
+            .rsplit_once("listening on ")
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
+    }
+
+    fn kill(&mut self, name: &str) {
+        if let Some((_, c)) = self.0.iter_mut().find(|(n, _)| n == name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A scheduler and `n` workers named w0, w1, ...
+    fn cluster(&mut self, n: usize, token: Option<&str>) -> String {
+        match token {
+            Some(t) => self.cluster_with(n, &[("DAGML_TOKEN", t)]),
+            None => self.cluster_with(n, &[]),
+        }
+    }
+
+    /// [`Procs::cluster`] with these environment variables on every server.
+    fn cluster_with(&mut self, n: usize, env: &[(&str, &str)]) -> String {
+        let sched = self.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], env);
+        for i in 0..n {
+            let name = format!("w{i}");
+            self.serve(
+                &name,
+                &[
+                    "worker",
+                    &sched,
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    "2GB",
+                    "--name",
+                    &name,
+                    "--listen",
+                    "127.0.0.1:0",
+                ],
+                env,
+            );
+        }
+        sched
+    }
+}
+
+/// A fresh folder holding the fixture as `pipeline.toml`.
+fn workdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(FIXTURE, d.path().join("pipeline.toml")).expect("copy fixture");
+    d
+}
+
+fn dagml_run(dir: &Path, extra: &[&str], token: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
+    cmd.current_dir(dir)
+        .args(["run", "pipeline.toml", "--quiet"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .env_remove("DAGML_TOKEN");
+    if let Some(t) = token {
+        cmd.env("DAGML_TOKEN", t);
+    }
+    cmd.output().expect("run dagml")
+}
+
+fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    OUTPUTS
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+            (p.to_string(), bytes)
+        })
+        .collect()
+}
+
+/// The in-process run's stdout and files (computed once per test binary).
+/// A run's stdout and its output files (name, bytes).
+type RunBytes = (Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn reference() -> &'static RunBytes {
+    static REF: std::sync::OnceLock<RunBytes> = std::sync::OnceLock::new();
+    REF.get_or_init(|| {
+        let d = workdir();
+        let out = dagml_run(d.path(), &["--in-process"], None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.stdout, outputs(d.path()))
+    })
+}
+
+fn assert_same_as_in_process(dir: &Path, out: &Output) {
+    assert!(
+        out.status.success(),
+        "cluster run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (stdout, files) = reference();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(stdout)
+    );
+    for ((name, want), (_, got)) in files.iter().zip(outputs(dir)) {
+        assert!(*want == got, "{name} differs from the in-process run");
+    }
+}
+
+#[test]
+fn three_worker_processes_give_the_in_process_model() {
+    let mut procs = Procs::default();
+    let sched = procs.cluster(3, None);
+    let d = workdir();
+    let out = dagml_run(d.path(), &["--scheduler", &sched], None);
+    assert_same_as_in_process(d.path(), &out);
+    drop(procs);
+}
+
+#[test]
+fn a_worker_killed_mid_fit_does_not_change_the_model() {
+    let mut procs = Procs::default();
+    let sched = procs.cluster(3, None);
+    let d = workdir();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
+    run.current_dir(d.path())
+        .args([
+            "run",
+            "pipeline.toml",
+            "--quiet",
+            "--events",
+            "--scheduler",
+            &sched,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("DAGML_TOKEN");
+    let mut child = run.spawn().expect("start run");
+    let stderr = child.stderr.take().expect("stderr");
+    procs.0.push(("client".into(), child));
+    // Kill the first worker that starts fitting trees, as soon as it does.
+    let mut killed = None;
+    let mut log = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        log.push_str(&line);
+        log.push('\n');
+        if killed.is_none() && line.starts_with("started fit:forest/") {
+            let worker = line.rsplit_once(" on ").map(|(_, w)| w).unwrap_or("");
+            let worker = worker.split_whitespace().next().unwrap_or("").to_string();
+            procs.kill(&worker);
+            killed = Some(worker);
+        }
+    }
+    let killed = killed.unwrap_or_else(|| panic!("no fit task started:\n{log}"));
+    let pos = procs
+        .0
+        .iter()
+        .position(|(n, _)| n == "client")
+        .expect("client");
+    let (_, mut client) = procs.0.remove(pos);
+    let stdout = client.stdout.take().expect("stdout");
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut BufReader::new(stdout), &mut text).expect("read stdout");
+    let status = client.wait().expect("wait");
+    assert!(log.contains(&format!("worker {killed} lost")), "{log}");
+    let out = Output {
+        status,
+        stdout: text,
+        stderr: log.into_bytes(),
+    };
+    assert_same_as_in_process(d.path(), &out);
+}
+
+#[test]
+fn calls_without_the_token_are_refused() {
+    let mut procs = Procs::default();
+    let sched = procs.cluster(1, Some("s3cret-token"));
+    let d = workdir();
+    let out = dagml_run(d.path(), &["--scheduler", &sched], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token"), "{err}");
+    let wrong = dagml_run(d.path(), &["--scheduler", &sched], Some("wrong"));
+    assert!(!wrong.status.success());
+    let ok = dagml_run(d.path(), &["--scheduler", &sched], Some("s3cret-token"));
+    assert_same_as_in_process(d.path(), &ok);
+}
+
+#[test]
+fn the_embedded_cluster_gives_the_in_process_model_on_1_2_and_4_workers() {
+    // No flag: the embedded cluster, one worker per core.
+    let flags: [&[&str]; 4] = [
+        &[],
+        &["--workers", "1"],
+        &["--workers", "2"],
+        &["--workers", "4", "--threads-per-worker", "2"],
+    ];
+    for extra in flags {
+        let d = workdir();
+        let out = dagml_run(d.path(), extra, None);
+        assert_same_as_in_process(d.path(), &out);
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`.
+fn self_signed(dir: &Path) -> (String, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("generate a certificate");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn a_tls_cluster_gives_the_same_model_and_refuses_plain_connections() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path());
+    let mut procs = Procs::default();
+    let sched = procs.cluster_with(
+        2,
+        &[
+            ("DAGML_TLS_CERT", &cert),
+            ("DAGML_TLS_KEY", &key),
+            ("DAGML_TLS_CA", &cert),
+        ],
+    );
+    let d = workdir();
+    // A client that does not speak TLS gets nowhere.
+    let plain = dagml_run(d.path(), &["--scheduler", &sched], None);
+    assert!(!plain.status.success());
+    // One that trusts the certificate runs the pipeline.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
+    cmd.current_dir(d.path())
+        .args(["run", "pipeline.toml", "--quiet", "--scheduler", &sched])
+        .stdin(Stdio::null())
+        .env_remove("DAGML_TOKEN")
+        .env("DAGML_TLS_CA", &cert);
+    let out = cmd.output().expect("run dagml");
+    assert_same_as_in_process(d.path(), &out);
+}
+
+#[test]
+fn with_no_worker_left_the_run_fails_naming_the_task_the_worker_and_the_cause() {
+    let mut procs = Procs::default();
+    let sched = procs.cluster(1, None);
+    let d = workdir();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
+    run.current_dir(d.path())
+        .args([
+            "run",
+            "pipeline.toml",
+            "--quiet",
+            "--events",
+            "--scheduler",
+            &sched,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("DAGML_TOKEN");
+    let mut child = run.spawn().expect("start run");
+    let stderr = child.stderr.take().expect("stderr");
+    procs.0.push(("client".into(), child));
+    // Kill the only worker as soon as it starts fitting; the run then waits
+    // for a worker (10 s) and fails. The client exits either way, so reading
+    // its stderr to the end is bounded.
+    let mut killed = false;
+    let mut log = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        log.push_str(&line);
+        log.push('\n');
+        if !killed && line.starts_with("started fit:forest/") {
+            procs.kill("w0");
+            killed = true;
+        }
+    }
+    assert!(killed, "no fit task started:\n{log}");
+    let pos = procs
+        .0
+        .iter()
+        .position(|(n, _)| n == "client")
+        .expect("client");
+    let (_, mut client) = procs.0.remove(pos);
+    let status = client.wait().expect("wait");
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("no worker left"), "{log}");
+    assert!(log.contains("task `fit:forest/"), "{log}");
+    assert!(log.contains("worker `w0`"), "{log}");
+    assert!(log.contains("attempt 1 of 3"), "{log}");
+}
+
+#[test]
+fn a_failing_task_is_retried_three_times_then_the_run_fails_with_its_cause() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("bad.csv"),
+        "a,b,y\n1,2,0\n3,4,1\n5,6\n7,8,1\n",
+    )
+    .expect("write");
+    std::fs::write(
+        d.path().join("pipeline.toml"),
+        r#"
+[pipeline]
+name = "bad_csv"
+seed = 1
+
+[sources.rows]
+kind = "csv"
+path = "bad.csv"
+
+[models.tree]
+estimator = "decision_tree"
+input = "rows"
+target = "y"
+
+[evaluations.fit]
+model = "tree"
+data = ["rows"]
+metrics = ["accuracy"]
+"#,
+    )
+    .expect("write");
+    let mut procs = Procs::default();
+    let sched = procs.cluster(2, None);
+    for extra in [vec!["--scheduler", sched.as_str()], vec!["--workers", "2"]] {
+        let out = dagml_run(d.path(), &[&["--events"][..], &extra].concat(), None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert_eq!(err.matches("retrying source:rows/").count(), 2, "{err}");
+        assert!(err.contains("after 3 attempts (of 3)"), "{err}");
+        assert!(err.contains("bad.csv"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
