@@ -83,6 +83,47 @@ pub struct Prepared {
     pub pipeline: String,
     pub plan: crate::plan::PhysicalPlan,
     pub cx: RunContext,
+    /// Every file, folder or glob the pipeline reads or writes, joined to the
+    /// base folder (a worker with a data root checks them against it).
+    pub files: Vec<PathBuf>,
+}
+
+/// The paths a pipeline's sources read and its outputs write, joined to `base`.
+pub fn files_of(p: &crate::spec::model::Pipeline, base: &Path) -> Vec<PathBuf> {
+    use crate::spec::model::SourceKind;
+    let mut out = Vec::new();
+    for s in &p.sources {
+        let path = match &s.kind {
+            SourceKind::Mnist { path, .. }
+            | SourceKind::Parquet { path }
+            | SourceKind::Arrow { path } => Some(path),
+            SourceKind::Csv(c) => Some(&c.path),
+            SourceKind::Synthetic(_) => None,
+        };
+        if let Some(path) = path {
+            out.push(base.join(&path.value));
+        }
+    }
+    for o in &p.outputs {
+        out.push(base.join(&o.path.value));
+    }
+    out
+}
+
+/// `path` with `.` and `..` taken out, without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Check and plan a pipeline file and build its kernels' context.
@@ -117,6 +158,7 @@ fn prepare(
     let file = &report.parsed.file;
     let canonical =
         crate::spec::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
+    let files = files_of(&checked.pipeline, &base);
     let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, base);
     for o in &checked.pipeline.outputs {
         if let OutputKind::Plan { format } = &o.kind {
@@ -135,6 +177,7 @@ fn prepare(
         pipeline: checked.pipeline.name.value.clone(),
         plan,
         cx,
+        files,
     })
 }
 
@@ -144,7 +187,9 @@ pub fn run_file(
     opts: &RunOptions,
     observer: &dyn Observer,
 ) -> Result<RunReport, RunFailure> {
-    let Prepared { pipeline, plan, cx } = prepare_file(path, opts.base.clone())?;
+    let Prepared {
+        pipeline, plan, cx, ..
+    } = prepare_file(path, opts.base.clone())?;
     let threads = threads_for(&plan, opts);
     let kernels = PipelineKernels { cx: Arc::new(cx) };
     let pool = rayon::ThreadPoolBuilder::new()

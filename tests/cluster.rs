@@ -394,3 +394,46 @@ metrics = ["accuracy"]
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn a_worker_with_a_data_root_refuses_files_outside_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_s = root.path().to_string_lossy().into_owned();
+    let mut procs = Procs::default();
+    let sched = procs.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &[]);
+    procs.serve(
+        "w0",
+        &[
+            "worker",
+            &sched,
+            "--name",
+            "w0",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-root",
+            &root_s,
+        ],
+        &[],
+    );
+    // Inside the root, with its files inside: runs.
+    let inside = root.path().join("project");
+    std::fs::create_dir(&inside).expect("mkdir");
+    std::fs::copy(FIXTURE, inside.join("pipeline.toml")).expect("copy");
+    let ok = dagml_run(&inside, &["--scheduler", &sched], None);
+    assert_same_as_in_process(&inside, &ok);
+    // An output that climbs out of the root: refused before any task runs.
+    let text = std::fs::read_to_string(FIXTURE).expect("read fixture");
+    let escaping = text.replacen("out/forest.model", "../../escaped.model", 1);
+    assert_ne!(text, escaping, "the fixture writes out/forest.model");
+    std::fs::write(inside.join("pipeline.toml"), escaping).expect("write");
+    let out = dagml_run(&inside, &["--scheduler", &sched], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("outside this worker's data root"), "{err}");
+    // A run folder outside the root: refused.
+    let elsewhere = workdir();
+    let out = dagml_run(elsewhere.path(), &["--scheduler", &sched], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("outside this worker's data root"), "{err}");
+}

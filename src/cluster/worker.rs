@@ -93,13 +93,12 @@ impl Worker for Service {
         if self.0.run(&r.run_id).is_ok() {
             return Ok(Response::new(StartRunReply {}));
         }
-        let base = PathBuf::from(&r.base_dir);
+        let mut base = PathBuf::from(&r.base_dir);
         if let Some(root) = &self.0.confine {
-            let inside = base
-                .canonicalize()
-                .map(|b| b.starts_with(root))
-                .unwrap_or(false);
-            if !inside {
+            if let Ok(b) = base.canonicalize() {
+                base = b;
+            }
+            if !base.starts_with(root) {
                 return Err(Status::permission_denied(format!(
                     "the run's folder `{}` is outside this worker's data root `{}`",
                     base.display(),
@@ -113,6 +112,20 @@ impl Worker for Service {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::invalid_argument(format!("the pipeline does not plan here: {e}")))?;
+        // With a data root, every file the pipeline reads or writes must be
+        // under it (after `..` is taken out; absolute paths included).
+        if let Some(root) = &self.0.confine
+            && let Some(f) = prepared
+                .files
+                .iter()
+                .find(|f| !crate::run::normalize(f).starts_with(root))
+        {
+            return Err(Status::permission_denied(format!(
+                "the pipeline uses `{}`, outside this worker's data root `{}`",
+                f.display(),
+                root.display()
+            )));
+        }
         let state = RunState {
             kernels: Arc::new(PipelineKernels {
                 cx: Arc::new(prepared.cx),
