@@ -37,11 +37,26 @@ impl Procs {
     /// Start a `dagml` server command and return the address from its first line
     /// (`... listening on HOST:PORT`).
     fn serve(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+        self.serve_logging(name, args, env, None)
+    }
+
+    /// [`Procs::serve`], with the server's stderr going to `log` when given.
+    fn serve_logging(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> String {
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("create log")),
+            None => Stdio::null(),
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .env_remove("DAGML_TOKEN")
             .envs(env.iter().copied());
         let mut child = cmd.spawn().expect("start dagml");
@@ -436,4 +451,83 @@ fn a_worker_with_a_data_root_refuses_files_outside_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("outside this worker's data root"), "{err}");
+}
+
+#[test]
+fn ctrl_c_on_the_client_cancels_the_run_on_the_cluster() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("scheduler.log");
+    let mut procs = Procs::default();
+    let sched = procs.serve_logging(
+        "scheduler",
+        &["scheduler", "--listen", "127.0.0.1:0"],
+        &[],
+        Some(&log),
+    );
+    procs.serve(
+        "w0",
+        &["worker", &sched, "--name", "w0", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let d = workdir();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
+    run.current_dir(d.path())
+        .args([
+            "run",
+            "pipeline.toml",
+            "--quiet",
+            "--events",
+            "--scheduler",
+            &sched,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("DAGML_TOKEN");
+    let mut child = run.spawn().expect("start run");
+    let pid = child.id().to_string();
+    let stderr = child.stderr.take().expect("stderr");
+    procs.0.push(("client".into(), child));
+    let mut out = String::new();
+    let mut sent = false;
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if !sent && line.starts_with("started fit:forest/") {
+            let ok = Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "could not send SIGINT");
+            sent = true;
+        }
+    }
+    assert!(sent, "no fit task started:\n{out}");
+    let pos = procs
+        .0
+        .iter()
+        .position(|(n, _)| n == "client")
+        .expect("client");
+    let (_, mut client) = procs.0.remove(pos);
+    let status = client.wait().expect("wait");
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("interrupted"), "{out}");
+    // The scheduler notices the client is gone and cancels the run on its
+    // workers (bounded wait on its log, not a timing assertion).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("failed: the run was cancelled") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler did not cancel the run:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The worker is free again: a new run completes with the usual bytes.
+    let again = dagml_run(d.path(), &["--scheduler", &sched], None);
+    assert_same_as_in_process(d.path(), &again);
 }
