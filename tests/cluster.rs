@@ -77,6 +77,59 @@ impl Procs {
         }
     }
 
+    /// `dagml run pipeline.toml --quiet --events --scheduler SCHED` in `dir`:
+    /// `on_event` sees each task-event line (stderr) as it comes and may act on
+    /// the cluster; returns the client's output once it has exited. The client
+    /// belongs to `self` while it runs, so it is killed if the test fails.
+    fn run_watching(
+        &mut self,
+        dir: &Path,
+        sched: &str,
+        mut on_event: impl FnMut(&mut Procs, &str, u32),
+    ) -> Output {
+        let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
+        run.current_dir(dir)
+            .args([
+                "run",
+                "pipeline.toml",
+                "--quiet",
+                "--events",
+                "--scheduler",
+                sched,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("DAGML_TOKEN");
+        let mut child = run.spawn().expect("start run");
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("stderr");
+        self.0.push(("client".into(), child));
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            log.push_str(&line);
+            log.push('\n');
+            on_event(self, &line, pid);
+        }
+        let pos = self
+            .0
+            .iter()
+            .position(|(n, _)| n == "client")
+            .expect("client");
+        let (_, mut client) = self.0.remove(pos);
+        let mut stdout = Vec::new();
+        if let Some(out) = client.stdout.take() {
+            std::io::Read::read_to_end(&mut BufReader::new(out), &mut stdout).expect("read stdout");
+        }
+        let status = client.wait().expect("wait");
+        Output {
+            status,
+            stdout,
+            stderr: log.into_bytes(),
+        }
+    }
+
     /// A scheduler and `n` workers named w0, w1, ...
     fn cluster(&mut self, n: usize, token: Option<&str>) -> String {
         match token {
@@ -190,54 +243,19 @@ fn a_worker_killed_mid_fit_does_not_change_the_model() {
     let mut procs = Procs::default();
     let sched = procs.cluster(3, None);
     let d = workdir();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
-    run.current_dir(d.path())
-        .args([
-            "run",
-            "pipeline.toml",
-            "--quiet",
-            "--events",
-            "--scheduler",
-            &sched,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_remove("DAGML_TOKEN");
-    let mut child = run.spawn().expect("start run");
-    let stderr = child.stderr.take().expect("stderr");
-    procs.0.push(("client".into(), child));
     // Kill the first worker that starts fitting trees, as soon as it does.
     let mut killed = None;
-    let mut log = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        log.push_str(&line);
-        log.push('\n');
+    let out = procs.run_watching(d.path(), &sched, |procs, line, _| {
         if killed.is_none() && line.starts_with("started fit:forest/") {
             let worker = line.rsplit_once(" on ").map(|(_, w)| w).unwrap_or("");
             let worker = worker.split_whitespace().next().unwrap_or("").to_string();
             procs.kill(&worker);
             killed = Some(worker);
         }
-    }
+    });
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
     let killed = killed.unwrap_or_else(|| panic!("no fit task started:\n{log}"));
-    let pos = procs
-        .0
-        .iter()
-        .position(|(n, _)| n == "client")
-        .expect("client");
-    let (_, mut client) = procs.0.remove(pos);
-    let stdout = client.stdout.take().expect("stdout");
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut BufReader::new(stdout), &mut text).expect("read stdout");
-    let status = client.wait().expect("wait");
     assert!(log.contains(&format!("worker {killed} lost")), "{log}");
-    let out = Output {
-        status,
-        stdout: text,
-        stderr: log.into_bytes(),
-    };
     assert_same_as_in_process(d.path(), &out);
 }
 
@@ -320,46 +338,18 @@ fn with_no_worker_left_the_run_fails_naming_the_task_the_worker_and_the_cause() 
     let mut procs = Procs::default();
     let sched = procs.cluster(1, None);
     let d = workdir();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
-    run.current_dir(d.path())
-        .args([
-            "run",
-            "pipeline.toml",
-            "--quiet",
-            "--events",
-            "--scheduler",
-            &sched,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env_remove("DAGML_TOKEN");
-    let mut child = run.spawn().expect("start run");
-    let stderr = child.stderr.take().expect("stderr");
-    procs.0.push(("client".into(), child));
     // Kill the only worker as soon as it starts fitting; the run then waits
-    // for a worker (10 s) and fails. The client exits either way, so reading
-    // its stderr to the end is bounded.
+    // for a worker (10 s) and fails.
     let mut killed = false;
-    let mut log = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        log.push_str(&line);
-        log.push('\n');
+    let out = procs.run_watching(d.path(), &sched, |procs, line, _| {
         if !killed && line.starts_with("started fit:forest/") {
             procs.kill("w0");
             killed = true;
         }
-    }
+    });
+    let log = String::from_utf8_lossy(&out.stderr);
     assert!(killed, "no fit task started:\n{log}");
-    let pos = procs
-        .0
-        .iter()
-        .position(|(n, _)| n == "client")
-        .expect("client");
-    let (_, mut client) = procs.0.remove(pos);
-    let status = client.wait().expect("wait");
-    assert!(!status.success(), "{log}");
+    assert!(!out.status.success(), "{log}");
     assert!(log.contains("no worker left"), "{log}");
     assert!(log.contains("task `fit:forest/"), "{log}");
     assert!(log.contains("worker `w0`"), "{log}");
@@ -470,49 +460,21 @@ fn ctrl_c_on_the_client_cancels_the_run_on_the_cluster() {
         &[],
     );
     let d = workdir();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
-    run.current_dir(d.path())
-        .args([
-            "run",
-            "pipeline.toml",
-            "--quiet",
-            "--events",
-            "--scheduler",
-            &sched,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env_remove("DAGML_TOKEN");
-    let mut child = run.spawn().expect("start run");
-    let pid = child.id().to_string();
-    let stderr = child.stderr.take().expect("stderr");
-    procs.0.push(("client".into(), child));
-    let mut out = String::new();
     let mut sent = false;
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        out.push_str(&line);
-        out.push('\n');
+    let out = procs.run_watching(d.path(), &sched, |_, line, pid| {
         if !sent && line.starts_with("started fit:forest/") {
             let ok = Command::new("kill")
-                .args(["-INT", &pid])
+                .args(["-INT", &pid.to_string()])
                 .status()
                 .is_ok_and(|s| s.success());
             assert!(ok, "could not send SIGINT");
             sent = true;
         }
-    }
-    assert!(sent, "no fit task started:\n{out}");
-    let pos = procs
-        .0
-        .iter()
-        .position(|(n, _)| n == "client")
-        .expect("client");
-    let (_, mut client) = procs.0.remove(pos);
-    let status = client.wait().expect("wait");
-    assert!(!status.success(), "{out}");
-    assert!(out.contains("interrupted"), "{out}");
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(sent, "no fit task started:\n{err}");
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
     // The scheduler notices the client is gone and cancels the run on its
     // workers (bounded wait on its log, not a timing assertion).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -61,33 +61,12 @@ pub enum ClusterError {
     Other(String),
 }
 
-/// Parse a memory size: `6GB`, `512MB`, `1.5GiB`, `1000000` (bytes).
+/// Parse a memory size: `6GB`, `512MB`, `1.5GiB`, `1000000` (bytes); the same
+/// sizes a pipeline's `memory_limit` takes.
 pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a memory size like 6GB"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0f64.powi(4),
-        other => {
-            return Err(format!(
-                "unknown memory unit `{other}` (use B, KB, MB, GB, GiB)"
-            ));
-        }
-    };
-    Ok((n * mult) as u64)
+    crate::spec::model::parse_bytes(s).ok_or_else(|| {
+        format!("`{s}` is not a memory size like 6GB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+    })
 }
 
 /// Where a run's tasks execute.
