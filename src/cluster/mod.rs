@@ -10,7 +10,8 @@
 //!
 //! Files: `proto` (generated gRPC types), `addr` (ADDR parsing), `auth`
 //! (DAGML_TOKEN, message limits), `store` (partitions in memory or spilled),
-//! `flight` (the Flight service and client), `worker`, `scheduler`, `client`
+//! `flight` (the Flight service and client), `serve` (binding, TLS, stopping),
+//! `worker`, `scheduler`, `client`
 //! (submit a run), `embedded` (scheduler and workers in this process).
 
 pub mod addr;
@@ -20,6 +21,7 @@ pub mod embedded;
 pub mod flight;
 pub mod proto;
 pub mod scheduler;
+pub mod serve;
 pub mod store;
 pub mod worker;
 

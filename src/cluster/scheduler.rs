@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 type Client = WorkerClient<InterceptedService<Channel, Attach>>;
@@ -775,35 +775,22 @@ impl Default for SchedulerConfig {
 
 pub struct SchedulerHandle {
     pub address: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    watchdog: tokio::task::JoinHandle<()>,
+    served: super::serve::Served,
 }
 
 impl SchedulerHandle {
-    pub async fn stop(mut self) {
-        self.watchdog.abort();
-        if let Some(s) = self.shutdown.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.served).await;
+    pub async fn stop(self) {
+        self.served.stop().await
     }
 
     pub async fn wait(self) -> Result<(), ClusterError> {
-        match self.served.await {
-            Ok(r) => r.map_err(ClusterError::from),
-            Err(e) => Err(ClusterError::Other(e.to_string())),
-        }
+        self.served.wait().await
     }
 }
 
 /// Bind and serve; a watchdog declares workers lost after missed heartbeats.
 pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError> {
-    let listen = super::addr::host_port(&cfg.listen)?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| ClusterError::Listen(listen.clone(), e))?;
-    let local = listener.local_addr()?;
+    let (listener, address) = super::serve::bind(&cfg.listen).await?;
     let attach = Attach::new(cfg.token.as_deref(), &cfg.tls)?;
     let shared = Arc::new(Shared {
         workers: Mutex::default(),
@@ -826,12 +813,8 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
         .await;
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let mut builder = Server::builder();
-    if let Some(tls) = cfg.tls.server()? {
-        builder = builder.tls_config(tls)?;
-    }
-    let served = tokio::spawn(
-        builder
+    let server = tokio::spawn(
+        super::serve::builder(&cfg.tls)?
             .add_service(InterceptedService::new(svc, check.clone()))
             .add_service(InterceptedService::new(health, check))
             .serve_with_incoming_shutdown(incoming, async {
@@ -853,15 +836,12 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
             }
         }
     });
-    let address = if local.ip().is_unspecified() {
-        format!("127.0.0.1:{}", local.port())
-    } else {
-        local.to_string()
-    };
     Ok(SchedulerHandle {
         address,
-        shutdown: Some(tx),
-        served,
-        watchdog,
+        served: super::serve::Served {
+            shutdown: Some(tx),
+            server,
+            companion: watchdog,
+        },
     })
 }

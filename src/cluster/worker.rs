@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{Semaphore, oneshot};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Metadata key on a failed `RunTask`: the peer an input could not be fetched from.
@@ -264,46 +264,28 @@ pub struct WorkerHandle {
     /// host:port it serves on.
     pub address: String,
     pub name: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    heartbeat: tokio::task::JoinHandle<()>,
+    served: super::serve::Served,
 }
 
 impl WorkerHandle {
     /// Stop serving and heartbeating.
-    pub async fn stop(mut self) {
-        self.heartbeat.abort();
-        if let Some(s) = self.shutdown.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.served).await;
+    pub async fn stop(self) {
+        self.served.stop().await
     }
 
     /// Serve until the server stops (for `dagml worker`).
     pub async fn wait(self) -> Result<(), ClusterError> {
-        match self.served.await {
-            Ok(r) => r.map_err(ClusterError::from),
-            Err(e) => Err(ClusterError::Other(e.to_string())),
-        }
+        self.served.wait().await
     }
 }
 
 /// Bind, serve, and register with the scheduler (retrying until it answers).
 pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
-    let listen = super::addr::host_port(&cfg.listen)?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| ClusterError::Listen(listen.clone(), e))?;
-    let local = listener.local_addr()?;
-    let advertised = if local.ip().is_unspecified() {
-        format!("127.0.0.1:{}", local.port())
-    } else {
-        local.to_string()
-    };
+    let (listener, advertised) = super::serve::bind(&cfg.listen).await?;
     let name = cfg
         .name
         .clone()
-        .unwrap_or_else(|| format!("worker-{}", local.port()));
+        .unwrap_or_else(|| format!("worker-{}", advertised.rsplit(':').next().unwrap_or("0")));
     let threads = cfg.threads.max(1);
     let (data_root, confine) = match &cfg.data_root {
         Some(d) => {
@@ -348,12 +330,8 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     health_reporter.set_serving::<WorkerServer<Service>>().await;
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let mut builder = Server::builder();
-    if let Some(tls) = cfg.tls.server()? {
-        builder = builder.tls_config(tls)?;
-    }
-    let served = tokio::spawn(
-        builder
+    let server = tokio::spawn(
+        super::serve::builder(&cfg.tls)?
             .add_service(InterceptedService::new(control, check.clone()))
             .add_service(InterceptedService::new(flight, check.clone()))
             .add_service(InterceptedService::new(health, check))
@@ -371,9 +349,11 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     Ok(WorkerHandle {
         address: advertised,
         name,
-        shutdown: Some(tx),
-        served,
-        heartbeat,
+        served: super::serve::Served {
+            shutdown: Some(tx),
+            server,
+            companion: heartbeat,
+        },
     })
 }
 

@@ -1,0 +1,63 @@
+//! What the scheduler and the workers share as servers: binding the listener,
+//! the address to advertise, TLS on the builder, and a handle that stops the
+//! server and its background loop (heartbeats or the watchdog).
+//!
+//! In: a `host:port` to listen on, TLS files. Out: a listener and its
+//! advertised address; a `Served` handle. Must not: know the services served.
+
+use super::ClusterError;
+use super::auth::Tls;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Server;
+
+/// Bind `listen`; the address to advertise is the bound one, with 127.0.0.1 for
+/// an unspecified host (`0.0.0.0`).
+pub async fn bind(listen: &str) -> Result<(TcpListener, String), ClusterError> {
+    let listen = super::addr::host_port(listen)?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| ClusterError::Listen(listen.clone(), e))?;
+    let local = listener.local_addr()?;
+    let advertised = if local.ip().is_unspecified() {
+        format!("127.0.0.1:{}", local.port())
+    } else {
+        local.to_string()
+    };
+    Ok((listener, advertised))
+}
+
+/// A server builder, with TLS when the files say so.
+pub fn builder(tls: &Tls) -> Result<Server, ClusterError> {
+    let mut b = Server::builder();
+    if let Some(cfg) = tls.server()? {
+        b = b.tls_config(cfg)?;
+    }
+    Ok(b)
+}
+
+/// A server running in the background, with its companion loop.
+pub struct Served {
+    pub shutdown: Option<oneshot::Sender<()>>,
+    pub server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    pub companion: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    /// Stop the loop and the server, and wait for the server to end.
+    pub async fn stop(mut self) {
+        self.companion.abort();
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.server).await;
+    }
+
+    /// Serve until the server stops.
+    pub async fn wait(self) -> Result<(), ClusterError> {
+        match self.server.await {
+            Ok(r) => r.map_err(ClusterError::from),
+            Err(e) => Err(ClusterError::Other(e.to_string())),
+        }
+    }
+}
