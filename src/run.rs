@@ -315,3 +315,20 @@ pub fn render_results(r: &RunReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+    use std::path::Path;
+
+    #[test]
+    fn normalize_takes_out_dots_without_the_file_system() {
+        assert_eq!(
+            normalize(Path::new("/root/proj/./out/../../escaped")),
+            Path::new("/root/escaped")
+        );
+        assert_eq!(normalize(Path::new("/a/b/c")), Path::new("/a/b/c"));
+        assert_eq!(normalize(Path::new("/a/../../..")), Path::new("/"));
+        assert!(!normalize(Path::new("/data/p/../../etc/passwd")).starts_with("/data"));
+    }
+}
