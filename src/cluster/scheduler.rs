@@ -188,7 +188,8 @@ impl Scheduler for Service {
             if shared.log {
                 eprintln!("scheduler: {run_id} started ({})", req.file_name);
             }
-            let out = Driver::new(&shared, &run_id, &tx, cancel).drive(req).await;
+            let driver = Driver::new(&shared, &run_id, &tx, cancel);
+            let out = driver.drive(req).await;
             shared
                 .runs
                 .lock()
@@ -209,6 +210,8 @@ impl Scheduler for Service {
                 }
             };
             let _ = tx.send(Ok(RunEvent { event: Some(event) })).await;
+            // The client has its result; now the workers forget the run.
+            driver.release().await;
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
@@ -267,6 +270,9 @@ struct Driver<'a> {
     run_id: &'a str,
     tx: &'a mpsc::Sender<Result<RunEvent, Status>>,
     cancel: Arc<AtomicBool>,
+    /// Workers holding a finished run's partitions, released after the result
+    /// is sent.
+    done_on: Mutex<BTreeSet<u64>>,
 }
 
 fn event(e: run_event::Event) -> Result<RunEvent, Status> {
@@ -293,7 +299,18 @@ impl<'a> Driver<'a> {
             run_id,
             tx,
             cancel,
+            done_on: Mutex::default(),
         }
+    }
+
+    fn lock_done(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.done_on.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After a successful run: every worker forgets it and frees its partitions.
+    async fn release(&self) {
+        let on = std::mem::take(&mut *self.lock_done());
+        self.cancel_everywhere(&on).await;
     }
 
     async fn send(&self, e: run_event::Event) {
@@ -478,7 +495,8 @@ impl<'a> Driver<'a> {
             if done.iter().all(|d| *d) {
                 match self.collect(tasks, &location, &live).await {
                     Ok(values) => {
-                        self.cancel_everywhere(&started).await;
+                        // Released once the client has the result (`release`).
+                        *self.lock_done() = started.clone();
                         let threads = started
                             .iter()
                             .filter_map(|id| live.get(id).map(|w| w.threads))
