@@ -90,24 +90,12 @@ pub struct Prepared {
 
 /// The paths a pipeline's sources read and its outputs write, joined to `base`.
 pub fn files_of(p: &crate::spec::model::Pipeline, base: &Path) -> Vec<PathBuf> {
-    use crate::spec::model::SourceKind;
-    let mut out = Vec::new();
-    for s in &p.sources {
-        let path = match &s.kind {
-            SourceKind::Mnist { path, .. }
-            | SourceKind::Parquet { path }
-            | SourceKind::Arrow { path } => Some(path),
-            SourceKind::Csv(c) => Some(&c.path),
-            SourceKind::Synthetic(_) => None,
-        };
-        if let Some(path) = path {
-            out.push(base.join(&path.value));
-        }
-    }
-    for o in &p.outputs {
-        out.push(base.join(&o.path.value));
-    }
-    out
+    let sources = p.sources.iter().filter_map(|s| s.path());
+    let outputs = p.outputs.iter().map(|o| &o.path);
+    sources
+        .chain(outputs)
+        .map(|f| base.join(&f.value))
+        .collect()
 }
 
 /// `path` with `.` and `..` taken out, without touching the file system.

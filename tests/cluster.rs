@@ -2,13 +2,16 @@
 //! 127.0.0.1 (and the embedded cluster), running a small forest pipeline and
 //! producing the same files, byte for byte, as the in-process run.
 //!
-//! Every process a test starts is owned by a guard that kills it on drop, so
-//! they are stopped whether the test passes or panics. No assertion depends on
-//! timing: waits are on process output and exit.
+//! Every process a test starts is owned by a guard (`common::Procs`) that kills
+//! it on drop, so they are stopped whether the test passes or panics. No
+//! assertion depends on timing: waits are on process output and exit.
 
+mod common;
+
+use common::Procs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -20,63 +23,7 @@ const OUTPUTS: [&str; 3] = [
     "out/predictions.parquet",
 ];
 
-/// Kills (SIGKILL) and reaps every child on drop.
-#[derive(Default)]
-struct Procs(Vec<(String, Child)>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Procs {
-    /// Start a `dagml` server command and return the address from its first line
-    /// (`... listening on HOST:PORT`).
-    fn serve(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-        self.serve_logging(name, args, env, None)
-    }
-
-    /// [`Procs::serve`], with the server's stderr going to `log` when given.
-    fn serve_logging(
-        &mut self,
-        name: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-        log: Option<&Path>,
-    ) -> String {
-        let stderr = match log {
-            Some(p) => Stdio::from(std::fs::File::create(p).expect("create log")),
-            None => Stdio::null(),
-        };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .env_remove("DAGML_TOKEN")
-            .envs(env.iter().copied());
-        let mut child = cmd.spawn().expect("start dagml");
-        let stdout = child.stdout.take().expect("stdout");
-        self.0.push((name.to_string(), child));
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        line.trim()
-            .rsplit_once("listening on ")
-            .map(|(_, a)| a.to_string())
-            .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
-    }
-
-    fn kill(&mut self, name: &str) {
-        if let Some((_, c)) = self.0.iter_mut().find(|(n, _)| n == name) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     /// `dagml run pipeline.toml --quiet --events --scheduler SCHED` in `dir`:
     /// `on_event` sees each task-event line (stderr) as it comes and may act on
     /// the cluster; returns the client's output once it has exited. The client

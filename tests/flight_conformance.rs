@@ -12,80 +12,31 @@
 //! Every process a test starts is owned by a guard that kills it on drop, so
 //! they are stopped whether the test passes or panics; every wait has a limit.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use common::Procs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/flight_conformance.py");
 /// The conformance script's limit.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(120);
-/// A server's limit to print its address.
-const START_LIMIT: Duration = Duration::from_secs(60);
 /// Limits to make the venv and to install pyarrow into it.
 const VENV_LIMIT: Duration = Duration::from_secs(300);
 const PIP_LIMIT: Duration = Duration::from_secs(900);
 /// Environment variable naming a Python that imports pyarrow.flight.
 const PYTHON_ENV: &str = "DAGML_TEST_PYTHON";
 
-/// Kills (SIGKILL) and reaps every child on drop.
-#[derive(Default)]
-struct Procs(Vec<(String, Child)>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Procs {
-    /// Start a `dagml` server command and return the address from its first line
-    /// (`... listening on HOST:PORT`), waiting at most `START_LIMIT`.
-    fn serve(&mut self, name: &str, args: &[&str], token: Option<&str>) -> String {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .env_remove("DAGML_TOKEN");
-        // Plain gRPC: the script dials grpc://, not TLS.
-        for tls in ["DAGML_TLS_CERT", "DAGML_TLS_KEY", "DAGML_TLS_CA"] {
-            cmd.env_remove(tls);
-        }
-        if let Some(t) = token {
-            cmd.env("DAGML_TOKEN", t);
-        }
-        let mut child = cmd.spawn().expect("start dagml");
-        let stdout = child.stdout.take().expect("stdout");
-        self.0.push((name.to_string(), child));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(START_LIMIT)
-            .unwrap_or_else(|_| panic!("{name} printed no address in {START_LIMIT:?}"));
-        line.trim()
-            .rsplit_once("listening on ")
-            .map(|(_, a)| a.to_string())
-            .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
-    }
-
     /// A scheduler and one worker (with `extra` arguments); returns the
     /// worker's address.
     fn scheduler_and_worker(&mut self, token: Option<&str>, extra: &[&str]) -> String {
-        let sched = self.serve(
-            "scheduler",
-            &["scheduler", "--listen", "127.0.0.1:0"],
-            token,
-        );
+        // Plain gRPC (the script dials grpc://), with the token when given.
+        let env: Vec<(&str, &str)> = token.map(|t| ("DAGML_TOKEN", t)).into_iter().collect();
+        let sched = self.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &env);
         let mut args = vec![
             "worker",
             &sched,
@@ -97,7 +48,7 @@ impl Procs {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        self.serve("worker", &args, token)
+        self.serve("worker", &args, &env)
     }
 }
 

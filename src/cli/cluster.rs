@@ -1,6 +1,6 @@
 //! `dagml scheduler --listen ADDR` and `dagml worker SCHEDULER --nthreads N ...`
 
-use dagml::cluster::{self, auth, scheduler, worker};
+use dagml::cluster::{self, ClusterError, auth, scheduler, worker};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,34 +39,50 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
         .build()
 }
 
-pub fn scheduler(a: SchedulerArgs) -> ExitCode {
+/// Start a server on a fresh runtime, print its banner (the first stdout line,
+/// which scripts and tests read for the address), then serve until it stops or
+/// Ctrl-C.
+fn serve<W>(start: impl Future<Output = Result<(String, W), ClusterError>>) -> ExitCode
+where
+    W: Future<Output = Result<(), ClusterError>>,
+{
     let Ok(rt) = runtime() else {
         eprintln!("error: cannot start the async runtime");
         return ExitCode::from(1);
     };
     rt.block_on(async {
-        let cfg = scheduler::SchedulerConfig {
-            listen: a.listen,
-            token: auth::token_from_env(),
-            tls: auth::Tls::from_env(),
-            ..Default::default()
-        };
-        let h = match scheduler::start(cfg).await {
-            Ok(h) => h,
+        let (banner, served) = match start.await {
+            Ok(x) => x,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
             }
         };
-        println!("dagml scheduler listening on {}", h.address);
+        println!("{banner}");
         let _ = std::io::stdout().flush();
         tokio::select! {
-            r = h.wait() => match r {
+            r = served => match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => { eprintln!("error: {e}"); ExitCode::from(1) }
             },
             _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         }
+    })
+}
+
+pub fn scheduler(a: SchedulerArgs) -> ExitCode {
+    let cfg = scheduler::SchedulerConfig {
+        listen: a.listen,
+        token: auth::token_from_env(),
+        tls: auth::Tls::from_env(),
+        ..Default::default()
+    };
+    serve(async move {
+        let h = scheduler::start(cfg).await?;
+        Ok((
+            format!("dagml scheduler listening on {}", h.address),
+            h.wait(),
+        ))
     })
 }
 
@@ -79,37 +95,20 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Ok(rt) = runtime() else {
-        eprintln!("error: cannot start the async runtime");
-        return ExitCode::from(1);
+    let cfg = worker::WorkerConfig {
+        scheduler: a.scheduler,
+        listen: a.listen,
+        name: a.name,
+        threads: a.nthreads,
+        memory_limit,
+        data_root: a.data_root,
+        token: auth::token_from_env(),
+        tls: auth::Tls::from_env(),
+        pool: None,
     };
-    rt.block_on(async {
-        let cfg = worker::WorkerConfig {
-            scheduler: a.scheduler,
-            listen: a.listen,
-            name: a.name,
-            threads: a.nthreads,
-            memory_limit,
-            data_root: a.data_root,
-            token: auth::token_from_env(),
-            tls: auth::Tls::from_env(),
-            pool: None,
-        };
-        let h = match worker::start(cfg).await {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        println!("dagml worker {} listening on {}", h.name, h.address);
-        let _ = std::io::stdout().flush();
-        tokio::select! {
-            r = h.wait() => match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => { eprintln!("error: {e}"); ExitCode::from(1) }
-            },
-            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
-        }
+    serve(async move {
+        let h = worker::start(cfg).await?;
+        let banner = format!("dagml worker {} listening on {}", h.name, h.address);
+        Ok((banner, h.wait()))
     })
 }

@@ -343,7 +343,7 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
                 )
                 .with_help("`after` names an output of kind \"dataset\""),
             );
-        } else if source_path(s).map(norm) != Some(norm(&out.path)) {
+        } else if s.path().map(|p| norm(p)) != Some(norm(&out.path)) {
             diags.push(
                 Diagnostic::new(
                     Code::Conflict,
@@ -363,13 +363,7 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
         .sources
         .iter()
         .filter(|s| s.after.is_none())
-        .filter_map(|s| match &s.kind {
-            SourceKind::Mnist { path, .. }
-            | SourceKind::Parquet { path }
-            | SourceKind::Arrow { path } => Some(norm(path)),
-            SourceKind::Csv(c) => Some(norm(&c.path)),
-            SourceKind::Synthetic(_) => None,
-        })
+        .filter_map(|s| s.path().map(|p| norm(p)))
         .collect();
     for o in &p.outputs {
         let (mut model, mut evals, mut data) = (None, Vec::new(), None);
@@ -427,16 +421,6 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
     cycles(p, &r, &mut diags);
     unused(p, &r, &cx, &mut diags);
     (r, diags)
-}
-
-fn source_path(s: &Source) -> Option<&str> {
-    match &s.kind {
-        SourceKind::Mnist { path, .. }
-        | SourceKind::Parquet { path }
-        | SourceKind::Arrow { path } => Some(&path.value),
-        SourceKind::Csv(c) => Some(&c.path.value),
-        SourceKind::Synthetic(_) => None,
-    }
 }
 
 fn norm(path: &str) -> String {

@@ -85,6 +85,19 @@ pub enum MnistSubset {
     All,
 }
 
+impl Source {
+    /// The file, folder or glob the source reads; none for generated data.
+    pub fn path(&self) -> Option<&Spanned<String>> {
+        match &self.kind {
+            SourceKind::Mnist { path, .. }
+            | SourceKind::Parquet { path }
+            | SourceKind::Arrow { path } => Some(path),
+            SourceKind::Csv(c) => Some(&c.path),
+            SourceKind::Synthetic(_) => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SourceKind {
     /// MNIST IDX files (gzipped or raw) in a directory.

@@ -1,0 +1,89 @@
+//! What the multi-process tests share: `Procs`, a guard that owns every process
+//! a test starts and kills (SIGKILL) and reaps them on drop, pass or fail; and
+//! starting a `dagml scheduler` / `dagml worker` with a bounded wait for its
+//! address.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A server's limit to print its address.
+pub const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// Kills (SIGKILL) and reaps every child on drop.
+#[derive(Default)]
+pub struct Procs(pub Vec<(String, Child)>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Procs {
+    /// Start a `dagml` server command and return the address from its first line
+    /// (`... listening on HOST:PORT`), waiting at most `START_LIMIT`. The
+    /// server gets `env` and none of the test's own DAGML_TOKEN / DAGML_TLS_*.
+    pub fn serve(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+        self.serve_logging(name, args, env, None)
+    }
+
+    /// [`Procs::serve`], with the server's stderr going to `log` when given.
+    pub fn serve_logging(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> String {
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("create log")),
+            None => Stdio::null(),
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for var in [
+            "DAGML_TOKEN",
+            "DAGML_TLS_CERT",
+            "DAGML_TLS_KEY",
+            "DAGML_TLS_CA",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        let mut child = cmd.spawn().expect("start dagml");
+        let stdout = child.stdout.take().expect("stdout");
+        self.0.push((name.to_string(), child));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(START_LIMIT)
+            .unwrap_or_else(|_| panic!("{name} printed no address in {START_LIMIT:?}"));
+        line.trim()
+            .rsplit_once("listening on ")
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
+    }
+
+    /// Kill (SIGKILL) and reap the process started as `name`.
+    pub fn kill(&mut self, name: &str) {
+        if let Some((_, c)) = self.0.iter_mut().find(|(n, _)| n == name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
