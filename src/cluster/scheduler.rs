@@ -195,23 +195,27 @@ impl Scheduler for Service {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&run_id);
-            let event = match out {
-                Ok(r) => {
+            let (event, holders) = match out {
+                Ok((r, holders)) => {
                     if shared.log {
                         eprintln!("scheduler: {run_id} done");
                     }
-                    run_event::Event::Result(r)
+                    (run_event::Event::Result(r), holders)
                 }
                 Err(message) => {
                     if shared.log {
                         eprintln!("scheduler: {run_id} failed: {message}");
                     }
-                    run_event::Event::Failed(RunFailed { message })
+                    (
+                        run_event::Event::Failed(RunFailed { message }),
+                        BTreeSet::new(),
+                    )
                 }
             };
             let _ = tx.send(Ok(RunEvent { event: Some(event) })).await;
-            // The client has its result; now the workers forget the run.
-            driver.release().await;
+            // The client has its result; now the workers forget the run (a
+            // failed run was cancelled on them already).
+            driver.cancel_everywhere(&holders).await;
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
@@ -270,9 +274,6 @@ struct Driver<'a> {
     run_id: &'a str,
     tx: &'a mpsc::Sender<Result<RunEvent, Status>>,
     cancel: Arc<AtomicBool>,
-    /// Workers holding a finished run's partitions, released after the result
-    /// is sent.
-    done_on: Mutex<BTreeSet<u64>>,
 }
 
 fn event(e: run_event::Event) -> Result<RunEvent, Status> {
@@ -299,18 +300,7 @@ impl<'a> Driver<'a> {
             run_id,
             tx,
             cancel,
-            done_on: Mutex::default(),
         }
-    }
-
-    fn lock_done(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
-        self.done_on.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// After a successful run: every worker forgets it and frees its partitions.
-    async fn release(&self) {
-        let on = std::mem::take(&mut *self.lock_done());
-        self.cancel_everywhere(&on).await;
     }
 
     async fn send(&self, e: run_event::Event) {
@@ -333,7 +323,9 @@ impl<'a> Driver<'a> {
         }
     }
 
-    async fn drive(&self, req: SubmitRunRequest) -> Result<RunResult, String> {
+    /// Run to the end: the result and the workers that still hold the run, or
+    /// why it failed (the run is then cancelled on every worker already).
+    async fn drive(&self, req: SubmitRunRequest) -> Result<(RunResult, BTreeSet<u64>), String> {
         let t0 = Instant::now();
         let name = req.file_name.clone();
         let text = req.pipeline_text.clone();
@@ -495,17 +487,16 @@ impl<'a> Driver<'a> {
             if done.iter().all(|d| *d) {
                 match self.collect(tasks, &location, &live).await {
                     Ok(values) => {
-                        // Released once the client has the result (`release`).
-                        *self.lock_done() = started.clone();
                         let threads = started
                             .iter()
                             .filter_map(|id| live.get(id).map(|w| w.threads))
                             .sum();
-                        return Ok(RunResult {
+                        let result = RunResult {
                             values,
                             wall_us: t0.elapsed().as_micros() as u64,
                             threads,
-                        });
+                        };
+                        return Ok((result, started));
                     }
                     Err((id, cause)) => {
                         self.shared.declare_lost(id, &cause);
@@ -583,6 +574,7 @@ impl<'a> Driver<'a> {
                     }
                 } else if !live.values().any(|w| w.paused) {
                     let stuck = (0..n).find(|t| !done[*t]).map(|t| tasks[t].id.clone());
+                    self.cancel_everywhere(&started).await;
                     return Err(format!(
                         "no task can run (at `{}`)",
                         stuck.unwrap_or_default()
