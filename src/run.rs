@@ -257,22 +257,31 @@ pub fn render_results(r: &RunReport) -> String {
             ));
             let s = &entry.scores;
             let has = |m: &str| e.metrics.iter().any(|x| x == m);
+            // A cross-validation's mean carries the spread over its folds.
+            let pm = |name: &str| {
+                entry
+                    .std
+                    .as_ref()
+                    .and_then(|m| m.get(name))
+                    .map(|d| format!(" ± {d:.4}"))
+                    .unwrap_or_default()
+            };
             let mut line = Vec::new();
             if let Some(a) = s.accuracy.filter(|_| has("accuracy")) {
-                line.push(format!("accuracy {a:.4}"));
+                line.push(format!("accuracy {a:.4}{}", pm("accuracy")));
             }
             for (name, avg) in [("precision", 0), ("recall", 1), ("f1", 2)] {
                 if let Some(m) = s.macro_avg.as_ref().filter(|_| has(name)) {
                     let v = [m.precision, m.recall, m.f1][avg];
-                    line.push(format!("{name} (macro) {v:.4}"));
+                    line.push(format!("{name} (macro) {v:.4}{}", pm(name)));
                 }
             }
             if let Some(v) = s.log_loss.filter(|_| has("log_loss")) {
-                line.push(format!("log_loss {v:.4}"));
+                line.push(format!("log_loss {v:.4}{}", pm("log_loss")));
             }
             for (name, v) in [("rmse", s.rmse), ("mae", s.mae), ("r2", s.r2)] {
                 if let Some(v) = v.filter(|_| has(name)) {
-                    line.push(format!("{name} {v:.4}"));
+                    line.push(format!("{name} {v:.4}{}", pm(name)));
                 }
             }
             if !line.is_empty() {

@@ -106,7 +106,17 @@ fn check_parsed(mut parsed: Parsed, opts: &CheckOptions) -> Report {
         schemas = s;
         parsed.diagnostics.extend(diags);
     }
-    let checked = compile::check_with(&mut parsed, &schemas);
+    let mut checked = compile::check_with(&mut parsed, &schemas);
+    if opts.data
+        && let Some(c) = &checked
+    {
+        // The shards of a split by file are the files: list them, as `run` will.
+        let diags = compile::shard_files::list(&mut c.plan.clone(), Path::new("."));
+        if !diags.is_empty() {
+            parsed.diagnostics.extend(diags);
+            checked = None;
+        }
+    }
     Report { parsed, checked }
 }
 
@@ -136,8 +146,15 @@ fn plan_report(mut report: Report) -> Result<(Report, Planned), Report> {
     let Some(checked) = report.checked.take() else {
         return Err(report);
     };
-    let initial = checked.plan.display();
-    let (optimized, steps) = crate::optimize::optimize(checked.plan.clone());
+    let mut plan = checked.plan.clone();
+    // Shards by file need the file list before the plan is cut into tasks.
+    let diags = compile::shard_files::list(&mut plan, Path::new("."));
+    if !diags.is_empty() {
+        report.parsed.diagnostics.extend(diags);
+        return Err(report);
+    }
+    let initial = plan.display();
+    let (optimized, steps) = crate::optimize::optimize(plan);
     let physical = crate::plan::physical(optimized);
     report.checked = Some(checked);
     Ok((

@@ -320,3 +320,101 @@ metrics = ["accuracy"]
     assert!(err.contains("bad.csv"), "{}", text(&o));
     assert!(err.contains("line 4") || err.contains(":4"), "{}", text(&o));
 }
+
+#[test]
+fn an_evaluation_over_a_kfold_split_cross_validates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("cv.toml");
+    std::fs::write(
+        &p,
+        r#"
+[pipeline]
+name = "cv"
+seed = 5
+
+[sources.rows]
+kind = "synthetic"
+generator = "classification"
+rows = 1500
+features = 6
+informative = 4
+classes = 3
+partitions = 2
+
+[splits.cv]
+kind = "kfold"
+input = "rows"
+k = 3
+stratify = "y"
+
+[models.forest]
+estimator = "random_forest"
+input = "rows"
+target = "y"
+params = { n_trees = 8, max_depth = 8 }
+
+[evaluations.cross]
+model = "forest"
+data = "cv"
+metrics = ["accuracy", "f1", "confusion_matrix"]
+
+[outputs.metrics]
+kind = "metrics"
+path = "out/metrics.json"
+"#,
+    )
+    .expect("write");
+    let o = dagml(&["run", "cv.toml", "--in-process"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("out/metrics.json")).expect("metrics.json written"),
+    )
+    .expect("JSON");
+    let results = metrics["evaluations"][0]["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // One entry per fold, scored by the model fitted without it, then the mean.
+    assert_eq!(results.len(), 4, "{metrics}");
+    let mut accs = Vec::new();
+    let mut rows = 0;
+    for (i, r) in results[..3].iter().enumerate() {
+        assert_eq!(r["data"], format!("cv.fold{}", i + 1));
+        assert_eq!(r["model"], format!("forest without cv.fold{}", i + 1));
+        let a = r["scores"]["accuracy"].as_f64().expect("accuracy");
+        assert!(a > 0.6, "fold {} accuracy {a}", i + 1);
+        accs.push(a);
+        rows += r["scores"]["rows"].as_u64().expect("rows");
+    }
+    // The folds cover every row once.
+    assert_eq!(rows, 1500);
+    let mean = &results[3];
+    assert_eq!(mean["data"], "cv");
+    assert_eq!(mean["scores"]["rows"], 1500);
+    let m = accs.iter().sum::<f64>() / 3.0;
+    let got = mean["scores"]["accuracy"].as_f64().expect("mean accuracy");
+    assert!((got - m).abs() < 1e-12, "{got} vs {m}");
+    let sd = mean["std"]["accuracy"].as_f64().expect("std of accuracy");
+    let want = (accs.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / 3.0).sqrt();
+    assert!((sd - want).abs() < 1e-12, "{sd} vs {want}");
+    let cm: u64 = mean["scores"]["confusion_matrix"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_u64())
+        .sum();
+    assert_eq!(cm, 1500);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("forest (3-fold mean) on cv"), "{}", text(&o));
+    assert!(out.contains(" ± "), "{}", text(&o));
+
+    // The same numbers on the embedded cluster: each fold's fit is its own task.
+    let again = dagml(&["run", "cv.toml", "--workers", "2"], dir.path());
+    assert!(again.status.success(), "{}", text(&again));
+    let metrics2: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("out/metrics.json")).expect("metrics.json written"),
+    )
+    .expect("JSON");
+    assert_eq!(metrics["evaluations"], metrics2["evaluations"]);
+}

@@ -50,14 +50,14 @@ pub fn check_data(p: &Pipeline, base: &Path) -> (BTreeMap<usize, Schema>, Vec<Di
                 }
             }
             SourceKind::Csv(c) => {
-                let file = base.join(&c.path.value);
-                if !file.exists() {
+                // A file, a folder or a glob: the run infers types from the first file.
+                let Some(file) = crate::data::source::files(&c.path.value, base, "csv")
+                    .ok()
+                    .and_then(|f| f.into_iter().next())
+                else {
                     diags.push(missing_file(&c.path.value, c.path.span));
                     continue;
-                }
-                if file.is_dir() {
-                    continue; // one partition per file: headers are checked when read
-                }
+                };
                 match read_csv_schema(&file, c) {
                     Ok(schema) => {
                         for (name, _) in &c.columns {
@@ -89,7 +89,11 @@ pub fn check_data(p: &Pipeline, base: &Path) -> (BTreeMap<usize, Schema>, Vec<Di
                 }
             }
             SourceKind::Parquet { path } | SourceKind::Arrow { path } => {
-                if !base.join(&path.value).exists() {
+                let ext = match &s.kind {
+                    SourceKind::Parquet { .. } => "parquet",
+                    _ => "arrow",
+                };
+                if crate::data::source::files(&path.value, base, ext).is_err() {
                     diags.push(missing_file(&path.value, path.span));
                 }
             }

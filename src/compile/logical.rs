@@ -34,6 +34,10 @@ pub enum LOp {
     Source {
         source: Source,
         columns: Option<Vec<String>>,
+        /// The files read, one partition each, when a split shards by file (listed
+        /// by `compile::shard_files` before planning); else the source decides.
+        #[serde(default)]
+        files: Option<Vec<String>>,
     },
     /// Row and column operations; after fusion, the names of all fused transforms.
     Transform {
@@ -169,7 +173,9 @@ impl LogicalPlan {
 /// Short parameters of an operation for listings and pictures.
 pub fn describe(op: &LOp) -> String {
     match op {
-        LOp::Source { source, columns } => {
+        LOp::Source {
+            source, columns, ..
+        } => {
             let what = match &source.kind {
                 SourceKind::Mnist { path, .. } => format!("mnist {}", path.value),
                 SourceKind::Csv(c) => format!("csv {}", c.path.value),
@@ -241,6 +247,7 @@ pub fn build(
                 op: LOp::Source {
                     source: s.clone(),
                     columns: None,
+                    files: None,
                 },
                 span: s.span,
             })

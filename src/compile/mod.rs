@@ -8,6 +8,7 @@ pub mod data_check;
 pub mod logical;
 pub mod resolve;
 pub mod schema;
+pub mod shard_files;
 
 use crate::spec::{Diagnostic, Parsed, Pipeline};
 pub use resolve::Resolved;

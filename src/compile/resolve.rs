@@ -604,6 +604,17 @@ impl Cx<'_, '_> {
                         split: *i,
                         part: pt,
                     })),
+                    None if matches!(&split.kind, SplitKind::Shards { by: ShardBy::Column { names, .. }, .. } if names.is_empty()) => {
+                        diags.push(
+                            Diagnostic::new(
+                                Code::UnknownReference,
+                                r.span,
+                                format!("split `{head}` has no part `{part}` it can name before reading the data: its shards are the values of a column"),
+                            )
+                            .with_help("list the values you refer to in the split's `names`, or use the whole split"),
+                        );
+                        None
+                    }
                     None => {
                         let parts = parts_of(&split.kind);
                         let cands: Vec<&str> = parts.iter().map(String::as_str).collect();
@@ -779,7 +790,9 @@ pub fn parts_of(k: &SplitKind) -> Vec<String> {
             .map(|i| format!("fold{i}"))
             .collect(),
         SplitKind::Shards {
-            by: ShardBy::Rows { names } | ShardBy::Column { names, .. },
+            by: ShardBy::Rows { names }
+                            | ShardBy::Column { names, .. }
+                            | ShardBy::File { names },
             ..
         } => names
             .iter()
@@ -791,7 +804,6 @@ pub fn parts_of(k: &SplitKind) -> Vec<String> {
                 ]
             })
             .collect(),
-        SplitKind::Shards { .. } => vec![],
     }
 }
 
@@ -815,11 +827,12 @@ fn parse_part(k: &SplitKind, part: &str) -> Option<Part> {
             };
             let known = match by {
                 ShardBy::Rows { names } => names.iter().any(|n| n.value == shard),
-                // Values or file stems are only known from the data; listed names are checked.
-                ShardBy::Column { names, .. } => {
+                // Values are only known from the data: a part is named only when listed.
+                // File stems are listed before planning (`compile::shard_files`).
+                ShardBy::Column { names, .. } => names.iter().any(|n| n.value == shard),
+                ShardBy::File { names } => {
                     names.is_empty() || names.iter().any(|n| n.value == shard)
                 }
-                ShardBy::File => true,
             };
             if !known || shard.is_empty() {
                 return None;

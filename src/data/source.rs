@@ -187,64 +187,140 @@ fn na_regex(na: &[String]) -> Result<regex::Regex, DataError> {
 }
 
 /// Read a CSV file (or folder / glob of them): header, delimiter, NA markers,
-/// declared types over inferred ones.
+/// declared types over inferred ones. The types are inferred from the first file.
 fn read_csv(c: &CsvSource, base: &Path) -> Result<RecordBatch, DataError> {
     let files = files(&c.path.value, base, "csv")?;
+    let first = files
+        .first()
+        .ok_or_else(|| DataError::NoFiles(c.path.value.clone()))?;
+    let schema = csv_schema(c, first)?;
     let mut batches = Vec::new();
-    let mut schema: Option<SchemaRef> = None;
     for path in &files {
-        let err = |reason: String| DataError::Csv {
-            path: path.clone(),
-            reason,
-        };
-        let mut format = arrow::csv::reader::Format::default()
-            .with_header(c.header)
-            .with_delimiter(c.delimiter as u8);
-        if !c.na_values.is_empty() {
-            format = format.with_null_regex(na_regex(&c.na_values)?);
-        }
-        let sch = match &schema {
-            Some(s) => s.clone(),
-            None => {
-                let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-                let (inferred, _) = format
-                    .infer_schema(&mut f, None)
-                    .map_err(|e| err(e.to_string()))?;
-                let fields: Vec<Field> = inferred
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        let declared = c.columns.iter().find(|(n, _)| n.value == *f.name());
-                        let t = match declared {
-                            Some((_, t)) => arrow_type(t.value),
-                            None => match f.data_type() {
-                                DataType::Int64 | DataType::Float64 | DataType::Boolean => {
-                                    f.data_type().clone()
-                                }
-                                DataType::Null => DataType::Utf8,
-                                _ => DataType::Utf8,
-                            },
-                        };
-                        Field::new(f.name(), t, true)
-                    })
-                    .collect();
-                let s = Arc::new(Schema::new(fields));
-                schema = Some(s.clone());
-                s
-            }
-        };
-        let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-        let reader = arrow::csv::ReaderBuilder::new(sch.clone())
-            .with_format(format)
-            .with_batch_size(65_536)
-            .build(file)
-            .map_err(|e| err(e.to_string()))?;
-        for b in reader {
-            batches.push(b.map_err(|e| err(e.to_string()))?);
-        }
+        read_csv_file(c, &schema, path, &mut batches)?;
     }
-    let schema = schema.ok_or_else(|| DataError::NoFiles(c.path.value.clone()))?;
     Ok(concat_batches(&schema, &batches)?)
+}
+
+fn csv_format(c: &CsvSource) -> Result<arrow::csv::reader::Format, DataError> {
+    let mut format = arrow::csv::reader::Format::default()
+        .with_header(c.header)
+        .with_delimiter(c.delimiter as u8);
+    if !c.na_values.is_empty() {
+        format = format.with_null_regex(na_regex(&c.na_values)?);
+    }
+    Ok(format)
+}
+
+/// The columns of a CSV source: inferred from `path`, declared types first.
+fn csv_schema(c: &CsvSource, path: &Path) -> Result<SchemaRef, DataError> {
+    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let (inferred, _) = csv_format(c)?
+        .infer_schema(&mut f, None)
+        .map_err(|e| DataError::Csv {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| {
+            let declared = c.columns.iter().find(|(n, _)| n.value == *f.name());
+            let t = match declared {
+                Some((_, t)) => arrow_type(t.value),
+                None => match f.data_type() {
+                    DataType::Int64 | DataType::Float64 | DataType::Boolean => {
+                        f.data_type().clone()
+                    }
+                    _ => DataType::Utf8,
+                },
+            };
+            Field::new(f.name(), t, true)
+        })
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn read_csv_file(
+    c: &CsvSource,
+    schema: &SchemaRef,
+    path: &Path,
+    out: &mut Vec<RecordBatch>,
+) -> Result<(), DataError> {
+    let err = |reason: String| DataError::Csv {
+        path: path.into(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_format(csv_format(c)?)
+        .with_batch_size(65_536)
+        .build(file)
+        .map_err(|e| err(e.to_string()))?;
+    for b in reader {
+        out.push(b.map_err(|e| err(e.to_string()))?);
+    }
+    Ok(())
+}
+
+/// The files of a file source, as its partitions will read them: paths relative
+/// to `base` when they are under it. For a split that shards by file.
+pub fn list(source: &Source, base: &Path) -> Result<Vec<String>, DataError> {
+    let (path, ext) = match &source.kind {
+        SourceKind::Csv(c) => (&c.path.value, "csv"),
+        SourceKind::Parquet { path } => (&path.value, "parquet"),
+        SourceKind::Arrow { path } => (&path.value, "arrow"),
+        _ => {
+            return Err(DataError::Unsupported(format!(
+                "source `{}` is not read from files",
+                source.name.value
+            )));
+        }
+    };
+    Ok(files(path, base, ext)?
+        .into_iter()
+        .map(|f| {
+            f.strip_prefix(base)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect())
+}
+
+/// Read partition `p` of a source whose files were listed: file `p` alone (a
+/// CSV's types inferred from the first file, as for the whole source).
+pub fn read_listed(
+    source: &Source,
+    files: &[String],
+    p: u32,
+    columns: Option<&[String]>,
+    base: &Path,
+) -> Result<RecordBatch, DataError> {
+    let file = files
+        .get(p as usize)
+        .map(|f| base.join(f))
+        .ok_or_else(|| DataError::NoFiles(format!("file {p} of source `{}`", source.name.value)))?;
+    let batch = match &source.kind {
+        SourceKind::Csv(c) => {
+            let first = base.join(&files[0]);
+            let schema = csv_schema(c, &first)?;
+            let mut batches = Vec::new();
+            read_csv_file(c, &schema, &file, &mut batches)?;
+            concat_batches(&schema, &batches)?
+        }
+        SourceKind::Parquet { .. } => read_parquet(&file)?,
+        SourceKind::Arrow { .. } => read_ipc(&file)?,
+        _ => {
+            return Err(DataError::Unsupported(format!(
+                "source `{}` is not read from files",
+                source.name.value
+            )));
+        }
+    };
+    match columns {
+        Some(cols) => project(&batch, cols),
+        None => Ok(batch),
+    }
 }
 
 #[cfg(test)]

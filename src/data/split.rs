@@ -4,6 +4,8 @@
 //! concatenation defines each row's identity: its global position). Out: one batch
 //! per [`Part`]. Must not: depend on how the rows were partitioned or on thread
 //! counts: a row's side is decided by hash(seed, split, row identity) alone.
+//! (Shards by file are the one split defined by partitions: input partition i is
+//! file i, listed in order before the run.)
 
 use super::{DataError, rng};
 use crate::compile::resolve::Part;
@@ -13,6 +15,7 @@ use arrow::compute::{cast, concat_batches, take_record_batch};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 fn take(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch, DataError> {
     let idx = UInt32Array::from(rows.to_vec());
@@ -210,22 +213,113 @@ pub fn split(
                             .collect()
                     }
                 }
-                ShardBy::File => {
-                    return Err(DataError::Unsupported(
-                        "shards by file are not supported by the runner yet; use `by = \"rows\"` or a column".into(),
-                    ));
+                ShardBy::File { names } => {
+                    // One input partition per file, in the order the files were listed.
+                    if names.len() != inputs.len() {
+                        return Err(DataError::Unsupported(format!(
+                            "a split by file got {} partitions for {} files",
+                            inputs.len(),
+                            names.len()
+                        )));
+                    }
+                    let mut start = 0u32;
+                    names
+                        .iter()
+                        .zip(inputs)
+                        .map(|(s, (_, part))| {
+                            let len = part.num_rows() as u32;
+                            start += len;
+                            (s.value.clone(), (start - len..start).collect())
+                        })
+                        .collect()
                 }
             };
+            // Shards named by column values nobody listed are known only now:
+            // they travel together, as one batch per part tagged with its shards.
+            let dynamic = matches!(by, ShardBy::Column { names, .. } if names.is_empty());
+            let mut tagged: [Vec<(String, RecordBatch)>; 3] = Default::default();
             for (name, rows) in shards {
                 let shard_seed = rng::hash(seed_of(*seed), &[rng::str_id(&name)]);
                 let (train, val) = hold_out(rows.clone(), validation_fraction.value, shard_seed);
-                out.insert(Part::Shard(name.clone()), take(&b, &rows)?);
-                out.insert(Part::ShardTrain(name.clone()), take(&b, &train)?);
-                out.insert(Part::ShardValidation(name), take(&b, &val)?);
+                let three = [take(&b, &rows)?, take(&b, &train)?, take(&b, &val)?];
+                if dynamic {
+                    for (t, x) in tagged.iter_mut().zip(three) {
+                        t.push((name.clone(), x));
+                    }
+                } else {
+                    let [all, train, val] = three;
+                    out.insert(Part::Shard(name.clone()), all);
+                    out.insert(Part::ShardTrain(name.clone()), train);
+                    out.insert(Part::ShardValidation(name), val);
+                }
+            }
+            if dynamic {
+                let [all, train, val] = tagged;
+                let any = ANY_SHARD.to_string();
+                out.insert(Part::Shard(any.clone()), tag_shards(&b, all)?);
+                out.insert(Part::ShardTrain(any.clone()), tag_shards(&b, train)?);
+                out.insert(Part::ShardValidation(any), tag_shards(&b, val)?);
             }
         }
     }
     Ok(out)
+}
+
+/// The shard name that stands for every shard of a split whose shards are known
+/// only from the data (`by = "column"` without `names`).
+pub const ANY_SHARD: &str = "*";
+
+/// Schema metadata key of a batch holding several shards: JSON `[[name, rows], ...]`.
+const SHARDS_KEY: &str = "dagml.shards";
+
+/// Several shards in one batch, in order, their names and sizes in its schema.
+fn tag_shards(
+    like: &RecordBatch,
+    shards: Vec<(String, RecordBatch)>,
+) -> Result<RecordBatch, DataError> {
+    let sizes: Vec<(&str, usize)> = shards
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.num_rows()))
+        .collect();
+    let meta = serde_json::to_string(&sizes)
+        .map_err(|e| DataError::Unsupported(format!("shard list: {e}")))?;
+    let schema = Arc::new(
+        like.schema()
+            .as_ref()
+            .clone()
+            .with_metadata(std::collections::HashMap::from([(SHARDS_KEY.to_string(), meta)])),
+    );
+    let batches: Vec<RecordBatch> = shards.into_iter().map(|(_, b)| b).collect();
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+/// The shards of a batch made by a split whose shards are known only from the
+/// data, by name, in order; `None` for any other batch.
+pub fn untag_shards(b: &RecordBatch) -> Result<Option<Vec<(String, RecordBatch)>>, DataError> {
+    let schema = b.schema();
+    let Some(meta) = schema.metadata().get(SHARDS_KEY) else {
+        return Ok(None);
+    };
+    let sizes: Vec<(String, usize)> = serde_json::from_str(meta)
+        .map_err(|e| DataError::Unsupported(format!("corrupt shard list: {e}")))?;
+    if sizes.iter().map(|(_, n)| n).sum::<usize>() != b.num_rows() {
+        return Err(DataError::Unsupported(
+            "the shard list does not match the rows".into(),
+        ));
+    }
+    let plain = Arc::new(b.schema().as_ref().clone().with_metadata(std::collections::HashMap::new()));
+    let b = RecordBatch::try_new(plain, b.columns().to_vec())?;
+    let mut at = 0;
+    Ok(Some(
+        sizes
+            .into_iter()
+            .map(|(name, n)| {
+                let part = b.slice(at, n);
+                at += n;
+                (name, part)
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -216,6 +216,116 @@ pub fn confusion_table(s: &Scores, classes: &[String]) -> String {
     out
 }
 
+/// The scores of a cross-validation: each metric averaged over the folds (per
+/// class rows too, when every fold saw the same classes; supports and the
+/// confusion matrix are summed, so every row counts once), and the standard
+/// deviation over the folds of each scalar metric, by metric name.
+pub fn mean_over_folds(folds: &[Scores]) -> (Scores, std::collections::BTreeMap<String, f64>) {
+    let mut std = std::collections::BTreeMap::new();
+    let n = folds.len();
+    if n == 0 {
+        return (Scores::default(), std);
+    }
+    let stats = |v: Vec<f64>| -> (f64, f64) {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64;
+        (m, var.sqrt())
+    };
+    // The mean of one optional metric, when every fold has it.
+    let mut scalar = |name: &str, get: &dyn Fn(&Scores) -> Option<f64>| -> Option<f64> {
+        let v: Option<Vec<f64>> = folds.iter().map(get).collect();
+        let (m, s) = stats(v?);
+        std.insert(name.to_string(), s);
+        Some(m)
+    };
+    let accuracy = scalar("accuracy", &|s| s.accuracy);
+    let log_loss = scalar("log_loss", &|s| s.log_loss);
+    let rmse = scalar("rmse", &|s| s.rmse);
+    let mae = scalar("mae", &|s| s.mae);
+    let r2 = scalar("r2", &|s| s.r2);
+    let mut avg = |which: &str, get: &dyn Fn(&Scores) -> Option<&Averages>| {
+        let v: Option<Vec<&Averages>> = folds.iter().map(get).collect();
+        let v = v?;
+        let mut field = |f: &str, x: &dyn Fn(&Averages) -> f64| {
+            let (m, s) = stats(v.iter().map(|a| x(a)).collect());
+            if which == "macro" {
+                std.insert(f.to_string(), s);
+            }
+            m
+        };
+        Some(Averages {
+            precision: field("precision", &|a| a.precision),
+            recall: field("recall", &|a| a.recall),
+            f1: field("f1", &|a| a.f1),
+        })
+    };
+    let macro_avg = avg("macro", &|s| s.macro_avg.as_ref());
+    let weighted_avg = avg("weighted", &|s| s.weighted_avg.as_ref());
+    let same_classes = |a: &[ClassRow], b: &[ClassRow]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.class == y.class)
+    };
+    let per_class = match folds[0].per_class.as_deref() {
+        Some(first)
+            if folds.iter().all(|f| {
+                f.per_class
+                    .as_deref()
+                    .is_some_and(|rows| same_classes(rows, first))
+            }) =>
+        {
+            let rows = |c: usize| folds.iter().filter_map(move |f| f.per_class.as_ref().map(|r| &r[c]));
+            Some(
+                first
+                    .iter()
+                    .enumerate()
+                    .map(|(c, r)| ClassRow {
+                        class: r.class.clone(),
+                        precision: rows(c).map(|r| r.precision).sum::<f64>() / n as f64,
+                        recall: rows(c).map(|r| r.recall).sum::<f64>() / n as f64,
+                        f1: rows(c).map(|r| r.f1).sum::<f64>() / n as f64,
+                        support: rows(c).map(|r| r.support).sum(),
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
+    let confusion_matrix = match folds[0].confusion_matrix.as_ref() {
+        Some(first)
+            if folds.iter().all(|f| {
+                f.confusion_matrix.as_ref().is_some_and(|m| {
+                    m.len() == first.len() && m.iter().zip(first).all(|(a, b)| a.len() == b.len())
+                })
+            }) =>
+        {
+            let mut sum = first.clone();
+            for f in &folds[1..] {
+                for (row, add) in sum.iter_mut().zip(f.confusion_matrix.iter().flatten()) {
+                    for (x, y) in row.iter_mut().zip(add) {
+                        *x += y;
+                    }
+                }
+            }
+            Some(sum)
+        }
+        _ => None,
+    };
+    (
+        Scores {
+            rows: folds.iter().map(|f| f.rows).sum(),
+            accuracy,
+            per_class,
+            macro_avg,
+            weighted_avg,
+            confusion_matrix,
+            log_loss,
+            rmse,
+            mae,
+            r2,
+        },
+        std,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +335,38 @@ mod tests {
             proba: rows.iter().flatten().copied().collect(),
             classes: vec!["a".into(), "b".into(), "c".into()],
         }
+    }
+
+    #[test]
+    fn fold_means_average_metrics_and_sum_counts() {
+        let a = classification(
+            &[0, 1, 2, 2],
+            &pred(&[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.0, 0.1, 0.9], [0.6, 0.2, 0.2]]),
+        );
+        let b = classification(
+            &[0, 1],
+            &pred(&[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]),
+        );
+        // a: 3 of 4 right; b: 2 of 2.
+        let (m, std) = mean_over_folds(&[a.clone(), b.clone()]);
+        assert!((m.accuracy.unwrap() - 0.875).abs() < 1e-12);
+        assert!((std["accuracy"] - 0.125).abs() < 1e-12);
+        assert_eq!(m.rows, 6);
+        // Every row counted once in the summed confusion matrix.
+        let cm = m.confusion_matrix.unwrap();
+        assert_eq!(cm.iter().flatten().sum::<u64>(), 6);
+        assert_eq!(cm[2], vec![1, 0, 1]);
+        let macro_f1 = (a.macro_avg.unwrap().f1 + b.macro_avg.unwrap().f1) / 2.0;
+        assert!((m.macro_avg.unwrap().f1 - macro_f1).abs() < 1e-12);
+        let r = regression(&[1.0, 2.0], &[1.0, 3.0]);
+        let (m, std) = mean_over_folds(&[r.clone(), r]);
+        assert_eq!(m.rmse, r_rmse());
+        assert_eq!(std["rmse"], 0.0);
+        assert!(m.accuracy.is_none() && !std.contains_key("accuracy"));
+    }
+
+    fn r_rmse() -> Option<f64> {
+        regression(&[1.0, 2.0], &[1.0, 3.0]).rmse
     }
 
     #[test]

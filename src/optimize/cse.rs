@@ -17,12 +17,14 @@ fn same(plan: &LogicalPlan, a: NodeIndex, b: NodeIndex) -> bool {
             LOp::Source {
                 source: x,
                 columns: cx,
+                files: fx,
             },
             LOp::Source {
                 source: y,
                 columns: cy,
+                files: fy,
             },
-        ) => x.kind == y.kind && x.after == y.after && cx == cy,
+        ) => x.kind == y.kind && x.after == y.after && cx == cy && fx == fy,
         (LOp::Transform { steps: x, .. }, LOp::Transform { steps: y, .. }) => x == y,
         _ => false,
     };

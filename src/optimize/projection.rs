@@ -148,7 +148,9 @@ impl Rule for ProjectionPushdown {
                     _ => None,
                 })
                 .unwrap_or_else(Schema::open);
-            if let LOp::Source { source, columns } = &mut plan.graph[n].op {
+            if let LOp::Source {
+                source, columns, ..
+            } = &mut plan.graph[n].op {
                 let prunable = matches!(
                     source.kind,
                     SourceKind::Csv(_) | SourceKind::Parquet { .. } | SourceKind::Arrow { .. }

@@ -36,6 +36,12 @@ pub enum TaskKind {
     PartialStats,
     Reduce,
     Fit,
+    /// Fit the model on every fold of a k-fold split but `fold`, for the
+    /// cross-validation of an evaluation over the whole split.
+    FitFold {
+        split: String,
+        fold: u32,
+    },
     Evaluate,
     Write,
 }
@@ -158,8 +164,11 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
             });
         let mut new_tasks = Vec::new();
         match &node.op {
-            LOp::Source { source, .. } => {
-                let parts = partitions_of_source(&source.kind);
+            LOp::Source { source, files, .. } => {
+                let parts = match files {
+                    Some(f) => f.len() as u32,
+                    None => partitions_of_source(&source.kind),
+                };
                 let rows = out_schema.as_ref().and_then(|s| s.rows);
                 let bytes = out_schema.as_ref().and_then(|s| s.est_bytes());
                 let mut outs = Vec::new();
@@ -209,7 +218,9 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                     }
                     SplitKind::KFold { k, .. } => (1..=k.value).map(Part::Fold).collect(),
                     SplitKind::Shards {
-                        by: ShardBy::Rows { names } | ShardBy::Column { names, .. },
+                        by: ShardBy::Rows { names }
+                            | ShardBy::Column { names, .. }
+                            | ShardBy::File { names },
                         ..
                     } => names
                         .iter()
@@ -221,7 +232,18 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                             ]
                         })
                         .collect(),
-                    SplitKind::Shards { .. } => vec![],
+                };
+                // Shards known only from the data travel together (see
+                // `data::split::ANY_SHARD`).
+                let parts = if parts.is_empty() && matches!(split.kind, SplitKind::Shards { .. }) {
+                    let any = crate::data::split::ANY_SHARD.to_string();
+                    vec![
+                        Part::Shard(any.clone()),
+                        Part::ShardTrain(any.clone()),
+                        Part::ShardValidation(any),
+                    ]
+                } else {
+                    parts
                 };
                 // One task over every input partition: splits rank rows by a hash of
                 // (seed, row identity), which needs the whole input, and shards by
@@ -302,7 +324,8 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                                                 SplitKind::Shards {
                                                     by:
                                                         ShardBy::Rows { names }
-                                                        | ShardBy::Column { names, .. },
+                                                        | ShardBy::Column { names, .. }
+                                                        | ShardBy::File { names },
                                                     ..
                                                 },
                                             ..
@@ -311,7 +334,7 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                                 _ => None,
                             })
                             .filter(|v: &Vec<String>| !v.is_empty())
-                            .unwrap_or_else(|| vec!["*".into()]);
+                            .unwrap_or_else(|| vec![crate::data::split::ANY_SHARD.into()]);
                         let src = data_in.first().map(|(s, _, _, _)| *s);
                         for (i, s) in shards.iter().enumerate() {
                             let inputs = src
@@ -360,11 +383,21 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 } else {
                     TaskKind::Write
                 };
+                let mut inputs = all_inputs.clone();
+                if kind == TaskKind::Evaluate {
+                    for t in cross_fits(g, n, &produced) {
+                        inputs.push(t.id.clone());
+                        // Two evaluations of one model over one split share its fits.
+                        if !tasks.iter().chain(&new_tasks).any(|x| x.id == t.id) {
+                            new_tasks.push(t);
+                        }
+                    }
+                }
                 new_tasks.push(Task {
                     id: format!("{id}/out"),
                     node: id.clone(),
                     kind,
-                    inputs: all_inputs.clone(),
+                    inputs,
                     outputs: vec![format!("{id}/out")],
                     est_rows: rows_in,
                     est_bytes: bytes_in,
@@ -380,6 +413,61 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
         tasks,
         workers,
     }
+}
+
+/// The fits a cross-validation needs: for an evaluation `n` over a whole k-fold
+/// split, one fit of its model per fold, on the other folds. They belong to the
+/// model's node, so they run its operation; `FitFold` says which fold is left out.
+fn cross_fits(
+    g: &crate::compile::logical::Graph,
+    n: NodeIndex,
+    produced: &BTreeMap<(NodeIndex, Option<Part>), Vec<String>>,
+) -> Vec<Task> {
+    let Some(fit) = g
+        .edges_directed(n, Direction::Incoming)
+        .find(|e| matches!(e.weight(), EdgeKind::Model))
+        .map(|e| e.source())
+    else {
+        return vec![];
+    };
+    let fit_id = g[fit].id();
+    let mut out = Vec::new();
+    for e in g.edges_directed(n, Direction::Incoming) {
+        let (EdgeKind::Data { part: None, .. }, LOp::Split { split }) = (e.weight(), &g[e.source()].op)
+        else {
+            continue;
+        };
+        let SplitKind::KFold { k, .. } = &split.kind else {
+            continue;
+        };
+        let name = &split.name.value;
+        for fold in 1..=k.value {
+            let inputs: Vec<String> = (1..=k.value)
+                .filter(|j| *j != fold)
+                .flat_map(|j| {
+                    produced
+                        .get(&(e.source(), Some(Part::Fold(j))))
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect();
+            let tid = format!("{fit_id}/without-{name}.fold{fold}");
+            out.push(Task {
+                id: tid.clone(),
+                node: fit_id.clone(),
+                kind: TaskKind::FitFold {
+                    split: name.clone(),
+                    fold,
+                },
+                inputs,
+                outputs: vec![tid],
+                est_rows: None,
+                est_bytes: None,
+                worker: None,
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -409,6 +497,63 @@ mod tests {
         // Same file, same plan.
         let again = physical(optimize::optimize(crate::optimize::testutil::plan(&text)).0);
         assert_eq!(p.display(), again.display());
+    }
+
+    #[test]
+    fn cross_validation_fits_the_model_once_per_fold_without_that_fold() {
+        let text = r#"
+[pipeline]
+name = "cv"
+seed = 3
+
+[sources.rows]
+kind = "synthetic"
+generator = "classification"
+rows = 900
+features = 4
+classes = 2
+partitions = 2
+
+[splits.cv]
+kind = "kfold"
+input = "rows"
+k = 3
+
+[models.tree]
+estimator = "decision_tree"
+input = "rows"
+target = "y"
+
+[evaluations.a]
+model = "tree"
+data = "cv"
+metrics = ["accuracy"]
+
+[evaluations.b]
+model = "tree"
+data = ["cv", "rows"]
+metrics = ["f1"]
+"#;
+        let p = physical(optimize::optimize(crate::optimize::testutil::plan(text)).0);
+        let folds: Vec<&Task> = p
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.kind, TaskKind::FitFold { .. }))
+            .collect();
+        // Shared by both evaluations: one fit per fold, not one per evaluation.
+        assert_eq!(folds.len(), 3, "{}", p.display());
+        for (i, t) in folds.iter().enumerate() {
+            let held_out = format!("cv.fold{}/", i + 1);
+            assert_eq!(t.node, "fit:tree");
+            assert_eq!(t.inputs.len(), 2, "{}", p.display());
+            assert!(t.inputs.iter().all(|x| !x.starts_with(&held_out)));
+        }
+        for e in ["evaluate:a/out", "evaluate:b/out"] {
+            let ev = p.tasks.iter().find(|t| t.id == e).expect("evaluate task");
+            for t in &folds {
+                assert!(ev.inputs.contains(&t.id), "{}", p.display());
+            }
+        }
     }
 
     #[test]

@@ -130,6 +130,10 @@ pub struct EvalEntry {
     /// The model that scored it: the whole model, or one shard's member.
     pub model: String,
     pub scores: Scores,
+    /// For the mean over the folds of a cross-validation: the standard deviation
+    /// of each scalar metric over the folds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<BTreeMap<String, f64>>,
 }
 
 /// A written file, reported back to the runner.
@@ -320,14 +324,26 @@ impl PipelineKernels {
         let op = self.op(task)?;
         let cx = &self.cx;
         match (&task.kind, op) {
-            (TaskKind::Read, LOp::Source { source, columns }) => {
+            (
+                TaskKind::Read,
+                LOp::Source {
+                    source,
+                    columns,
+                    files,
+                },
+            ) => {
                 let p: u32 = task
                     .id
                     .rsplit_once("/p")
                     .and_then(|(_, p)| p.parse().ok())
                     .unwrap_or(0);
-                let b = data::source::read(source, p, cx.seed, columns.as_deref(), &cx.base)
-                    .map_err(fail)?;
+                let b = match files {
+                    Some(f) => {
+                        data::source::read_listed(source, f, p, columns.as_deref(), &cx.base)
+                    }
+                    None => data::source::read(source, p, cx.seed, columns.as_deref(), &cx.base),
+                }
+                .map_err(fail)?;
                 Ok(vec![Value::Batch(b)])
             }
             (TaskKind::Transform, LOp::Transform { steps, .. }) => {
@@ -392,14 +408,20 @@ impl PipelineKernels {
                             .iter()
                             .zip(inputs)
                             .map(|(id, v)| {
-                                let m: TrainedModel = decode(bytes_of(v)?)?;
                                 let shard = id
                                     .rsplit_once("/shard-")
                                     .map(|(_, s)| s.to_string())
                                     .unwrap_or_else(|| id.clone());
-                                Ok((shard, m))
+                                if shard == split::ANY_SHARD {
+                                    // Every shard found in the data, fitted by one task.
+                                    return decode::<Vec<(String, TrainedModel)>>(bytes_of(v)?);
+                                }
+                                Ok(vec![(shard, decode::<TrainedModel>(bytes_of(v)?)?)])
                             })
-                            .collect::<Result<Vec<_>, String>>()?;
+                            .collect::<Result<Vec<_>, String>>()?
+                            .into_iter()
+                            .flatten()
+                            .collect();
                         model::ensemble(spec, members).map_err(fail)?
                     }
                     _ => {
@@ -417,10 +439,23 @@ impl PipelineKernels {
                 let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
                 let b = concat(&all)?;
                 // Each shard's model gets its own seed identity.
-                let seed = data::rng::hash(cx.seed, &[data::rng::str_id(shard)]);
-                let mut m = model::fit_single(spec, &b, seed).map_err(fail)?;
-                m.name = format!("{}[{shard}]", spec.name.value);
-                Ok(vec![encode(&m)?])
+                let fit_shard = |shard: &str, b: &RecordBatch| {
+                    let seed = data::rng::hash(cx.seed, &[data::rng::str_id(shard)]);
+                    let mut m = model::fit_single(spec, b, seed).map_err(fail)?;
+                    m.name = format!("{}[{shard}]", spec.name.value);
+                    Ok::<_, String>(m)
+                };
+                if shard == split::ANY_SHARD {
+                    let shards = split::untag_shards(&b)
+                        .map_err(fail)?
+                        .ok_or("the shards found in the data did not reach the fit")?;
+                    let models = shards
+                        .iter()
+                        .map(|(s, b)| Ok((s.clone(), fit_shard(s, b)?)))
+                        .collect::<Result<Vec<_>, String>>()?;
+                    return Ok(vec![encode(&models)?]);
+                }
+                Ok(vec![encode(&fit_shard(shard, &b)?)?])
             }
             (TaskKind::PartialStats, LOp::Fit { model: spec, .. }) => {
                 let b = batch_of(inputs.first().ok_or("no input")?)?;
@@ -443,9 +478,25 @@ impl PipelineKernels {
                     &model::fit_single(spec, &b, cx.seed).map_err(fail)?,
                 )?])
             }
+            (TaskKind::FitFold { split, fold }, LOp::Fit { model: spec, .. }) => {
+                let (data, _) = split_inputs(task, inputs);
+                let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
+                let b = concat(&all)?;
+                // Each fold's model gets its own seed identity.
+                let seed = data::rng::hash(
+                    cx.seed,
+                    &[data::rng::str_id(split), u64::from(*fold)],
+                );
+                let mut m = model::fit_single(spec, &b, seed).map_err(fail)?;
+                m.name = format!("{} without {split}.fold{fold}", spec.name.value);
+                Ok(vec![encode(&m)?])
+            }
             (TaskKind::Evaluate, LOp::Evaluate { evaluation }) => {
                 let (data, bytes) = split_inputs(task, inputs);
-                let (_, mb) = bytes.first().ok_or("the evaluation has no model input")?;
+                let (_, mb) = bytes
+                    .iter()
+                    .find(|(id, _)| id.ends_with("/out"))
+                    .ok_or("the evaluation has no model input")?;
                 let model: TrainedModel = decode(mb)?;
                 let mut results = Vec::new();
                 for r in &evaluation.data {
@@ -458,28 +509,74 @@ impl PipelineKernels {
                             data: d.to_string(),
                             model: model.name.clone(),
                             scores: score(&model, &b)?,
+                            std: None,
                         });
                         continue;
                     }
-                    // A whole split: every validation part (shards) or fold.
+                    // A whole k-fold split: each fold scored by the model fitted
+                    // without it, then the mean over the folds.
+                    let held_out = |i: u32| format!("/without-{want}.fold{i}");
+                    if bytes.iter().any(|(id, _)| id.ends_with(&held_out(1))) {
+                        let mut folds = Vec::new();
+                        for i in 1.. {
+                            let Some((_, fb)) =
+                                bytes.iter().find(|(id, _)| id.ends_with(&held_out(i)))
+                            else {
+                                break;
+                            };
+                            let m: TrainedModel = decode(fb)?;
+                            let d = format!("{want}.fold{i}");
+                            let parts = data
+                                .iter()
+                                .find(|(n, _)| *n == d)
+                                .map(|(_, p)| p.clone())
+                                .ok_or_else(|| format!("fold `{d}` is missing"))?;
+                            let scores = score(&m, &concat(&parts)?)?;
+                            results.push(EvalEntry {
+                                data: d,
+                                model: m.name.clone(),
+                                scores: scores.clone(),
+                                std: None,
+                            });
+                            folds.push(scores);
+                        }
+                        let (mean, std) = metrics::mean_over_folds(&folds);
+                        results.push(EvalEntry {
+                            data: want.to_string(),
+                            model: format!("{} ({}-fold mean)", model.name, folds.len()),
+                            scores: mean,
+                            std: Some(std),
+                        });
+                        continue;
+                    }
+                    // A whole shards split: every validation part.
                     let prefix = format!("{want}.");
-                    let parts: Vec<&(&str, Vec<&RecordBatch>)> = data
+                    let mut parts: Vec<(String, RecordBatch)> = Vec::new();
+                    for (d, ps) in data
                         .iter()
                         .filter(|(d, _)| d.starts_with(&prefix) && d.ends_with(".validation"))
-                        .collect();
-                    if parts.is_empty() {
-                        return Err(format!(
-                            "evaluating on `{want}` (a k-fold split) is not supported by the runner yet; evaluate on a dataset or a shards split"
-                        ));
-                    }
-                    for (d, ps) in parts {
+                    {
                         let b = concat(ps)?;
+                        match split::untag_shards(&b).map_err(fail)? {
+                            Some(shards) => parts.extend(
+                                shards
+                                    .into_iter()
+                                    .map(|(s, b)| (format!("{want}.{s}.validation"), b)),
+                            ),
+                            None => parts.push((d.to_string(), b)),
+                        }
+                    }
+                    if parts.is_empty() {
+                        return Err(format!("no data for `{want}` reached the evaluation"));
+                    }
+                    for (d, b) in parts {
                         if let model::Body::Ensemble { members, .. } = &model.body {
                             for (shard, m) in members {
                                 results.push(EvalEntry {
                                     data: d.to_string(),
                                     model: format!("{}[{shard}]", model.name),
                                     scores: score(m, &b)?,
+                                    std: None,
                                 });
                             }
                         }
@@ -487,6 +584,7 @@ impl PipelineKernels {
                             data: d.to_string(),
                             model: model.name.clone(),
                             scores: score(&model, &b)?,
+                            std: None,
                         });
                     }
                 }

@@ -1175,7 +1175,7 @@ fn lower_split(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
                         names: names.unwrap_or_default(),
                     })
                 }
-                _ => Some(ShardBy::File),
+                _ => Some(ShardBy::File { names: vec![] }),
             };
             match (input, by) {
                 (Some(input), Some(by)) => Some(SplitKind::Shards {

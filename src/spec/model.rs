@@ -324,7 +324,9 @@ pub enum ShardBy {
     /// One shard per value of a column; `names` lists the values expected, if known.
     Column { column: Name, names: Vec<Name> },
     /// One shard per file of a multi-file source, named by the file stem.
-    File,
+    /// `names` is empty in a parsed pipeline: the planner fills it from the files
+    /// the source lists (see `compile::shard_files`).
+    File { names: Vec<Name> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
