@@ -418,3 +418,164 @@ path = "out/metrics.json"
     .expect("JSON");
     assert_eq!(metrics["evaluations"], metrics2["evaluations"]);
 }
+
+/// Rows `x,region,y` where `y = slope * x + 1` in each region: a linear model
+/// fitted on one region predicts its own rows exactly and the others badly.
+fn region_rows(region: &str, slope: f64, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let x = i as f64 / 7.0 - 3.0;
+            format!("{x},{region},{}\n", slope * x + 1.0)
+        })
+        .collect()
+}
+
+fn metrics_entries(dir: &Path) -> Vec<serde_json::Value> {
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("out/metrics.json")).expect("metrics.json written"),
+    )
+    .expect("JSON");
+    m["evaluations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["results"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Each member of a per-shard linear model is exact on its own shard and wrong on
+/// the others: the shards are the regions, whatever named them.
+fn assert_one_model_per_region(entries: &[serde_json::Value], split: &str) {
+    let rmse = |model: &str, data: &str| {
+        entries
+            .iter()
+            .find(|e| e["model"] == model && e["data"] == data)
+            .and_then(|e| e["scores"]["rmse"].as_f64())
+            .unwrap_or_else(|| panic!("no rmse of {model} on {data} in {entries:?}"))
+    };
+    for own in ["east", "north", "west"] {
+        for other in ["east", "north", "west"] {
+            let r = rmse(&format!("lines[{own}]"), &format!("{split}.{other}.validation"));
+            if own == other {
+                assert!(r < 1e-6, "lines[{own}] on its own shard: rmse {r}");
+            } else {
+                assert!(r > 0.5, "lines[{own}] on {other}: rmse {r}");
+            }
+        }
+    }
+}
+
+const PER_SHARD_LINES: &str = r#"
+[models.lines]
+estimator = "linear_regression"
+per_shard = true
+combine = "average"
+input = "regions"
+target = "y"
+features = ["x"]
+
+[evaluations.matrix]
+model = "lines"
+data = "regions"
+metrics = ["rmse"]
+
+[outputs.metrics]
+kind = "metrics"
+path = "out/metrics.json"
+"#;
+
+#[test]
+fn shards_by_file_are_the_files_of_the_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let regions = dir.path().join("regions");
+    std::fs::create_dir(&regions).expect("mkdir");
+    for (name, slope, n) in [("east", 2.0, 60), ("north", -3.0, 90), ("west", 0.5, 75)] {
+        std::fs::write(
+            regions.join(format!("{name}.csv")),
+            format!("x,region,y\n{}", region_rows(name, slope, n)),
+        )
+        .expect("write");
+    }
+    let pipeline = format!(
+        r#"
+[pipeline]
+name = "files"
+seed = 3
+
+[sources.rows]
+kind = "csv"
+path = "regions"
+
+[splits.regions]
+kind = "shards"
+input = "rows"
+by = "file"
+{PER_SHARD_LINES}"#
+    );
+    std::fs::write(dir.path().join("files.toml"), &pipeline).expect("write");
+    for placement in [&["--in-process"][..], &["--workers", "2"][..]] {
+        let o = dagml(&[&["run", "files.toml"][..], placement].concat(), dir.path());
+        assert!(o.status.success(), "{}", text(&o));
+        let entries = metrics_entries(dir.path());
+        assert_one_model_per_region(&entries, "regions");
+        // Each file's validation part is its own rows.
+        for (name, n) in [("east", 60), ("north", 90), ("west", 75)] {
+            let rows = entries
+                .iter()
+                .find(|e| e["data"] == format!("regions.{name}.validation"))
+                .and_then(|e| e["scores"]["rows"].as_u64())
+                .expect("rows");
+            assert!(rows > 0 && rows < n, "{name}: {rows} of {n}");
+        }
+    }
+
+    // A shard no file gives is an error at its line, and nothing runs.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        format!(
+            "{pipeline}\n[models.one]\nestimator = \"linear_regression\"\ninput = \"regions.south.train\"\ntarget = \"y\"\n"
+        ),
+    )
+    .expect("write");
+    let o = dagml(&["run", "bad.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = text(&o);
+    assert!(err.contains("E0302"), "{err}");
+    assert!(err.contains("no file is named `south`"), "{err}");
+    assert!(err.contains("east, north, west"), "{err}");
+}
+
+#[test]
+fn shards_by_the_values_of_a_column_need_no_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = format!(
+        "x,region,y\n{}{}{}",
+        region_rows("north", -3.0, 90),
+        region_rows("west", 0.5, 75),
+        region_rows("east", 2.0, 60)
+    );
+    std::fs::write(dir.path().join("rows.csv"), rows).expect("write");
+    let pipeline = format!(
+        r#"
+[pipeline]
+name = "values"
+seed = 3
+
+[sources.rows]
+kind = "csv"
+path = "rows.csv"
+
+[splits.regions]
+kind = "shards"
+input = "rows"
+by = "column"
+column = "region"
+{PER_SHARD_LINES}"#
+    );
+    std::fs::write(dir.path().join("values.toml"), pipeline).expect("write");
+    for placement in [&["--in-process"][..], &["--workers", "2"][..]] {
+        let o = dagml(&[&["run", "values.toml"][..], placement].concat(), dir.path());
+        assert!(o.status.success(), "{}", text(&o));
+        assert_one_model_per_region(&metrics_entries(dir.path()), "regions");
+    }
+}
