@@ -455,7 +455,10 @@ fn assert_one_model_per_region(entries: &[serde_json::Value], split: &str) {
     };
     for own in ["east", "north", "west"] {
         for other in ["east", "north", "west"] {
-            let r = rmse(&format!("lines[{own}]"), &format!("{split}.{other}.validation"));
+            let r = rmse(
+                &format!("lines[{own}]"),
+                &format!("{split}.{other}.validation"),
+            );
             if own == other {
                 assert!(r < 1e-6, "lines[{own}] on its own shard: rmse {r}");
             } else {
@@ -514,7 +517,10 @@ by = "file"
     );
     std::fs::write(dir.path().join("files.toml"), &pipeline).expect("write");
     for placement in [&["--in-process"][..], &["--workers", "2"][..]] {
-        let o = dagml(&[&["run", "files.toml"][..], placement].concat(), dir.path());
+        let o = dagml(
+            &[&["run", "files.toml"][..], placement].concat(),
+            dir.path(),
+        );
         assert!(o.status.success(), "{}", text(&o));
         let entries = metrics_entries(dir.path());
         assert_one_model_per_region(&entries, "regions");
@@ -574,7 +580,10 @@ column = "region"
     );
     std::fs::write(dir.path().join("values.toml"), pipeline).expect("write");
     for placement in [&["--in-process"][..], &["--workers", "2"][..]] {
-        let o = dagml(&[&["run", "values.toml"][..], placement].concat(), dir.path());
+        let o = dagml(
+            &[&["run", "values.toml"][..], placement].concat(),
+            dir.path(),
+        );
         assert!(o.status.success(), "{}", text(&o));
         assert_one_model_per_region(&metrics_entries(dir.path()), "regions");
     }

@@ -604,7 +604,8 @@ impl Cx<'_, '_> {
                         split: *i,
                         part: pt,
                     })),
-                    None if matches!(&split.kind, SplitKind::Shards { by: ShardBy::Column { names, .. }, .. } if names.is_empty()) => {
+                    None if matches!(&split.kind, SplitKind::Shards { by: ShardBy::Column { names, .. }, .. } if names.is_empty()) =>
+                    {
                         diags.push(
                             Diagnostic::new(
                                 Code::UnknownReference,
@@ -790,9 +791,7 @@ pub fn parts_of(k: &SplitKind) -> Vec<String> {
             .map(|i| format!("fold{i}"))
             .collect(),
         SplitKind::Shards {
-            by: ShardBy::Rows { names }
-                            | ShardBy::Column { names, .. }
-                            | ShardBy::File { names },
+            by: ShardBy::Rows { names } | ShardBy::Column { names, .. } | ShardBy::File { names },
             ..
         } => names
             .iter()

@@ -147,10 +147,7 @@ pub fn list(plan: &mut LogicalPlan, base: &Path) -> Vec<Diagnostic> {
                 ..
             } = &mut split.kind
         {
-            *names = stems
-                .into_iter()
-                .map(|s| Spanned::new(s, span))
-                .collect();
+            *names = stems.into_iter().map(|s| Spanned::new(s, span)).collect();
         }
     }
     diags

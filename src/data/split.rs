@@ -283,12 +283,9 @@ fn tag_shards(
         .collect();
     let meta = serde_json::to_string(&sizes)
         .map_err(|e| DataError::Unsupported(format!("shard list: {e}")))?;
-    let schema = Arc::new(
-        like.schema()
-            .as_ref()
-            .clone()
-            .with_metadata(std::collections::HashMap::from([(SHARDS_KEY.to_string(), meta)])),
-    );
+    let schema = Arc::new(like.schema().as_ref().clone().with_metadata(
+        std::collections::HashMap::from([(SHARDS_KEY.to_string(), meta)]),
+    ));
     let batches: Vec<RecordBatch> = shards.into_iter().map(|(_, b)| b).collect();
     Ok(arrow::compute::concat_batches(&schema, &batches)?)
 }
@@ -307,7 +304,12 @@ pub fn untag_shards(b: &RecordBatch) -> Result<Option<Vec<(String, RecordBatch)>
             "the shard list does not match the rows".into(),
         ));
     }
-    let plain = Arc::new(b.schema().as_ref().clone().with_metadata(std::collections::HashMap::new()));
+    let plain = Arc::new(
+        b.schema()
+            .as_ref()
+            .clone()
+            .with_metadata(std::collections::HashMap::new()),
+    );
     let b = RecordBatch::try_new(plain, b.columns().to_vec())?;
     let mut at = 0;
     Ok(Some(

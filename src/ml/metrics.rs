@@ -272,7 +272,11 @@ pub fn mean_over_folds(folds: &[Scores]) -> (Scores, std::collections::BTreeMap<
                     .is_some_and(|rows| same_classes(rows, first))
             }) =>
         {
-            let rows = |c: usize| folds.iter().filter_map(move |f| f.per_class.as_ref().map(|r| &r[c]));
+            let rows = |c: usize| {
+                folds
+                    .iter()
+                    .filter_map(move |f| f.per_class.as_ref().map(|r| &r[c]))
+            };
             Some(
                 first
                     .iter()
@@ -341,12 +345,14 @@ mod tests {
     fn fold_means_average_metrics_and_sum_counts() {
         let a = classification(
             &[0, 1, 2, 2],
-            &pred(&[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.0, 0.1, 0.9], [0.6, 0.2, 0.2]]),
+            &pred(&[
+                [0.9, 0.05, 0.05],
+                [0.1, 0.8, 0.1],
+                [0.0, 0.1, 0.9],
+                [0.6, 0.2, 0.2],
+            ]),
         );
-        let b = classification(
-            &[0, 1],
-            &pred(&[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]),
-        );
+        let b = classification(&[0, 1], &pred(&[[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]]));
         // a: 3 of 4 right; b: 2 of 2.
         let (m, std) = mean_over_folds(&[a.clone(), b.clone()]);
         assert!((m.accuracy.unwrap() - 0.875).abs() < 1e-12);

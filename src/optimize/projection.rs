@@ -150,7 +150,8 @@ impl Rule for ProjectionPushdown {
                 .unwrap_or_else(Schema::open);
             if let LOp::Source {
                 source, columns, ..
-            } = &mut plan.graph[n].op {
+            } = &mut plan.graph[n].op
+            {
                 let prunable = matches!(
                     source.kind,
                     SourceKind::Csv(_) | SourceKind::Parquet { .. } | SourceKind::Arrow { .. }

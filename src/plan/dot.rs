@@ -135,6 +135,13 @@ pub fn to_dot(p: &PhysicalPlan, level: Level) -> String {
             let tasks = p.tasks_of(&id);
             if tasks.len() > 1 {
                 label.push_str(&format!("\n× {} tasks", tasks.len()));
+                let folds = tasks
+                    .iter()
+                    .filter(|t| matches!(t.kind, super::TaskKind::FitFold { .. }))
+                    .count();
+                if folds > 0 {
+                    label.push_str(&format!(" ({folds} for cross-validation)"));
+                }
                 attrs.push(attr("shape", "box3d"));
                 attrs.push(attr("style", "filled"));
             }

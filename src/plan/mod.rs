@@ -218,7 +218,8 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                     }
                     SplitKind::KFold { k, .. } => (1..=k.value).map(Part::Fold).collect(),
                     SplitKind::Shards {
-                        by: ShardBy::Rows { names }
+                        by:
+                            ShardBy::Rows { names }
                             | ShardBy::Column { names, .. }
                             | ShardBy::File { names },
                         ..
@@ -433,7 +434,8 @@ fn cross_fits(
     let fit_id = g[fit].id();
     let mut out = Vec::new();
     for e in g.edges_directed(n, Direction::Incoming) {
-        let (EdgeKind::Data { part: None, .. }, LOp::Split { split }) = (e.weight(), &g[e.source()].op)
+        let (EdgeKind::Data { part: None, .. }, LOp::Split { split }) =
+            (e.weight(), &g[e.source()].op)
         else {
             continue;
         };

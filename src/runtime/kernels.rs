@@ -483,10 +483,7 @@ impl PipelineKernels {
                 let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
                 let b = concat(&all)?;
                 // Each fold's model gets its own seed identity.
-                let seed = data::rng::hash(
-                    cx.seed,
-                    &[data::rng::str_id(split), u64::from(*fold)],
-                );
+                let seed = data::rng::hash(cx.seed, &[data::rng::str_id(split), u64::from(*fold)]);
                 let mut m = model::fit_single(spec, &b, seed).map_err(fail)?;
                 m.name = format!("{} without {split}.fold{fold}", spec.name.value);
                 Ok(vec![encode(&m)?])
