@@ -470,6 +470,11 @@ fn spills_and_gives_the_in_process_model(kind: Kind) {
                 && p.parent().is_some_and(|d| d.ends_with("spill"))),
             "{l}"
         );
+        // The embedded workers' own data roots are gone with the run.
+        let root = path.and_then(|p| p.parent()).and_then(|d| d.parent());
+        if kind == Kind::Embedded && let Some(root) = root {
+            assert!(!root.exists(), "{} is left behind", root.display());
+        }
     }
     assert_same_as_in_process(d.path(), &out);
 }

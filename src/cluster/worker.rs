@@ -359,12 +359,18 @@ pub struct WorkerHandle {
     pub address: String,
     pub name: String,
     served: super::serve::Served,
+    /// The data root this worker made for itself (no `--data-root`), removed
+    /// when it is stopped.
+    scratch: Option<PathBuf>,
 }
 
 impl WorkerHandle {
-    /// Stop serving and heartbeating.
+    /// Stop serving and heartbeating; remove the spill folder it made.
     pub async fn stop(self) {
-        self.served.stop().await
+        self.served.stop().await;
+        if let Some(d) = self.scratch {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 
     /// Serve until the server stops (for `dagml worker`).
@@ -392,6 +398,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
             None,
         ),
     };
+    let scratch = confine.is_none().then(|| data_root.clone());
     let pool = match &cfg.pool {
         Some(p) => p.clone(),
         None => Arc::new(
@@ -471,6 +478,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
             server,
             companion: heartbeat,
         },
+        scratch,
     })
 }
 
