@@ -54,7 +54,11 @@ impl Procs {
     /// events with `--events`) as it comes and may act on the cluster; returns
     /// the client's output once it has exited. The client belongs to `self`
     /// while it runs, so it is killed if the test fails.
-    fn watch(&mut self, mut run: Command, mut on_event: impl FnMut(&mut Procs, &str, u32)) -> Output {
+    fn watch(
+        &mut self,
+        mut run: Command,
+        mut on_event: impl FnMut(&mut Procs, &str, u32),
+    ) -> Output {
         run.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = run.spawn().expect("start run");
         let pid = child.id();
@@ -250,7 +254,10 @@ fn a_worker_lost_mid_fit_does_not_change_the_model(kind: Kind) {
         }
         Kind::Embedded => {
             let mut run = dagml_cmd(d.path(), &["--workers", "3", "--events"], None);
-            run.env("DAGML_EMBEDDED_FAULT", "kill-worker:any:at-task:fit:forest/");
+            run.env(
+                "DAGML_EMBEDDED_FAULT",
+                "kill-worker:any:at-task:fit:forest/",
+            );
             procs.watch(run, |_, line, _| {
                 let lost = line
                     .strip_prefix("worker ")
@@ -286,7 +293,10 @@ fn a_worker_lost_mid_fit_does_not_change_the_model(kind: Kind) {
         .filter_map(|l| l.strip_prefix("started "))
         .filter(|l| started_before.iter().any(|b| task_of(b) == task_of(l)))
         .collect();
-    assert!(!again.is_empty(), "no task ran again after the loss:\n{log}");
+    assert!(
+        !again.is_empty(),
+        "no task ran again after the loss:\n{log}"
+    );
     assert!(again.iter().all(|l| !l.contains(&on_killed)), "{log}");
     let finished_on_killed = format!(" on {killed}");
     assert!(
@@ -472,7 +482,9 @@ fn spills_and_gives_the_in_process_model(kind: Kind) {
         );
         // The embedded workers' own data roots are gone with the run.
         let root = path.and_then(|p| p.parent()).and_then(|d| d.parent());
-        if kind == Kind::Embedded && let Some(root) = root {
+        if kind == Kind::Embedded
+            && let Some(root) = root
+        {
             assert!(!root.exists(), "{} is left behind", root.display());
         }
     }

@@ -181,10 +181,7 @@ fn on_cluster(
                 .await
                 .map_err(|e| other(&e))?;
                 if a.events {
-                    eprintln!(
-                        "embedded scheduler listening on {}",
-                        e.scheduler.address
-                    );
+                    eprintln!("embedded scheduler listening on {}", e.scheduler.address);
                     for w in &e.workers {
                         eprintln!("embedded worker {} listening on {}", w.name, w.address);
                     }
