@@ -223,28 +223,42 @@ fn three_worker_processes_give_the_in_process_model() {
 
 #[test]
 fn a_worker_killed_mid_fit_does_not_change_the_model() {
-    a_worker_lost_mid_fit_does_not_change_the_model(Kind::Processes);
+    a_worker_lost_at_a_task_does_not_change_the_model(Kind::Processes, "fit:forest/");
 }
 
 #[test]
 fn an_embedded_worker_stopped_mid_fit_does_not_change_the_model() {
-    a_worker_lost_mid_fit_does_not_change_the_model(Kind::Embedded);
+    a_worker_lost_at_a_task_does_not_change_the_model(Kind::Embedded, "fit:forest/");
 }
 
-/// Three workers; the first one handed a tree-fitting task dies as it gets it
-/// (a process: SIGKILL as soon as the event says the task started; the embedded
-/// cluster: DAGML_EMBEDDED_FAULT stops the worker as it is handed the task).
-/// The run still completes with the in-process bytes, and its events show the
-/// loss and tasks running again elsewhere.
-fn a_worker_lost_mid_fit_does_not_change_the_model(kind: Kind) {
+#[test]
+fn a_worker_killed_holding_tree_groups_has_them_recomputed() {
+    a_worker_lost_at_a_task_does_not_change_the_model(Kind::Processes, "fit:forest/out");
+}
+
+#[test]
+fn an_embedded_worker_stopped_holding_tree_groups_has_them_recomputed() {
+    a_worker_lost_at_a_task_does_not_change_the_model(Kind::Embedded, "fit:forest/out");
+}
+
+/// Three workers; the first one handed a task whose id starts with `at` dies
+/// as it gets it (a process: SIGKILL as soon as the event says the task
+/// started; the embedded cluster: DAGML_EMBEDDED_FAULT stops the worker as it
+/// is handed the task). `fit:forest/` is the first tree group; `fit:forest/out`
+/// gathers the groups, and goes to the worker holding most of them, so that
+/// worker's groups must be computed again. The run still completes with the
+/// in-process bytes, and its events show the loss and tasks running again
+/// elsewhere.
+fn a_worker_lost_at_a_task_does_not_change_the_model(kind: Kind, at: &str) {
     let mut procs = Procs::default();
     let d = workdir();
     let mut killed: Option<String> = None;
+    let started_at = format!("started {at}");
     let out = match kind {
         Kind::Processes => {
             let sched = procs.cluster(3, None);
             procs.run_watching(d.path(), &sched, |procs, line, _| {
-                if killed.is_none() && line.starts_with("started fit:forest/") {
+                if killed.is_none() && line.starts_with(&started_at) {
                     let worker = line.rsplit_once(" on ").map(|(_, w)| w).unwrap_or("");
                     let worker = worker.split_whitespace().next().unwrap_or("").to_string();
                     procs.kill(&worker);
@@ -256,7 +270,7 @@ fn a_worker_lost_mid_fit_does_not_change_the_model(kind: Kind) {
             let mut run = dagml_cmd(d.path(), &["--workers", "3", "--events"], None);
             run.env(
                 "DAGML_EMBEDDED_FAULT",
-                "kill-worker:any:at-task:fit:forest/",
+                format!("kill-worker:any:at-task:{at}"),
             );
             procs.watch(run, |_, line, _| {
                 let lost = line
@@ -273,9 +287,9 @@ fn a_worker_lost_mid_fit_does_not_change_the_model(kind: Kind) {
     let (before, after) = log
         .split_once(&format!("worker {killed} lost"))
         .unwrap_or_else(|| panic!("worker {killed} was not declared lost:\n{log}"));
-    // It had been handed a tree-fitting task; after the loss, tasks it had
-    // been handed (or whose outputs it held) ran again, on other workers, and
-    // nothing finished on it.
+    // It had been handed such a task; after the loss, tasks it had been handed
+    // (or whose outputs it held) ran again, on other workers, and nothing
+    // finished on it.
     let on_killed = format!(" on {killed} ");
     let started_before: Vec<&str> = before
         .lines()
@@ -284,7 +298,7 @@ fn a_worker_lost_mid_fit_does_not_change_the_model(kind: Kind) {
     assert!(
         started_before
             .iter()
-            .any(|l| l.starts_with("fit:forest/") && l.contains(&on_killed)),
+            .any(|l| l.starts_with(at) && l.contains(&on_killed)),
         "{log}"
     );
     let task_of = |l: &str| l.split(" on ").next().unwrap_or("").to_string();
@@ -308,13 +322,28 @@ fn a_worker_lost_mid_fit_does_not_change_the_model(kind: Kind) {
     if kind == Kind::Embedded {
         // The task it was handed never ran there: it ran again as a second
         // attempt. (A process may be killed just after its task finished, so
-        // there only the recomputation is certain.)
+        // there only some task running again is certain.)
         assert!(
             again
                 .iter()
-                .any(|l| l.starts_with("fit:forest/") && l.ends_with("(attempt 2)")),
+                .any(|l| l.starts_with(at) && l.ends_with("(attempt 2)")),
             "{log}"
         );
+        if at == "fit:forest/out" {
+            // Tree groups that had finished on it were computed again.
+            let finished_there: Vec<String> = before
+                .lines()
+                .filter_map(|l| l.strip_prefix("finished "))
+                .filter_map(|l| l.strip_suffix(&finished_on_killed))
+                .filter(|t| t.starts_with("fit:forest/g"))
+                .map(str::to_string)
+                .collect();
+            assert!(!finished_there.is_empty(), "{log}");
+            assert!(
+                again.iter().any(|l| finished_there.contains(&task_of(l))),
+                "no tree group was recomputed:\n{log}"
+            );
+        }
     }
     assert_same_as_in_process(d.path(), &out);
 }
