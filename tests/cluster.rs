@@ -9,9 +9,14 @@
 mod common;
 
 use common::Procs;
+use dagml::cluster::auth::{Attach, Tls};
+use dagml::cluster::proto::CancelRunRequest;
+use dagml::cluster::proto::worker_client::WorkerClient;
+use dagml::cluster::{ClusterError, client, flight::Peers};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -23,31 +28,38 @@ const OUTPUTS: [&str; 3] = [
     "out/predictions.parquet",
 ];
 
+/// The two kinds of cluster the tests here run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `dagml scheduler` and `dagml worker` processes.
+    Processes,
+    /// The embedded cluster inside `dagml run`.
+    Embedded,
+}
+
 impl Procs {
     /// `dagml run pipeline.toml --quiet --events --scheduler SCHED` in `dir`:
-    /// `on_event` sees each task-event line (stderr) as it comes and may act on
-    /// the cluster; returns the client's output once it has exited. The client
-    /// belongs to `self` while it runs, so it is killed if the test fails.
+    /// see [`Procs::watch`].
     fn run_watching(
         &mut self,
         dir: &Path,
         sched: &str,
+        on_event: impl FnMut(&mut Procs, &str, u32),
+    ) -> Output {
+        let run = dagml_cmd(dir, &["--events", "--scheduler", sched], None);
+        self.watch(run, on_event)
+    }
+
+    /// Start `run` (a `dagml run`): `on_event` sees each stderr line (task
+    /// events with `--events`) as it comes and may act on the cluster; returns
+    /// the client's output once it has exited. The client belongs to `self`
+    /// while it runs, so it is killed if the test fails.
+    fn watch(
+        &mut self,
+        mut run: Command,
         mut on_event: impl FnMut(&mut Procs, &str, u32),
     ) -> Output {
-        let mut run = Command::new(env!("CARGO_BIN_EXE_dagml"));
-        run.current_dir(dir)
-            .args([
-                "run",
-                "pipeline.toml",
-                "--quiet",
-                "--events",
-                "--scheduler",
-                sched,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("DAGML_TOKEN");
+        run.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = run.spawn().expect("start run");
         let pid = child.id();
         let stderr = child.stderr.take().expect("stderr");
@@ -87,10 +99,25 @@ impl Procs {
 
     /// [`Procs::cluster`] with these environment variables on every server.
     fn cluster_with(&mut self, n: usize, env: &[(&str, &str)]) -> String {
+        self.cluster_full(n, env, "2GB", None).0
+    }
+
+    /// A scheduler and `n` workers of `memory_limit` each, with these
+    /// environment variables; each worker's stderr goes to `logs/wI.log` when
+    /// `logs` is given. Returns the scheduler's address and the workers'.
+    fn cluster_full(
+        &mut self,
+        n: usize,
+        env: &[(&str, &str)],
+        memory_limit: &str,
+        logs: Option<&Path>,
+    ) -> (String, Vec<String>) {
         let sched = self.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], env);
+        let mut workers = Vec::new();
         for i in 0..n {
             let name = format!("w{i}");
-            self.serve(
+            let log = logs.map(|d| d.join(format!("{name}.log")));
+            workers.push(self.serve_logging(
                 &name,
                 &[
                     "worker",
@@ -98,16 +125,17 @@ impl Procs {
                     "--nthreads",
                     "1",
                     "--memory-limit",
-                    "2GB",
+                    memory_limit,
                     "--name",
                     &name,
                     "--listen",
                     "127.0.0.1:0",
                 ],
                 env,
-            );
+                log.as_deref(),
+            ));
         }
-        sched
+        (sched, workers)
     }
 }
 
@@ -118,17 +146,25 @@ fn workdir() -> tempfile::TempDir {
     d
 }
 
-fn dagml_run(dir: &Path, extra: &[&str], token: Option<&str>) -> Output {
+/// `dagml run pipeline.toml --quiet EXTRA` in `dir`, with DAGML_TOKEN set to
+/// `token` (unset when None) and none of the test's own DAGML_* settings.
+fn dagml_cmd(dir: &Path, extra: &[&str], token: Option<&str>) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
     cmd.current_dir(dir)
         .args(["run", "pipeline.toml", "--quiet"])
         .args(extra)
-        .stdin(Stdio::null())
-        .env_remove("DAGML_TOKEN");
+        .stdin(Stdio::null());
+    for var in ["DAGML_TOKEN", "DAGML_EMBEDDED_FAULT", "DAGML_EMBEDDED_HOLD"] {
+        cmd.env_remove(var);
+    }
     if let Some(t) = token {
         cmd.env("DAGML_TOKEN", t);
     }
-    cmd.output().expect("run dagml")
+    cmd
+}
+
+fn dagml_run(dir: &Path, extra: &[&str], token: Option<&str>) -> Output {
+    dagml_cmd(dir, extra, token).output().expect("run dagml")
 }
 
 fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -187,29 +223,182 @@ fn three_worker_processes_give_the_in_process_model() {
 
 #[test]
 fn a_worker_killed_mid_fit_does_not_change_the_model() {
+    a_worker_lost_at_a_task_does_not_change_the_model(Kind::Processes, "fit:forest/");
+}
+
+#[test]
+fn an_embedded_worker_stopped_mid_fit_does_not_change_the_model() {
+    a_worker_lost_at_a_task_does_not_change_the_model(Kind::Embedded, "fit:forest/");
+}
+
+#[test]
+fn a_worker_killed_holding_tree_groups_has_them_recomputed() {
+    a_worker_lost_at_a_task_does_not_change_the_model(Kind::Processes, "fit:forest/out");
+}
+
+#[test]
+fn an_embedded_worker_stopped_holding_tree_groups_has_them_recomputed() {
+    a_worker_lost_at_a_task_does_not_change_the_model(Kind::Embedded, "fit:forest/out");
+}
+
+/// Three workers; the first one handed a task whose id starts with `at` dies
+/// as it gets it (a process: SIGKILL as soon as the event says the task
+/// started; the embedded cluster: DAGML_EMBEDDED_FAULT stops the worker as it
+/// is handed the task). `fit:forest/` is the first tree group; `fit:forest/out`
+/// gathers the groups, and goes to the worker holding most of them, so that
+/// worker's groups must be computed again. The run still completes with the
+/// in-process bytes, and its events show the loss and tasks running again
+/// elsewhere.
+fn a_worker_lost_at_a_task_does_not_change_the_model(kind: Kind, at: &str) {
     let mut procs = Procs::default();
-    let sched = procs.cluster(3, None);
     let d = workdir();
-    // Kill the first worker that starts fitting trees, as soon as it does.
-    let mut killed = None;
-    let out = procs.run_watching(d.path(), &sched, |procs, line, _| {
-        if killed.is_none() && line.starts_with("started fit:forest/") {
-            let worker = line.rsplit_once(" on ").map(|(_, w)| w).unwrap_or("");
-            let worker = worker.split_whitespace().next().unwrap_or("").to_string();
-            procs.kill(&worker);
-            killed = Some(worker);
+    let mut killed: Option<String> = None;
+    let started_at = format!("started {at}");
+    let out = match kind {
+        Kind::Processes => {
+            let sched = procs.cluster(3, None);
+            procs.run_watching(d.path(), &sched, |procs, line, _| {
+                if killed.is_none() && line.starts_with(&started_at) {
+                    let worker = line.rsplit_once(" on ").map(|(_, w)| w).unwrap_or("");
+                    let worker = worker.split_whitespace().next().unwrap_or("").to_string();
+                    procs.kill(&worker);
+                    killed = Some(worker);
+                }
+            })
+        }
+        Kind::Embedded => {
+            let mut run = dagml_cmd(d.path(), &["--workers", "3", "--events"], None);
+            run.env(
+                "DAGML_EMBEDDED_FAULT",
+                format!("kill-worker:any:at-task:{at}"),
+            );
+            procs.watch(run, |_, line, _| {
+                let lost = line
+                    .strip_prefix("worker ")
+                    .and_then(|l| l.split_once(" lost: "));
+                if let (None, Some((worker, _))) = (&killed, lost) {
+                    killed = Some(worker.to_string());
+                }
+            })
+        }
+    };
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let killed = killed.unwrap_or_else(|| panic!("no worker was killed:\n{log}"));
+    let (before, after) = log
+        .split_once(&format!("worker {killed} lost"))
+        .unwrap_or_else(|| panic!("worker {killed} was not declared lost:\n{log}"));
+    // It had been handed such a task; after the loss, tasks it had been handed
+    // (or whose outputs it held) ran again, on other workers, and nothing
+    // finished on it.
+    let on_killed = format!(" on {killed} ");
+    let started_before: Vec<&str> = before
+        .lines()
+        .filter_map(|l| l.strip_prefix("started "))
+        .collect();
+    assert!(
+        started_before
+            .iter()
+            .any(|l| l.starts_with(at) && l.contains(&on_killed)),
+        "{log}"
+    );
+    let task_of = |l: &str| l.split(" on ").next().unwrap_or("").to_string();
+    let again: Vec<&str> = after
+        .lines()
+        .filter_map(|l| l.strip_prefix("started "))
+        .filter(|l| started_before.iter().any(|b| task_of(b) == task_of(l)))
+        .collect();
+    assert!(
+        !again.is_empty(),
+        "no task ran again after the loss:\n{log}"
+    );
+    assert!(again.iter().all(|l| !l.contains(&on_killed)), "{log}");
+    let finished_on_killed = format!(" on {killed}");
+    assert!(
+        !after
+            .lines()
+            .any(|l| l.starts_with("finished ") && l.ends_with(&finished_on_killed)),
+        "{log}"
+    );
+    if kind == Kind::Embedded {
+        // The task it was handed never ran there: it ran again as a second
+        // attempt. (A process may be killed just after its task finished, so
+        // there only some task running again is certain.)
+        assert!(
+            again
+                .iter()
+                .any(|l| l.starts_with(at) && l.ends_with("(attempt 2)")),
+            "{log}"
+        );
+        if at == "fit:forest/out" {
+            // Tree groups that had finished on it were computed again.
+            let finished_there: Vec<String> = before
+                .lines()
+                .filter_map(|l| l.strip_prefix("finished "))
+                .filter_map(|l| l.strip_suffix(&finished_on_killed))
+                .filter(|t| t.starts_with("fit:forest/g"))
+                .map(str::to_string)
+                .collect();
+            assert!(!finished_there.is_empty(), "{log}");
+            assert!(
+                again.iter().any(|l| finished_there.contains(&task_of(l))),
+                "no tree group was recomputed:\n{log}"
+            );
+        }
+    }
+    assert_same_as_in_process(d.path(), &out);
+}
+
+/// Calls with `token` (None: none) to the scheduler's gRPC service and to each
+/// worker's gRPC control service and Flight service: each is answered, with a
+/// refusal as unauthenticated (so the servers are up, and checking).
+fn assert_refused(sched: &str, workers: &[String], token: Option<&str>) {
+    let limit = Duration::from_secs(30);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let tls = Tls::default();
+        let attach = || Attach::new(token, &tls).expect("attach");
+        let status = tokio::time::timeout(limit, client::status(sched, token, &tls))
+            .await
+            .expect("the scheduler did not answer in time");
+        match status {
+            Err(ClusterError::Rpc(s)) => {
+                assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s}")
+            }
+            other => panic!("the scheduler took a call with token {token:?}: {other:?}"),
+        }
+        for w in workers {
+            let fetched = tokio::time::timeout(limit, Peers::new(attach()).fetch(w, "run1/x"))
+                .await
+                .expect("the worker's Flight service did not answer in time");
+            match fetched {
+                Err(e) => assert!(e.contains("missing or wrong token"), "{w}: {e}"),
+                Ok(_) => panic!("{w} served a partition to a call with token {token:?}"),
+            }
+            let channel = attach().channel(w).expect("channel");
+            let mut control = WorkerClient::with_interceptor(channel, attach());
+            let cancel = control.cancel_run(CancelRunRequest {
+                run_id: "run1".into(),
+            });
+            let cancelled = tokio::time::timeout(limit, cancel)
+                .await
+                .expect("the worker's control service did not answer in time");
+            match cancelled {
+                Err(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated, "{w}: {s}"),
+                Ok(_) => panic!("{w} took a call with token {token:?}"),
+            }
         }
     });
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    let killed = killed.unwrap_or_else(|| panic!("no fit task started:\n{log}"));
-    assert!(log.contains(&format!("worker {killed} lost")), "{log}");
-    assert_same_as_in_process(d.path(), &out);
 }
 
 #[test]
 fn calls_without_the_token_are_refused() {
     let mut procs = Procs::default();
-    let sched = procs.cluster(1, Some("s3cret-token"));
+    let (sched, workers) = procs.cluster_full(1, &[("DAGML_TOKEN", "s3cret-token")], "2GB", None);
+    assert_refused(&sched, &workers, None);
+    assert_refused(&sched, &workers, Some("wrong"));
     let d = workdir();
     let out = dagml_run(d.path(), &["--scheduler", &sched], None);
     assert!(!out.status.success());
@@ -235,6 +424,100 @@ fn the_embedded_cluster_gives_the_in_process_model_on_1_2_and_4_workers() {
         let out = dagml_run(d.path(), extra, None);
         assert_same_as_in_process(d.path(), &out);
     }
+}
+
+#[test]
+fn the_embedded_cluster_refuses_calls_without_its_own_token() {
+    // Its token is its own and random: with DAGML_TOKEN unset, and with it set
+    // (its value is not the embedded cluster's token either), calls without
+    // the cluster's token are refused while the run itself completes.
+    for env_token in [None, Some("s3cret-token")] {
+        let d = workdir();
+        let go = d.path().join("go");
+        let mut run = dagml_cmd(d.path(), &["--workers", "2", "--events"], env_token);
+        run.env("DAGML_EMBEDDED_HOLD", &go);
+        let mut sched = None;
+        let mut workers = Vec::new();
+        let mut procs = Procs::default();
+        let out = procs.watch(run, |_, line, _| {
+            if let Some(a) = line.strip_prefix("embedded scheduler listening on ") {
+                sched = Some(a.to_string());
+            }
+            let worker = line.strip_prefix("embedded worker ");
+            if let Some((_, a)) = worker.and_then(|l| l.split_once(" listening on ")) {
+                workers.push(a.to_string());
+                if workers.len() == 2 {
+                    let s = sched.as_deref().expect("the scheduler's line comes first");
+                    assert_refused(s, &workers, None);
+                    if env_token.is_some() {
+                        assert_refused(s, &workers, env_token);
+                    }
+                    std::fs::write(&go, "").expect("write the go file");
+                }
+            }
+        });
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(go.exists(), "no addresses printed, nothing checked:\n{log}");
+        assert_same_as_in_process(d.path(), &out);
+    }
+}
+
+#[test]
+fn worker_processes_past_their_spill_threshold_spill_and_give_the_in_process_model() {
+    spills_and_gives_the_in_process_model(Kind::Processes);
+}
+
+#[test]
+fn embedded_workers_past_their_spill_threshold_spill_and_give_the_in_process_model() {
+    spills_and_gives_the_in_process_model(Kind::Embedded);
+}
+
+/// Each worker's memory limit, far below the fixture's partitions (about
+/// 100 KB each): nearly every partition goes past the spill threshold.
+const SMALL_LIMIT: &str = "200KB";
+
+/// Two workers of [`SMALL_LIMIT`] each: partitions are spilled to Arrow IPC
+/// files (each spill is a line in the worker's log) and read back, and the
+/// outputs are the in-process run's, byte for byte.
+fn spills_and_gives_the_in_process_model(kind: Kind) {
+    let mut procs = Procs::default();
+    let d = workdir();
+    let (out, log) = match kind {
+        Kind::Processes => {
+            let logs = tempfile::tempdir().expect("tempdir");
+            let (sched, _) = procs.cluster_full(2, &[], SMALL_LIMIT, Some(logs.path()));
+            let out = dagml_run(d.path(), &["--scheduler", &sched], None);
+            let log: String = ["w0.log", "w1.log"]
+                .iter()
+                .map(|f| std::fs::read_to_string(logs.path().join(f)).unwrap_or_default())
+                .collect();
+            (out, log)
+        }
+        Kind::Embedded => {
+            let extra = ["--workers", "2", "--memory-limit", SMALL_LIMIT, "--events"];
+            let out = dagml_run(d.path(), &extra, None);
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            (out, log)
+        }
+    };
+    let spills: Vec<&str> = log.lines().filter(|l| l.contains(": spilled `")).collect();
+    assert!(!spills.is_empty(), "nothing was spilled:\n{log}");
+    for l in &spills {
+        let path = l.rsplit_once(" to ").map(|(_, p)| Path::new(p));
+        assert!(
+            path.is_some_and(|p| p.extension().is_some_and(|e| e == "arrow")
+                && p.parent().is_some_and(|d| d.ends_with("spill"))),
+            "{l}"
+        );
+        // The embedded workers' own data roots are gone with the run.
+        let root = path.and_then(|p| p.parent()).and_then(|d| d.parent());
+        if kind == Kind::Embedded
+            && let Some(root) = root
+        {
+            assert!(!root.exists(), "{} is left behind", root.display());
+        }
+    }
+    assert_same_as_in_process(d.path(), &out);
 }
 
 /// A self-signed certificate for 127.0.0.1 and its key, as PEM files in `dir`.

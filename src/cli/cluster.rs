@@ -105,6 +105,8 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
         token: auth::token_from_env(),
         tls: auth::Tls::from_env(),
         pool: None,
+        fault: None,
+        log_spills: true,
     };
     serve(async move {
         let h = worker::start(cfg).await?;

@@ -1,4 +1,5 @@
-//! `dagml run FILE [--in-process | --threads N | --workers N | --scheduler ADDR] [--quiet]`
+//! `dagml run FILE [--in-process | --threads N | --workers N [--threads-per-worker N]
+//! [--memory-limit SIZE] | --scheduler ADDR] [--quiet] [--events]`
 
 use dagml::cluster::{self, Placement, PlacementFlags};
 use dagml::run::{self, RunFailure, RunOptions};
@@ -29,7 +30,13 @@ pub struct Args {
     /// Threads per embedded worker (default: the file's `[cluster] threads`, else 1).
     #[arg(long, value_name = "N", conflicts_with = "threads")]
     threads_per_worker: Option<usize>,
+    /// Memory limit per embedded worker, e.g. 2GB: spill partitions past 70%,
+    /// take no tasks past 85% (default: the file's `[cluster] memory_limit`,
+    /// else none).
+    #[arg(long, value_name = "SIZE", conflicts_with_all = ["threads", "in_process", "scheduler"])]
+    memory_limit: Option<String>,
     /// On a cluster: print one line per task event (started/finished, worker).
+    /// On the embedded cluster also its servers' addresses and its spills.
     #[arg(long)]
     events: bool,
     /// Also write the run's timings (per step: tasks, wall and busy seconds; total
@@ -39,6 +46,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> ExitCode {
+    let memory_limit = match a.memory_limit.as_deref().map(cluster::parse_memory) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            eprintln!("error: --memory-limit: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = RunOptions {
         threads: a.threads,
         quiet: a.quiet,
@@ -54,6 +69,7 @@ pub fn run(a: Args) -> ExitCode {
                 scheduler: a.scheduler.clone(),
                 workers: a.workers,
                 threads_per_worker: a.threads_per_worker,
+                memory_limit,
             };
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let placement = cluster::placement(p.physical.logical.cluster.as_ref(), &flags, cores);
@@ -142,7 +158,7 @@ fn on_cluster(
     placement: Placement,
     progress: &Progress,
 ) -> Result<run::RunReport, RunFailure> {
-    use dagml::cluster::{auth, client, embedded::Embedded};
+    use dagml::cluster::{auth, client, embedded};
     let other = |e: &dyn std::fmt::Display| RunFailure::Other(e.to_string());
     let rt = super::cluster::runtime().map_err(|e| other(&e))?;
     rt.block_on(async {
@@ -152,17 +168,30 @@ fn on_cluster(
                 threads,
                 memory_limit,
             } => {
-                let token = auth::token_from_env();
-                let e = Embedded::start(
+                // Its own random token, not DAGML_TOKEN: nobody else needs to
+                // call these servers (docs/cluster.md, Security).
+                let e = embedded::Embedded::start(embedded::Options {
                     workers,
                     threads,
                     memory_limit,
-                    token.clone(),
-                    auth::Tls::from_env(),
-                )
+                    tls: auth::Tls::from_env(),
+                    fault: embedded::Fault::from_env().map_err(|e| other(&e))?,
+                    log_spills: a.events,
+                })
                 .await
                 .map_err(|e| other(&e))?;
+                if a.events {
+                    eprintln!("embedded scheduler listening on {}", e.scheduler.address);
+                    for w in &e.workers {
+                        eprintln!("embedded worker {} listening on {}", w.name, w.address);
+                    }
+                }
+                if let Err(err) = embedded::hold_from_env().await {
+                    e.stop().await;
+                    return Err(other(&err));
+                }
                 let addr = e.scheduler.address.clone();
+                let token = Some(e.token.clone());
                 (Some(e), addr, token)
             }
             Placement::Remote {

@@ -85,6 +85,30 @@ pub fn token_from_env() -> Option<String> {
     std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())
 }
 
+/// A fresh random token (256 bits, hex) for a cluster whose only client is this
+/// process: from the OS's random source, or, where there is no
+/// `/dev/urandom`, from std's randomly keyed hashers (128 bits of OS entropy).
+pub fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if from_os.is_err() {
+        use std::hash::{BuildHasher, Hasher};
+        let keyed = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut h = keyed.build_hasher();
+            h.write_usize(i);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Server side: refuses calls without the token (lets everything through when
 /// no token is configured).
 #[derive(Clone)]
@@ -184,5 +208,15 @@ mod tests {
         let req = right.call(Request::new(())).unwrap();
         assert!(check.call(req).is_ok());
         assert!(Check::new(None).call(Request::new(())).is_ok());
+    }
+
+    #[test]
+    fn random_tokens_are_long_printable_and_differ() {
+        let a = random_token();
+        let b = random_token();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(Attach::new(Some(&a), &Tls::default()).is_ok());
     }
 }

@@ -97,6 +97,8 @@ pub struct PlacementFlags {
     pub scheduler: Option<String>,
     pub workers: Option<usize>,
     pub threads_per_worker: Option<usize>,
+    /// Bytes per embedded worker.
+    pub memory_limit: Option<u64>,
 }
 
 /// The command line first, then the file's `[cluster]`, then an embedded cluster
@@ -124,7 +126,7 @@ pub fn placement(
             token_env,
         };
     }
-    let (mut workers, mut threads, memory_limit) = match file {
+    let (mut workers, mut threads, mut memory_limit) = match file {
         Some(Cluster::Remote {
             scheduler,
             token_env,
@@ -155,6 +157,9 @@ pub fn placement(
     }
     if let Some(t) = flags.threads_per_worker {
         threads = t;
+    }
+    if let Some(m) = flags.memory_limit {
+        memory_limit = m;
     }
     Placement::Embedded {
         workers: workers.unwrap_or(cores).max(1),
@@ -213,6 +218,15 @@ mod tests {
             placement(Some(&local), &flags, 4),
             embedded(5, 1, 6_000_000_000)
         );
+        let limited = PlacementFlags {
+            memory_limit: Some(300_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            placement(Some(&local), &limited, 4),
+            embedded(2, 3, 300_000)
+        );
+        assert_eq!(placement(None, &limited, 4), embedded(4, 1, 300_000));
         let threads = PlacementFlags {
             threads: Some(2),
             ..Default::default()

@@ -46,6 +46,8 @@ pub struct Store {
     data_root: PathBuf,
     /// Bytes; 0 means no limit.
     memory_limit: u64,
+    /// Print a line on stderr for each spill, naming this worker.
+    log: Option<String>,
 }
 
 impl Store {
@@ -54,7 +56,14 @@ impl Store {
             inner: Mutex::new(Inner::default()),
             data_root,
             memory_limit,
+            log: None,
         }
+    }
+
+    /// Print `worker NAME: spilled KEY (N bytes) to PATH` on stderr for each spill.
+    pub fn logging_spills(mut self, name: &str) -> Self {
+        self.log = Some(name.to_string());
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -183,8 +192,14 @@ impl Store {
             if let Entry::Mem { value, .. } = &held.entry {
                 write_spilled(&path, value)?;
             }
-            held.entry = Entry::Spilled { path };
             let bytes = held.bytes;
+            if let Some(name) = &self.log {
+                eprintln!(
+                    "worker {name}: spilled `{key}` ({bytes} bytes) to {}",
+                    path.display()
+                );
+            }
+            held.entry = Entry::Spilled { path };
             g.in_memory = g.in_memory.saturating_sub(bytes);
         }
         Ok(())

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{Semaphore, oneshot};
+use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -51,6 +52,85 @@ pub struct WorkerConfig {
     /// Run tasks on this pool instead of one of `threads` threads of its own
     /// (the embedded cluster's workers share one pool; see embedded.rs).
     pub pool: Option<Arc<rayon::ThreadPool>>,
+    /// The embedded cluster's testing hook: when it fires, this worker stops
+    /// as a killed process would (see [`super::embedded::Fault`]).
+    pub fault: Option<WorkerFault>,
+    /// Print each spill on stderr.
+    pub log_spills: bool,
+}
+
+/// A fault that may fire on this worker, and the worker's index in its cluster.
+#[derive(Clone, Debug)]
+pub struct WorkerFault {
+    pub index: usize,
+    pub fault: Arc<super::embedded::Fault>,
+}
+
+/// Stopping a worker as if its process were killed: its server and heartbeats
+/// are aborted, every connection it accepted is shut (aborting the server task
+/// alone leaves them open), and calls still arriving are refused.
+#[derive(Default)]
+struct Kill {
+    dead: AtomicBool,
+    tasks: std::sync::OnceLock<Vec<tokio::task::AbortHandle>>,
+    /// Duplicates of the accepted sockets, to shut them (kept only when a
+    /// fault may fire here).
+    conns: Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl Kill {
+    fn dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        for t in self.tasks.get().into_iter().flatten() {
+            t.abort();
+        }
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|p| p.into_inner()));
+        for c in conns {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Keep a duplicate of an accepted connection's socket.
+    fn track(&self, tcp: tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+        let std_tcp = tcp.into_std()?;
+        let dup = std_tcp.try_clone()?;
+        if self.dead() {
+            let _ = dup.shutdown(std::net::Shutdown::Both);
+        } else {
+            self.conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(dup);
+        }
+        tokio::net::TcpStream::from_std(std_tcp)
+    }
+}
+
+/// The token check, behind a stopped worker's refusal.
+#[derive(Clone)]
+struct Gate {
+    check: Check,
+    kill: Arc<Kill>,
+}
+
+impl Interceptor for Gate {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if self.kill.dead() {
+            return Err(stopped());
+        }
+        self.check.call(req)
+    }
+}
+
+fn stopped() -> Status {
+    Status::unavailable(format!(
+        "this worker was stopped ({})",
+        super::embedded::FAULT_ENV
+    ))
 }
 
 struct RunState {
@@ -67,6 +147,10 @@ struct State {
     pool: Arc<rayon::ThreadPool>,
     running: AtomicU32,
     confine: Option<PathBuf>,
+    fault: Option<WorkerFault>,
+    /// Tasks handed to this worker so far.
+    handed: AtomicU32,
+    kill: Arc<Kill>,
 }
 
 impl State {
@@ -149,6 +233,13 @@ impl Worker for Service {
         let run = self.0.run(&r.run_id)?;
         let task: Task = serde_json::from_str(&r.task_json)
             .map_err(|e| Status::invalid_argument(format!("bad task: {e}")))?;
+        if let Some(f) = &self.0.fault {
+            let handed = self.0.handed.fetch_add(1, Ordering::SeqCst) + 1;
+            if f.fault.fires(f.index, handed, &task.id) {
+                self.0.kill.kill();
+                return Err(stopped());
+            }
+        }
         let places: HashMap<&str, &str> = r
             .inputs
             .iter()
@@ -211,6 +302,9 @@ impl Worker for Service {
         if run.cancelled.load(Ordering::SeqCst) {
             return Err(Status::cancelled("the run was cancelled"));
         }
+        if self.0.kill.dead() {
+            return Err(stopped());
+        }
         let mut infos = Vec::new();
         for (id, v) in outputs.into_iter().zip(values) {
             infos.push(PartitionInfo {
@@ -265,12 +359,18 @@ pub struct WorkerHandle {
     pub address: String,
     pub name: String,
     served: super::serve::Served,
+    /// The data root this worker made for itself (no `--data-root`), removed
+    /// when it is stopped.
+    scratch: Option<PathBuf>,
 }
 
 impl WorkerHandle {
-    /// Stop serving and heartbeating.
+    /// Stop serving and heartbeating; remove the spill folder it made.
     pub async fn stop(self) {
-        self.served.stop().await
+        self.served.stop().await;
+        if let Some(d) = self.scratch {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 
     /// Serve until the server stops (for `dagml worker`).
@@ -298,6 +398,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
             None,
         ),
     };
+    let scratch = confine.is_none().then(|| data_root.clone());
     let pool = match &cfg.pool {
         Some(p) => p.clone(),
         None => Arc::new(
@@ -308,7 +409,12 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         ),
     };
     let attach = Attach::new(cfg.token.as_deref(), &cfg.tls)?;
-    let store = Arc::new(Store::new(data_root, cfg.memory_limit));
+    let mut store = Store::new(data_root, cfg.memory_limit);
+    if cfg.log_spills {
+        store = store.logging_spills(&name);
+    }
+    let store = Arc::new(store);
+    let kill = Arc::new(Kill::default());
     let state = Arc::new(State {
         name: name.clone(),
         store: store.clone(),
@@ -318,8 +424,14 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         pool,
         running: AtomicU32::new(0),
         confine,
+        fault: cfg.fault.clone(),
+        handed: AtomicU32::new(0),
+        kill: kill.clone(),
     });
-    let check = Check::new(cfg.token.as_deref());
+    let check = Gate {
+        check: Check::new(cfg.token.as_deref()),
+        kill: kill.clone(),
+    };
     let control = WorkerServer::new(Service(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -329,7 +441,16 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<WorkerServer<Service>>().await;
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // With a fault that may fire here, keep a handle on every connection to
+    // shut it when the worker is stopped.
+    let track = cfg.fault.is_some().then(|| kill.clone());
+    let incoming = futures::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        move |conn| match &track {
+            Some(k) => conn.and_then(|tcp| k.track(tcp)),
+            None => conn,
+        },
+    );
     let server = tokio::spawn(
         super::serve::builder(&cfg.tls)?
             .add_service(InterceptedService::new(control, check.clone()))
@@ -346,6 +467,9 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         threads as u32,
         attach,
     ));
+    let _ = kill
+        .tasks
+        .set(vec![server.abort_handle(), heartbeat.abort_handle()]);
     Ok(WorkerHandle {
         address: advertised,
         name,
@@ -354,6 +478,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
             server,
             companion: heartbeat,
         },
+        scratch,
     })
 }
 
