@@ -384,6 +384,7 @@ impl<'a> Driver<'a> {
         let mut started: BTreeSet<u64> = BTreeSet::new();
         let mut assigned: HashMap<u64, u32> = HashMap::new();
         let mut no_worker_since: Option<Instant> = None;
+        let mut paused_since: Option<Instant> = None;
         let (dtx, mut drx) = mpsc::unbounded_channel::<Done>();
 
         loop {
@@ -579,9 +580,26 @@ impl<'a> Driver<'a> {
                         "no task can run (at `{}`)",
                         stuck.unwrap_or_default()
                     ));
+                } else {
+                    // Paused workers wait for memory that only a running task
+                    // frees: with none running, waiting longer cannot help.
+                    let since = *paused_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > self.shared.grace {
+                        let paused: Vec<String> = live
+                            .values()
+                            .filter(|w| w.paused)
+                            .map(|w| w.name.clone())
+                            .collect();
+                        self.cancel_everywhere(&started).await;
+                        return Err(format!(
+                            "workers {} are paused past their memory pause threshold and no task is running to free memory; give them a larger --memory-limit or room on disk to spill",
+                            paused.join(", ")
+                        ));
+                    }
                 }
             } else {
                 no_worker_since = None;
+                paused_since = None;
             }
             let got = tokio::select! {
                 d = drx.recv() => d,
