@@ -184,12 +184,17 @@ pub fn run_file(
         .num_threads(threads)
         .build()
         .map_err(|e| RunFailure::Other(e.to_string()))?;
-    // Evaluations feed the metrics sink, so the executor would free them; the
-    // report needs them.
+    // Evaluations feed the metrics sink, and a written dataset may be read back,
+    // so the executor would free them; the report needs them.
     let keep = plan
         .tasks
         .iter()
-        .filter(|t| t.kind == crate::plan::TaskKind::Evaluate)
+        .filter(|t| {
+            matches!(
+                t.kind,
+                crate::plan::TaskKind::Evaluate | crate::plan::TaskKind::Write
+            )
+        })
         .flat_map(|t| t.outputs.iter().cloned())
         .collect();
     let outcome = pool.install(|| {
@@ -235,8 +240,22 @@ pub fn results_of<'a>(
                     }
                 }
                 crate::plan::TaskKind::Write => {
-                    if let Ok(r) = serde_json::from_slice::<Receipt>(b) {
-                        receipts.push(r);
+                    let Ok(r) = serde_json::from_slice::<Receipt>(b) else {
+                        continue;
+                    };
+                    // A dataset is written by one task per partition: one receipt.
+                    match receipts
+                        .iter_mut()
+                        .find(|x: &&mut Receipt| x.output == r.output)
+                    {
+                        Some(x) => {
+                            x.paths.extend(r.paths);
+                            x.rows = match (x.rows, r.rows) {
+                                (Some(a), Some(b)) => Some(a + b),
+                                (a, b) => a.or(b),
+                            };
+                        }
+                        None => receipts.push(r),
                     }
                 }
                 _ => {}

@@ -359,14 +359,18 @@ impl<'a> Driver<'a> {
                 readers.entry(p.as_str()).or_default().push(i);
             }
         }
-        // Kept to the end: what nothing reads, and the evaluations (the metrics
-        // writer reads them, and the client reports them too).
+        // Kept to the end: what nothing reads, the evaluations (the metrics
+        // writer reads them, and the client reports them too) and the write
+        // receipts (a written dataset may be read back).
         let sinks: BTreeSet<&str> = tasks
             .iter()
             .flat_map(|t| {
-                t.outputs
-                    .iter()
-                    .map(move |s| (s.as_str(), t.kind == TaskKind::Evaluate))
+                t.outputs.iter().map(move |s| {
+                    (
+                        s.as_str(),
+                        matches!(t.kind, TaskKind::Evaluate | TaskKind::Write),
+                    )
+                })
             })
             .filter(|(p, eval)| *eval || !readers.contains_key(p))
             .map(|(p, _)| p)

@@ -11,7 +11,7 @@ pub mod render;
 
 use crate::compile::logical::{EdgeKind, Fanout, LOp, LogicalPlan};
 use crate::compile::resolve::Part;
-use crate::spec::model::{Cluster, ShardBy, SourceKind, SplitKind};
+use crate::spec::model::{Cluster, FileFormat, OutputKind, ShardBy, SourceKind, SplitKind};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
@@ -115,6 +115,12 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
     let mut tasks: Vec<Task> = Vec::new();
     let g = &plan.graph;
     let place = |i: u32| workers.map(|w| i % w.max(1));
+    // The tasks that finish a node, when they are not its one `/out` task (a
+    // dataset written one file per partition).
+    let mut finished: BTreeMap<NodeIndex, Vec<String>> = BTreeMap::new();
+    // Files a read-back source will find, one partition each: what a dataset
+    // output of this pipeline writes.
+    let mut listed: BTreeMap<NodeIndex, Vec<String>> = BTreeMap::new();
     for n in order {
         let node = &g[n];
         let id = node.id();
@@ -137,7 +143,12 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                     EdgeKind::Model | EdgeKind::Metrics | EdgeKind::Order
                 )
             })
-            .map(|e| format!("{}/out", g[e.source()].id()))
+            .flat_map(|e| {
+                finished
+                    .get(&e.source())
+                    .cloned()
+                    .unwrap_or_else(|| vec![format!("{}/out", g[e.source()].id())])
+            })
             .collect();
         let in_parts =
             |want: &(NodeIndex, Option<Part>)| produced.get(want).cloned().unwrap_or_default();
@@ -165,10 +176,19 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
         let mut new_tasks = Vec::new();
         match &node.op {
             LOp::Source { source, files, .. } => {
-                let parts = match files {
-                    Some(f) => f.len() as u32,
-                    None => partitions_of_source(&source.kind),
+                let written = files
+                    .is_none()
+                    .then(|| read_back(g, n, source, &finished))
+                    .flatten();
+                let parts = match (files, &written) {
+                    (Some(f), _) | (None, Some((f, _))) => f.len() as u32,
+                    (None, None) => partitions_of_source(&source.kind),
                 };
+                // Reading file p back waits for the task writing it, not for all.
+                let writers = written.as_ref().map(|(_, w)| w.clone());
+                if let Some((f, _)) = written {
+                    listed.insert(n, f);
+                }
                 let rows = out_schema.as_ref().and_then(|s| s.rows);
                 let bytes = out_schema.as_ref().and_then(|s| s.est_bytes());
                 let mut outs = Vec::new();
@@ -179,7 +199,10 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                         id: format!("{id}/p{p}"),
                         node: id.clone(),
                         kind: TaskKind::Read,
-                        inputs: other_in.clone(),
+                        inputs: match &writers {
+                            Some(w) => w.get(p as usize).cloned().into_iter().collect(),
+                            None => other_in.clone(),
+                        },
                         outputs: vec![out],
                         est_rows: rows.map(|r| r / parts as u64),
                         est_bytes: bytes.map(|b| b / parts as u64),
@@ -378,6 +401,34 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 }
                 let _ = model;
             }
+            LOp::Sink { output }
+                if matches!(output.kind, OutputKind::Dataset { .. }) && !data_in.is_empty() =>
+            {
+                // One file per partition, written where the partition is.
+                let ins: Vec<String> = data_in
+                    .iter()
+                    .flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
+                    .collect();
+                let k = ins.len().max(1) as u64;
+                let mut ids = Vec::new();
+                for (p, input) in ins.into_iter().enumerate() {
+                    let tid = format!("{id}/p{p}");
+                    ids.push(tid.clone());
+                    new_tasks.push(Task {
+                        id: tid.clone(),
+                        node: id.clone(),
+                        kind: TaskKind::Write,
+                        inputs: std::iter::once(input)
+                            .chain(other_in.iter().cloned())
+                            .collect(),
+                        outputs: vec![tid],
+                        est_rows: rows_in.map(|r| r / k),
+                        est_bytes: bytes_in.map(|b| b / k),
+                        worker: place(p as u32),
+                    });
+                }
+                finished.insert(n, ids);
+            }
             LOp::Evaluate { .. } | LOp::Sink { .. } => {
                 let kind = if matches!(node.op, LOp::Evaluate { .. }) {
                     TaskKind::Evaluate
@@ -409,11 +460,61 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
         tasks.extend(new_tasks);
     }
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut plan = plan;
+    for (n, f) in listed {
+        if let LOp::Source { files, .. } = &mut plan.graph[n].op {
+            *files = Some(f);
+        }
+    }
     PhysicalPlan {
         logical: plan,
         tasks,
         workers,
     }
+}
+
+/// The files a source that reads back a dataset this pipeline writes will find:
+/// `part-NNNNN.EXT`, one per partition written, when the source reads the
+/// output's folder in its format, with the task writing each. `None` otherwise
+/// (the source lists its files when it runs, as one partition).
+fn read_back(
+    g: &crate::compile::logical::Graph,
+    n: NodeIndex,
+    source: &crate::spec::model::Source,
+    finished: &BTreeMap<NodeIndex, Vec<String>>,
+) -> Option<(Vec<String>, Vec<String>)> {
+    source.after.as_ref()?;
+    let (path, ext) = match &source.kind {
+        SourceKind::Parquet { path } => (path, "parquet"),
+        SourceKind::Arrow { path } => (path, "arrow"),
+        SourceKind::Csv(c) => (&c.path, "csv"),
+        _ => return None,
+    };
+    g.edges_directed(n, Direction::Incoming)
+        .filter(|e| matches!(e.weight(), EdgeKind::Order))
+        .find_map(|e| {
+            let LOp::Sink { output } = &g[e.source()].op else {
+                return None;
+            };
+            let OutputKind::Dataset { format, .. } = &output.kind else {
+                return None;
+            };
+            let wrote = match format.value {
+                FileFormat::Csv => "csv",
+                FileFormat::Arrow => "arrow",
+                _ => "parquet",
+            };
+            let dir = output.path.value.trim_end_matches('/');
+            let writers = finished.get(&e.source())?;
+            (wrote == ext && path.value.trim_end_matches('/') == dir && !writers.is_empty()).then(
+                || {
+                    let files = (0..writers.len())
+                        .map(|i| format!("{dir}/part-{i:05}.{ext}"))
+                        .collect();
+                    (files, writers.clone())
+                },
+            )
+        })
 }
 
 /// The fits a cross-validation needs: for an evaluation `n` over a whole k-fold
@@ -556,6 +657,38 @@ metrics = ["f1"]
                 assert!(ev.inputs.contains(&t.id), "{}", p.display());
             }
         }
+    }
+
+    #[test]
+    fn a_dataset_written_and_read_back_is_one_file_and_one_partition_each() {
+        let text = std::fs::read_to_string("pipelines/gauss_linreg.toml").unwrap();
+        let p = physical(optimize::optimize(crate::optimize::testutil::plan(&text)).0);
+        let writes = p.tasks_of("sink:written");
+        let reads = p.tasks_of("source:reread");
+        assert_eq!(writes.len(), 100);
+        assert_eq!(reads.len(), 100);
+        for r in &reads {
+            // Read p waits for the task writing file p, and for nothing else.
+            let p = r.id.rsplit_once("/p").map(|(_, p)| p).unwrap_or("?");
+            assert_eq!(r.inputs, vec![format!("sink:written/p{p}")]);
+        }
+        let files = p
+            .logical
+            .graph
+            .node_weights()
+            .find_map(|n| match &n.op {
+                LOp::Source {
+                    source,
+                    files: Some(f),
+                    ..
+                } if source.name.value == "reread" => Some(f.clone()),
+                _ => None,
+            })
+            .expect("the read-back source lists the files written");
+        assert_eq!(files.len(), 100);
+        assert_eq!(files[7], "out/gauss_linreg/line/part-00007.parquet");
+        // The linear fit reduces partial sums of the 100 partitions read back.
+        assert_eq!(p.tasks_of("fit:linreg").len(), 101);
     }
 
     #[test]

@@ -666,7 +666,12 @@ impl PipelineKernels {
                         };
                         receipt.paths.clear();
                         let mut rows = 0;
-                        let mut i = 0;
+                        // Task `…/pN` writes partition N's file.
+                        let mut i: usize = task
+                            .id
+                            .rsplit_once("/p")
+                            .and_then(|(_, p)| p.parse().ok())
+                            .unwrap_or(0);
                         for (_, parts) in &data {
                             for b in parts {
                                 let p = path.join(format!("part-{i:05}.{ext}"));
