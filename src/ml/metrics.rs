@@ -51,97 +51,213 @@ fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
-/// Scores of a classifier. `y` holds class indices into the prediction's classes.
-pub fn classification(y: &[u32], pred: &Prediction) -> Scores {
-    let Prediction::Classes { proba, classes } = pred else {
-        return Scores::default();
-    };
-    let k = classes.len().max(1);
-    let yhat = pred.argmax();
-    let n = y.len();
-    let mut cm = vec![vec![0u64; k]; k];
-    for (&t, &p) in y.iter().zip(&yhat) {
-        if (t as usize) < k {
-            cm[t as usize][p as usize] += 1;
-        }
-    }
-    let correct: u64 = (0..k).map(|i| cm[i][i]).sum();
-    let mut rows = Vec::with_capacity(k);
-    for (c, name) in classes.iter().enumerate() {
-        let tp = cm[c][c] as f64;
-        let support: u64 = cm[c].iter().sum();
-        let predicted: u64 = (0..k).map(|r| cm[r][c]).sum();
-        let precision = ratio(tp, predicted as f64);
-        let recall = ratio(tp, support as f64);
-        rows.push(ClassRow {
-            class: name.clone(),
-            precision,
-            recall,
-            f1: ratio(2.0 * precision * recall, precision + recall),
-            support: support as usize,
-        });
-    }
-    let avg = |weighted: bool| {
-        let total: f64 = rows.iter().map(|r| r.support as f64).sum();
-        let w = |r: &ClassRow| {
-            if weighted {
-                ratio(r.support as f64, total)
-            } else {
-                1.0 / rows.len().max(1) as f64
-            }
+/// What scores are made of, summed over rows: a tally of one batch merges with
+/// the tally of the next, so a dataset is scored partition by partition without
+/// gathering it (and the scores are those of the whole).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tally {
+    Classes {
+        classes: Vec<String>,
+        /// `confusion[true][predicted]`.
+        confusion: Vec<Vec<u64>>,
+        /// Sum over rows of −ln p(true class), clipped like scikit-learn.
+        log_loss_sum: f64,
+        rows: usize,
+    },
+    Values {
+        rows: usize,
+        /// Sums of squared and absolute errors.
+        sse: f64,
+        sae: f64,
+        /// Mean of the target and the sum of squared deviations from it
+        /// (merged with Chan's formula).
+        mean: f64,
+        m2: f64,
+    },
+}
+
+impl Tally {
+    /// The tally of a classifier's predictions. `y` holds class indices into the
+    /// prediction's classes.
+    pub fn classification(y: &[u32], pred: &Prediction) -> Tally {
+        let (proba, classes): (&[f32], Vec<String>) = match pred {
+            Prediction::Classes { proba, classes } => (proba, classes.clone()),
+            Prediction::Values(_) => (&[], vec![]),
         };
-        Averages {
-            precision: rows.iter().map(|r| w(r) * r.precision).sum(),
-            recall: rows.iter().map(|r| w(r) * r.recall).sum(),
-            f1: rows.iter().map(|r| w(r) * r.f1).sum(),
+        let k = classes.len().max(1);
+        let yhat = pred.argmax();
+        let mut cm = vec![vec![0u64; k]; k];
+        for (&t, &p) in y.iter().zip(&yhat) {
+            if (t as usize) < k {
+                cm[t as usize][p as usize] += 1;
+            }
         }
-    };
-    // Log loss with probabilities clipped like scikit-learn (eps of float64... of f32 here).
-    let eps = 1e-7f64;
-    let ll = y
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let p = proba.get(i * k + t as usize).copied().unwrap_or(0.0) as f64;
-            -(p.clamp(eps, 1.0 - eps)).ln()
-        })
-        .sum::<f64>()
-        / n.max(1) as f64;
-    Scores {
-        rows: n,
-        accuracy: Some(ratio(correct as f64, n as f64)),
-        macro_avg: Some(avg(false)),
-        weighted_avg: Some(avg(true)),
-        per_class: Some(rows),
-        confusion_matrix: Some(cm),
-        log_loss: Some(ll),
-        ..Scores::default()
+        // Probabilities clipped like scikit-learn (eps of float64... of f32 here).
+        let eps = 1e-7f64;
+        let log_loss_sum = y
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let p = proba.get(i * k + t as usize).copied().unwrap_or(0.0) as f64;
+                -(p.clamp(eps, 1.0 - eps)).ln()
+            })
+            .sum::<f64>();
+        Tally::Classes {
+            classes,
+            confusion: cm,
+            log_loss_sum,
+            rows: y.len(),
+        }
+    }
+
+    /// The tally of a regressor's predictions.
+    pub fn regression(y: &[f64], pred: &[f64]) -> Tally {
+        let n = y.len().max(1) as f64;
+        let mean = y.iter().sum::<f64>() / n;
+        Tally::Values {
+            rows: y.len(),
+            sse: y.iter().zip(pred).map(|(a, b)| (a - b) * (a - b)).sum(),
+            sae: y.iter().zip(pred).map(|(a, b)| (a - b).abs()).sum(),
+            mean,
+            m2: y.iter().map(|a| (a - mean) * (a - mean)).sum(),
+        }
+    }
+
+    /// Add the rows of `o` (a tally of the same model).
+    pub fn merge(&mut self, o: &Tally) -> Result<(), String> {
+        match (self, o) {
+            (
+                Tally::Classes {
+                    classes,
+                    confusion,
+                    log_loss_sum,
+                    rows,
+                },
+                Tally::Classes {
+                    classes: c2,
+                    confusion: m2,
+                    log_loss_sum: l2,
+                    rows: r2,
+                },
+            ) if classes == c2 => {
+                for (a, b) in confusion.iter_mut().zip(m2) {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                }
+                *log_loss_sum += l2;
+                *rows += r2;
+                Ok(())
+            }
+            (
+                Tally::Values {
+                    rows,
+                    sse,
+                    sae,
+                    mean,
+                    m2,
+                },
+                Tally::Values {
+                    rows: nb,
+                    sse: sse_b,
+                    sae: sae_b,
+                    mean: mean_b,
+                    m2: m2_b,
+                },
+            ) => {
+                let (na, nb) = (*rows as f64, *nb as f64);
+                let n = na + nb;
+                if n > 0.0 {
+                    let delta = mean_b - *mean;
+                    *m2 += m2_b + delta * delta * na * nb / n;
+                    *mean += delta * nb / n;
+                }
+                *rows += nb as usize;
+                *sse += sse_b;
+                *sae += sae_b;
+                Ok(())
+            }
+            _ => Err("cannot add up scores of different kinds or classes".into()),
+        }
+    }
+
+    pub fn scores(&self) -> Scores {
+        match self {
+            Tally::Classes {
+                classes,
+                confusion: cm,
+                log_loss_sum,
+                rows: n,
+            } => {
+                let k = cm.len();
+                let correct: u64 = (0..k).map(|i| cm[i][i]).sum();
+                let mut rows = Vec::with_capacity(k);
+                for (c, name) in classes.iter().enumerate() {
+                    let tp = cm[c][c] as f64;
+                    let support: u64 = cm[c].iter().sum();
+                    let predicted: u64 = (0..k).map(|r| cm[r][c]).sum();
+                    let precision = ratio(tp, predicted as f64);
+                    let recall = ratio(tp, support as f64);
+                    rows.push(ClassRow {
+                        class: name.clone(),
+                        precision,
+                        recall,
+                        f1: ratio(2.0 * precision * recall, precision + recall),
+                        support: support as usize,
+                    });
+                }
+                let avg = |weighted: bool| {
+                    let total: f64 = rows.iter().map(|r| r.support as f64).sum();
+                    let w = |r: &ClassRow| {
+                        if weighted {
+                            ratio(r.support as f64, total)
+                        } else {
+                            1.0 / rows.len().max(1) as f64
+                        }
+                    };
+                    Averages {
+                        precision: rows.iter().map(|r| w(r) * r.precision).sum(),
+                        recall: rows.iter().map(|r| w(r) * r.recall).sum(),
+                        f1: rows.iter().map(|r| w(r) * r.f1).sum(),
+                    }
+                };
+                Scores {
+                    rows: *n,
+                    accuracy: Some(ratio(correct as f64, *n as f64)),
+                    macro_avg: Some(avg(false)),
+                    weighted_avg: Some(avg(true)),
+                    per_class: Some(rows),
+                    confusion_matrix: Some(cm.clone()),
+                    log_loss: Some(log_loss_sum / (*n).max(1) as f64),
+                    ..Scores::default()
+                }
+            }
+            Tally::Values {
+                rows, sse, sae, m2, ..
+            } => {
+                let n = (*rows).max(1) as f64;
+                Scores {
+                    rows: *rows,
+                    rmse: Some((sse / n).sqrt()),
+                    mae: Some(sae / n),
+                    r2: Some(if *m2 > 0.0 { 1.0 - sse / m2 } else { 0.0 }),
+                    ..Scores::default()
+                }
+            }
+        }
     }
 }
 
-pub fn regression(y: &[f64], pred: &[f64]) -> Scores {
-    let n = y.len().max(1) as f64;
-    let mse = y
-        .iter()
-        .zip(pred)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f64>()
-        / n;
-    let mae = y.iter().zip(pred).map(|(a, b)| (a - b).abs()).sum::<f64>() / n;
-    let mean = y.iter().sum::<f64>() / n;
-    let ss_tot: f64 = y.iter().map(|a| (a - mean) * (a - mean)).sum();
-    let ss_res = mse * n;
-    Scores {
-        rows: y.len(),
-        rmse: Some(mse.sqrt()),
-        mae: Some(mae),
-        r2: Some(if ss_tot > 0.0 {
-            1.0 - ss_res / ss_tot
-        } else {
-            0.0
-        }),
-        ..Scores::default()
+/// Scores of a classifier. `y` holds class indices into the prediction's classes.
+pub fn classification(y: &[u32], pred: &Prediction) -> Scores {
+    if !matches!(pred, Prediction::Classes { .. }) {
+        return Scores::default();
     }
+    Tally::classification(y, pred).scores()
+}
+
+pub fn regression(y: &[f64], pred: &[f64]) -> Scores {
+    Tally::regression(y, pred).scores()
 }
 
 /// The text scikit-learn's `classification_report(digits=4)` prints.
@@ -369,6 +485,49 @@ mod tests {
         assert_eq!(m.rmse, r_rmse());
         assert_eq!(std["rmse"], 0.0);
         assert!(m.accuracy.is_none() && !std.contains_key("accuracy"));
+    }
+
+    #[test]
+    fn tallies_of_parts_add_up_to_the_scores_of_the_whole() {
+        let y = [0u32, 1, 2, 2, 1];
+        let rows = [
+            [0.9, 0.05, 0.05],
+            [0.1, 0.2, 0.7],
+            [0.0, 0.1, 0.9],
+            [0.2, 0.2, 0.6],
+            [0.1, 0.8, 0.1],
+        ];
+        let whole = classification(&y, &pred(&rows));
+        let mut t = Tally::classification(&y[..2], &pred(&rows[..2]));
+        t.merge(&Tally::classification(&y[2..], &pred(&rows[2..])))
+            .unwrap();
+        let parts = t.scores();
+        assert_eq!(parts.confusion_matrix, whole.confusion_matrix);
+        assert_eq!(parts.accuracy, whole.accuracy);
+        assert_eq!(parts.per_class, whole.per_class);
+        assert!((parts.log_loss.unwrap() - whole.log_loss.unwrap()).abs() < 1e-12);
+
+        let y = [3.0, -1.0, 2.5, 7.0, 0.5, 4.0];
+        let p = [2.0, 0.0, 2.0, 6.0, 1.5, 4.5];
+        let whole = regression(&y, &p);
+        let mut t = Tally::regression(&y[..1], &p[..1]);
+        for (a, b) in [(1, 4), (4, 6)] {
+            t.merge(&Tally::regression(&y[a..b], &p[a..b])).unwrap();
+        }
+        let parts = t.scores();
+        assert_eq!(parts.rows, 6);
+        for (a, b) in [
+            (parts.rmse, whole.rmse),
+            (parts.mae, whole.mae),
+            (parts.r2, whole.r2),
+        ] {
+            assert!((a.unwrap() - b.unwrap()).abs() < 1e-12, "{a:?} vs {b:?}");
+        }
+        // Tallies of different kinds do not add up.
+        assert!(
+            t.merge(&Tally::classification(&[0], &pred(&rows[..1])))
+                .is_err()
+        );
     }
 
     fn r_rmse() -> Option<f64> {

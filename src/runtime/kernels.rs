@@ -250,20 +250,41 @@ pub fn predictions_batch(batch: &RecordBatch, pred: &Prediction) -> Result<Recor
 
 /// Score `model` on `batch`.
 pub fn score(model: &TrainedModel, batch: &RecordBatch) -> Result<Scores, String> {
+    Ok(tally(model, batch)?.scores())
+}
+
+/// The scores of a dataset in partitions, tallied one partition at a time: the
+/// rows are never gathered into one batch.
+pub fn score_parts(model: &TrainedModel, parts: &[&RecordBatch]) -> Result<Scores, String> {
+    let mut total: Option<metrics::Tally> = None;
+    for b in parts {
+        let t = tally(model, b)?;
+        match &mut total {
+            Some(x) => x.merge(&t)?,
+            None => total = Some(t),
+        }
+    }
+    match total {
+        Some(t) => Ok(t.scores()),
+        None => Err("no rows to score".into()),
+    }
+}
+
+fn tally(model: &TrainedModel, batch: &RecordBatch) -> Result<metrics::Tally, String> {
     let pred = model.predict(batch).map_err(fail)?;
     Ok(match model.task {
         MlTask::Classification => {
             let labels = data::matrix::labels(batch, &model.target).map_err(fail)?;
             let y = data::matrix::class_indices(&labels, &model.classes, &model.target)
                 .map_err(fail)?;
-            metrics::classification(&y, &pred)
+            metrics::Tally::classification(&y, &pred)
         }
         MlTask::Regression => {
             let y = data::matrix::float_target(batch, &model.target).map_err(fail)?;
             let Prediction::Values(p) = pred else {
                 return Err("a regressor predicted classes".into());
             };
-            metrics::regression(&y, &p)
+            metrics::Tally::regression(&y, &p)
         }
     })
 }
@@ -501,11 +522,10 @@ impl PipelineKernels {
                     let exact: Vec<&(&str, Vec<&RecordBatch>)> =
                         data.iter().filter(|(d, _)| *d == want).collect();
                     if let Some((d, parts)) = exact.first() {
-                        let b = concat(parts)?;
                         results.push(EvalEntry {
                             data: d.to_string(),
                             model: model.name.clone(),
-                            scores: score(&model, &b)?,
+                            scores: score_parts(&model, parts)?,
                             std: None,
                         });
                         continue;
@@ -528,7 +548,7 @@ impl PipelineKernels {
                                 .find(|(n, _)| *n == d)
                                 .map(|(_, p)| p.clone())
                                 .ok_or_else(|| format!("fold `{d}` is missing"))?;
-                            let scores = score(&m, &concat(&parts)?)?;
+                            let scores = score_parts(&m, &parts)?;
                             results.push(EvalEntry {
                                 data: d,
                                 model: m.name.clone(),
