@@ -89,10 +89,7 @@ pub fn check_data(p: &Pipeline, base: &Path) -> (BTreeMap<usize, Schema>, Vec<Di
                 }
             }
             SourceKind::Parquet { path } | SourceKind::Arrow { path } => {
-                let ext = match &s.kind {
-                    SourceKind::Parquet { .. } => "parquet",
-                    _ => "arrow",
-                };
+                let ext = s.file_path().map_or("parquet", |(_, f)| f.name());
                 if crate::data::source::files(&path.value, base, ext).is_err() {
                     diags.push(missing_file(&path.value, path.span));
                 }

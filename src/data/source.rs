@@ -265,18 +265,13 @@ fn read_csv_file(
 /// The files of a file source, as its partitions will read them: paths relative
 /// to `base` when they are under it. For a split that shards by file.
 pub fn list(source: &Source, base: &Path) -> Result<Vec<String>, DataError> {
-    let (path, ext) = match &source.kind {
-        SourceKind::Csv(c) => (&c.path.value, "csv"),
-        SourceKind::Parquet { path } => (&path.value, "parquet"),
-        SourceKind::Arrow { path } => (&path.value, "arrow"),
-        _ => {
-            return Err(DataError::Unsupported(format!(
-                "source `{}` is not read from files",
-                source.name.value
-            )));
-        }
+    let Some((path, format)) = source.file_path() else {
+        return Err(DataError::Unsupported(format!(
+            "source `{}` is not read from files",
+            source.name.value
+        )));
     };
-    Ok(files(path, base, ext)?
+    Ok(files(&path.value, base, format.name())?
         .into_iter()
         .map(|f| {
             f.strip_prefix(base)

@@ -305,7 +305,7 @@ pub fn untag_shards(b: &RecordBatch) -> Result<Option<Vec<(String, RecordBatch)>
         ));
     }
     let plain = Arc::new(
-        b.schema()
+        schema
             .as_ref()
             .clone()
             .with_metadata(std::collections::HashMap::new()),

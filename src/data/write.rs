@@ -11,6 +11,17 @@ use arrow::record_batch::RecordBatch;
 use std::path::Path;
 
 /// The format a path's extension names, else `default`.
+/// The name of partition `i`'s file in a dataset written in `format` (CSV,
+/// Arrow, else Parquet): `part-00007.parquet`.
+pub fn part_file_name(i: usize, format: FileFormat) -> String {
+    let ext = match format {
+        FileFormat::Csv => "csv",
+        FileFormat::Arrow => "arrow",
+        _ => "parquet",
+    };
+    format!("part-{i:05}.{ext}")
+}
+
 pub fn format_of(path: &Path, default: FileFormat) -> FileFormat {
     match path.extension().and_then(|e| e.to_str()) {
         Some("parquet") => FileFormat::Parquet,

@@ -11,7 +11,7 @@ pub mod render;
 
 use crate::compile::logical::{EdgeKind, Fanout, LOp, LogicalPlan};
 use crate::compile::resolve::Part;
-use crate::spec::model::{Cluster, FileFormat, OutputKind, ShardBy, SourceKind, SplitKind};
+use crate::spec::model::{Cluster, OutputKind, ShardBy, SourceKind, SplitKind};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
@@ -70,6 +70,13 @@ pub struct PhysicalPlan {
     pub tasks: Vec<Task>,
     /// Workers the placement assumed, if any.
     pub workers: Option<u32>,
+}
+
+impl Task {
+    /// The partition a per-partition task (`…/pN`) reads or writes.
+    pub fn partition(&self) -> Option<u32> {
+        self.id.rsplit_once("/p").and_then(|(_, p)| p.parse().ok())
+    }
 }
 
 impl PhysicalPlan {
@@ -484,12 +491,7 @@ fn read_back(
     finished: &BTreeMap<NodeIndex, Vec<String>>,
 ) -> Option<(Vec<String>, Vec<String>)> {
     source.after.as_ref()?;
-    let (path, ext) = match &source.kind {
-        SourceKind::Parquet { path } => (path, "parquet"),
-        SourceKind::Arrow { path } => (path, "arrow"),
-        SourceKind::Csv(c) => (&c.path, "csv"),
-        _ => return None,
-    };
+    let (path, reads) = source.file_path()?;
     g.edges_directed(n, Direction::Incoming)
         .filter(|e| matches!(e.weight(), EdgeKind::Order))
         .find_map(|e| {
@@ -499,21 +501,18 @@ fn read_back(
             let OutputKind::Dataset { format, .. } = &output.kind else {
                 return None;
             };
-            let wrote = match format.value {
-                FileFormat::Csv => "csv",
-                FileFormat::Arrow => "arrow",
-                _ => "parquet",
-            };
             let dir = output.path.value.trim_end_matches('/');
             let writers = finished.get(&e.source())?;
-            (wrote == ext && path.value.trim_end_matches('/') == dir && !writers.is_empty()).then(
-                || {
-                    let files = (0..writers.len())
-                        .map(|i| format!("{dir}/part-{i:05}.{ext}"))
-                        .collect();
-                    (files, writers.clone())
-                },
-            )
+            // A dataset is only ever CSV, Parquet or Arrow: the formats compare.
+            (format.value == reads
+                && path.value.trim_end_matches('/') == dir
+                && !writers.is_empty())
+            .then(|| {
+                let files = (0..writers.len())
+                    .map(|i| format!("{dir}/{}", crate::data::write::part_file_name(i, reads)))
+                    .collect();
+                (files, writers.clone())
+            })
         })
 }
 
@@ -669,7 +668,7 @@ metrics = ["f1"]
         assert_eq!(reads.len(), 100);
         for r in &reads {
             // Read p waits for the task writing file p, and for nothing else.
-            let p = r.id.rsplit_once("/p").map(|(_, p)| p).unwrap_or("?");
+            let p = r.partition().expect("a read task per partition");
             assert_eq!(r.inputs, vec![format!("sink:written/p{p}")]);
         }
         let files = p

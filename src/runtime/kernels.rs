@@ -16,7 +16,7 @@ use crate::ml::metrics::{self, Scores};
 use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
 use crate::ml::model_file;
 use crate::plan::{PhysicalPlan, Task, TaskKind};
-use crate::spec::model::{EstimatorKind, FileFormat, OutputKind, Params, Task as MlTask};
+use crate::spec::model::{EstimatorKind, OutputKind, Params, Task as MlTask};
 use arrow::array::{ArrayRef, Float32Array, Float64Array, StringArray};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -353,11 +353,7 @@ impl PipelineKernels {
                     files,
                 },
             ) => {
-                let p: u32 = task
-                    .id
-                    .rsplit_once("/p")
-                    .and_then(|(_, p)| p.parse().ok())
-                    .unwrap_or(0);
+                let p = task.partition().unwrap_or(0);
                 let b = match files {
                     Some(f) => {
                         data::source::read_listed(source, f, p, columns.as_deref(), &cx.base)
@@ -679,22 +675,13 @@ impl PipelineKernels {
                         write::write_batch(&path, &out, f).map_err(fail)?;
                     }
                     OutputKind::Dataset { format, .. } => {
-                        let ext = match format.value {
-                            FileFormat::Csv => "csv",
-                            FileFormat::Arrow => "arrow",
-                            _ => "parquet",
-                        };
                         receipt.paths.clear();
                         let mut rows = 0;
                         // Task `…/pN` writes partition N's file.
-                        let mut i: usize = task
-                            .id
-                            .rsplit_once("/p")
-                            .and_then(|(_, p)| p.parse().ok())
-                            .unwrap_or(0);
+                        let mut i = task.partition().unwrap_or(0) as usize;
                         for (_, parts) in &data {
                             for b in parts {
-                                let p = path.join(format!("part-{i:05}.{ext}"));
+                                let p = path.join(write::part_file_name(i, format.value));
                                 write::write_batch(&p, b, format.value).map_err(fail)?;
                                 rows += b.num_rows() as u64;
                                 receipt.paths.push(p.display().to_string());

@@ -96,6 +96,17 @@ impl Source {
             SourceKind::Synthetic(_) => None,
         }
     }
+
+    /// The path of a source read from CSV, Parquet or Arrow files (a file, a
+    /// folder of them or a glob) and their format; none for MNIST and generators.
+    pub fn file_path(&self) -> Option<(&Spanned<String>, FileFormat)> {
+        match &self.kind {
+            SourceKind::Csv(c) => Some((&c.path, FileFormat::Csv)),
+            SourceKind::Parquet { path } => Some((path, FileFormat::Parquet)),
+            SourceKind::Arrow { path } => Some((path, FileFormat::Arrow)),
+            SourceKind::Mnist { .. } | SourceKind::Synthetic(_) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
