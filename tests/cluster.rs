@@ -589,34 +589,11 @@ fn with_no_worker_left_the_run_fails_naming_the_task_the_worker_and_the_cause() 
 #[test]
 fn a_failing_task_is_retried_three_times_then_the_run_fails_with_its_cause() {
     let d = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        d.path().join("bad.csv"),
-        "a,b,y\n1,2,0\n3,4,1\n5,6\n7,8,1\n",
-    )
-    .expect("write");
-    std::fs::write(
-        d.path().join("pipeline.toml"),
-        r#"
-[pipeline]
-name = "bad_csv"
-seed = 1
-
-[sources.rows]
-kind = "csv"
-path = "bad.csv"
-
-[models.tree]
-estimator = "decision_tree"
-input = "rows"
-target = "y"
-
-[evaluations.fit]
-model = "tree"
-data = ["rows"]
-metrics = ["accuracy"]
-"#,
-    )
-    .expect("write");
+    // Line 4 of the CSV is malformed: the read fails the same way every time.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad_csv");
+    for f in ["bad.csv", "pipeline.toml"] {
+        std::fs::copy(fixture.join(f), d.path().join(f)).expect("copy");
+    }
     let mut procs = Procs::default();
     let sched = procs.cluster(2, None);
     for extra in [vec!["--scheduler", sched.as_str()], vec!["--workers", "2"]] {

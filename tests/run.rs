@@ -285,35 +285,10 @@ metrics = ["accuracy"]
     assert!(!err.contains("panicked"), "{}", text(&o));
 
     // A CSV with a row of the wrong width names its line.
-    std::fs::write(
-        dir.path().join("bad.csv"),
-        "a,b,y\n1,2,0\n3,4,1\n5,6\n7,8,1\n",
-    )
-    .expect("write");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad_csv");
+    std::fs::copy(fixture.join("bad.csv"), dir.path().join("bad.csv")).expect("copy");
     let p = dir.path().join("csv.toml");
-    std::fs::write(
-        &p,
-        r#"
-[pipeline]
-name = "csv"
-seed = 1
-
-[sources.rows]
-kind = "csv"
-path = "bad.csv"
-
-[models.tree]
-estimator = "decision_tree"
-input = "rows"
-target = "y"
-
-[evaluations.fit]
-model = "tree"
-data = ["rows"]
-metrics = ["accuracy"]
-"#,
-    )
-    .expect("write");
+    std::fs::copy(fixture.join("pipeline.toml"), &p).expect("copy");
     let o = dagml(&["run", p.to_str().unwrap_or_default(), "-q"], dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
