@@ -5,7 +5,7 @@
 //! one line per measurement with the mean and the ratio to the goal.
 
 use criterion::{Criterion, criterion_group};
-use dagml::spec::{self, dsl};
+use dagml::frontend::{self, dsl};
 use std::time::{Duration, Instant};
 
 /// 10,000 statements of every kind, with comments, lists, operations and expressions.
@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| dsl::parse(&text).1.len())
     });
     c.bench_function("parse and lower 10,000 dagml statements", |b| {
-        b.iter(|| spec::parse_str("big.dagml", &text).diagnostics.len())
+        b.iter(|| frontend::parse_str("big.dagml", &text).diagnostics.len())
     });
 }
 
@@ -76,7 +76,7 @@ fn main() {
         ("parse", mean(|| dsl::parse(&text).1.len())),
         (
             "parse + lower",
-            mean(|| spec::parse_str("big.dagml", &text).diagnostics.len()),
+            mean(|| frontend::parse_str("big.dagml", &text).diagnostics.len()),
         ),
     ] {
         println!(

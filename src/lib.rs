@@ -15,5 +15,5 @@ pub mod plan;
 pub mod predict;
 pub mod run;
 pub mod runtime;
-pub mod spec;
+pub mod frontend;
 pub mod workspace;

@@ -7,8 +7,8 @@
 use crate::data::{source, write};
 use crate::ml::model::Model;
 use crate::runtime::kernels::{predictions_batch, read_model_file};
-use crate::spec::model::{CsvSource, DEFAULT_NA_VALUES, FileFormat, Source, SourceKind};
-use crate::spec::span::{Span, Spanned};
+use crate::frontend::pipeline::{CsvSource, DEFAULT_NA_VALUES, FileFormat, Source, SourceKind};
+use crate::frontend::span::{Span, Spanned};
 use std::path::Path;
 
 pub fn predict_file(model: &Path, input: &Path, output: &Path) -> Result<usize, String> {

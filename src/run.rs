@@ -7,10 +7,11 @@
 
 use crate::ml::metrics;
 use crate::plan::{dot, render};
-use crate::runtime::executor::{self, Observer, Options, RunError, TaskRecord};
+use crate::runtime::executor::{self, Observer, Options, TaskRecord};
+use crate::runtime::failure::RunError;
 use crate::runtime::kernels::{EvalResult, PipelineKernels, Receipt, RunContext};
 use crate::runtime::value::Value;
-use crate::spec::model::{FileFormat, OutputKind};
+use crate::frontend::pipeline::{FileFormat, OutputKind};
 use crate::workspace::{self, CheckOptions, Report};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,7 +67,7 @@ pub fn threads_for(plan: &crate::plan::PhysicalPlan, opts: &RunOptions) -> usize
         .map(|n| n.get())
         .unwrap_or(1);
     match &plan.logical.cluster {
-        Some(crate::spec::model::Cluster::Local {
+        Some(crate::frontend::pipeline::Cluster::Local {
             workers: Some(w),
             threads,
             ..
@@ -89,7 +90,7 @@ pub struct Prepared {
 }
 
 /// The paths a pipeline's sources read and its outputs write, joined to `base`.
-pub fn files_of(p: &crate::spec::model::Pipeline, base: &Path) -> Vec<PathBuf> {
+pub fn files_of(p: &crate::frontend::pipeline::Pipeline, base: &Path) -> Vec<PathBuf> {
     let sources = p.sources.iter().filter_map(|s| s.path());
     let outputs = p.outputs.iter().map(|o| &o.path);
     sources
@@ -145,7 +146,7 @@ fn prepare(
     // its .toml twin write the same bytes.
     let file = &report.parsed.file;
     let canonical =
-        crate::spec::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
+        crate::frontend::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
     let files = files_of(&checked.pipeline, &base);
     let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, base);
     for o in &checked.pipeline.outputs {
@@ -180,10 +181,6 @@ pub fn run_file(
     } = prepare_file(path, opts.base.clone())?;
     let threads = threads_for(&plan, opts);
     let kernels = PipelineKernels { cx: Arc::new(cx) };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| RunFailure::Other(e.to_string()))?;
     // Evaluations feed the metrics sink, and a written dataset may be read back,
     // so the executor would free them; the report needs them.
     let keep = plan
@@ -197,18 +194,18 @@ pub fn run_file(
         })
         .flat_map(|t| t.outputs.iter().cloned())
         .collect();
-    let outcome = pool.install(|| {
-        executor::run(
-            &plan,
-            &kernels,
-            observer,
-            &Options {
-                threads,
-                keep,
-                ..Options::default()
-            },
-        )
-    })?;
+    // The executor's pool of `threads` threads runs every task and every
+    // parallel loop inside one.
+    let outcome = executor::run(
+        &plan,
+        &kernels,
+        observer,
+        &Options {
+            threads,
+            keep,
+            ..Options::default()
+        },
+    )?;
     let (evaluations, receipts) = results_of(&plan, |id| outcome.values.get(id).map(|v| &**v));
     Ok(RunReport {
         pipeline,

@@ -5,7 +5,7 @@
 //! Must not: print, or decide exit statuses (that is `cli`).
 
 use crate::compile;
-use crate::spec::{self, Code, Diagnostic, Parsed};
+use crate::frontend::{self, Code, Diagnostic, Parsed};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default)]
@@ -65,7 +65,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), PathErro
         }
         if path.is_dir() {
             walk(&path, out, depth + 1)?;
-        } else if spec::Syntax::of_path(name).is_some() {
+        } else if frontend::Syntax::of_path(name).is_some() {
             out.push(path);
         }
     }
@@ -76,9 +76,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), PathErro
 pub fn check_file(path: &Path, opts: &CheckOptions) -> Report {
     let shown = path.to_string_lossy().into_owned();
     let parsed = match std::fs::read(path) {
-        Ok(bytes) => spec::parse_bytes(&shown, &bytes),
+        Ok(bytes) => frontend::parse_bytes(&shown, &bytes),
         Err(e) => Parsed {
-            file: spec::SourceFile::new(&shown, ""),
+            file: frontend::SourceFile::new(&shown, ""),
             pipeline: None,
             diagnostics: vec![Diagnostic::new(
                 Code::MissingFile,
@@ -93,7 +93,7 @@ pub fn check_file(path: &Path, opts: &CheckOptions) -> Report {
 /// Parse and check a pipeline's text (a cluster worker gets the text, not the file).
 /// `shown` is the file name: its extension picks the syntax.
 pub fn check_bytes(shown: &str, bytes: &[u8], opts: &CheckOptions) -> Report {
-    check_parsed(spec::parse_bytes(shown, bytes), opts)
+    check_parsed(frontend::parse_bytes(shown, bytes), opts)
 }
 
 fn check_parsed(mut parsed: Parsed, opts: &CheckOptions) -> Report {

@@ -7,7 +7,7 @@
 //! are checked with `--data`. Paths are relative to the crate root (where cargo runs
 //! tests), so snapshots do not depend on where the repository is checked out.
 
-use dagml::spec::{Code, Diagnostic, Severity, SourceFile};
+use dagml::frontend::{Code, Diagnostic, Severity, SourceFile};
 use dagml::workspace::{self, CheckOptions};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -217,7 +217,7 @@ fn the_docs_cover_every_code_and_choice() {
             c.as_str()
         );
     }
-    use dagml::spec::model::*;
+    use dagml::frontend::pipeline::*;
     let reference = std::fs::read_to_string("docs/pipelines.md").expect("docs/pipelines.md");
     let lists: [(&str, &[&str]); 8] = [
         ("estimator", EstimatorKind::NAMES),
@@ -237,7 +237,7 @@ fn the_docs_cover_every_code_and_choice() {
             );
         }
     }
-    for section in dagml::spec::lower::SECTIONS {
+    for section in dagml::frontend::lower::SECTIONS {
         assert!(
             reference.contains(&format!("[{section}")),
             "no [{section}] in docs/pipelines.md"

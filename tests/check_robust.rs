@@ -7,7 +7,7 @@
 //! binary, invalid UTF-8, a 2 MB string, 5,000-deep arrays and inline tables. Two
 //! of them also go through the binary.
 
-use dagml::spec::{self, Diagnostic};
+use dagml::frontend::{self, Diagnostic};
 use proptest::prelude::*;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ fn check_and_maybe_plan(name: &str, bytes: Vec<u8>, plan: bool) -> Vec<Diagnosti
     let handle = std::thread::Builder::new()
         .stack_size(8 << 20)
         .spawn(move || {
-            let mut parsed = spec::parse_bytes(&name, &bytes);
+            let mut parsed = frontend::parse_bytes(&name, &bytes);
             // What `check` accepts, `plan` must handle too.
             if let Some(checked) = dagml::compile::check(&mut parsed).filter(|_| plan) {
                 let (optimized, _) = dagml::optimize::optimize(checked.plan);

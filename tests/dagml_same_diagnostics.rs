@@ -3,7 +3,7 @@
 //! messages, help and notes, with the caret on the same word.
 
 use dagml::compile;
-use dagml::spec::{self, Diagnostic, SourceFile};
+use dagml::frontend::{self, Diagnostic, SourceFile};
 
 const DAGML: &str = r#"pipeline p (seed = 1)
 digits = load mnist("data/mnist")
@@ -93,14 +93,14 @@ const MISTAKES: &[Mistake] = &[
 ];
 
 fn check(path: &str, text: &str) -> (SourceFile, Vec<Diagnostic>) {
-    let mut parsed = spec::parse_str(path, text);
+    let mut parsed = frontend::parse_str(path, text);
     compile::check(&mut parsed);
     (parsed.file, parsed.diagnostics)
 }
 
 /// What a user reads, minus the positions: the caret's word without quotes.
 fn shown(file: &SourceFile, diags: &[Diagnostic]) -> Vec<String> {
-    let word = |s: spec::Span| file.slice(s).trim_matches('"').to_string();
+    let word = |s: frontend::Span| file.slice(s).trim_matches('"').to_string();
     diags
         .iter()
         .map(|d| {
@@ -123,8 +123,8 @@ fn shown(file: &SourceFile, diags: &[Diagnostic]) -> Vec<String> {
 
 #[test]
 fn the_two_forms_are_clean_and_mean_the_same() {
-    let a = spec::parse_str("p.dagml", DAGML);
-    let b = spec::parse_str("p.toml", TOML);
+    let a = frontend::parse_str("p.dagml", DAGML);
+    let b = frontend::parse_str("p.toml", TOML);
     assert!(a.diagnostics.is_empty(), "{:?}", a.diagnostics);
     assert!(b.diagnostics.is_empty(), "{:?}", b.diagnostics);
     let (Some(x), Some(y)) = (&a.pipeline, &b.pipeline) else {

@@ -2,7 +2,7 @@
 //! grammar/dagml.ebnf, its dagml and TOML examples parse, and its `fmt` and
 //! `convert` example shows what the code prints.
 
-use dagml::spec::{Diagnostic, Syntax, dsl, emit, toml_front};
+use dagml::frontend::{Diagnostic, Syntax, dsl, emit, toml_front};
 
 struct Block {
     lang: String,
@@ -100,7 +100,7 @@ fn every_example_parses() {
     // The complete files among them check clean, lowering included.
     let whole = |b: &&Block| b.body.lines().any(|l| l.starts_with("pipeline "));
     for b in all.iter().filter(|b| is_dagml(b)).filter(whole) {
-        let parsed = dagml::spec::parse_str("example.dagml", &b.body);
+        let parsed = dagml::frontend::parse_str("example.dagml", &b.body);
         assert!(
             errors(&parsed.diagnostics).is_empty(),
             "{}\n{:?}",

@@ -2,7 +2,7 @@
 //! overflow, always a clean diagnostic; and `fmt` is idempotent, keeps comments
 //! and keeps the meaning.
 
-use dagml::spec::{self, Code, dsl};
+use dagml::frontend::{self, Code, dsl};
 use proptest::prelude::*;
 
 fn pipelines() -> Vec<(String, String)> {
@@ -21,7 +21,7 @@ fn pipelines() -> Vec<(String, String)> {
 
 /// Parse and render every diagnostic (rendering must not panic either); the codes.
 fn codes(bytes: &[u8]) -> Vec<Code> {
-    let parsed = spec::parse_bytes("t.dagml", bytes);
+    let parsed = frontend::parse_bytes("t.dagml", bytes);
     for d in &parsed.diagnostics {
         if let Some(s) = d.span {
             assert!(s.start <= s.end, "{d:?}");
@@ -85,7 +85,7 @@ fn every_prefix_of_a_pipeline_parses_without_panic() {
 #[test]
 fn one_run_reports_every_syntax_error() {
     let text = "pipeline p (seed = )\nd = lod mnist(\"x\")\nf fit ridge on d target y\nevaluate f on [rmse]\n";
-    let parsed = spec::parse_str("t.dagml", text);
+    let parsed = frontend::parse_str("t.dagml", text);
     let lines: Vec<usize> = parsed
         .diagnostics
         .iter()
@@ -111,8 +111,8 @@ fn fmt_is_idempotent_keeps_comments_and_meaning_on_every_pipeline() {
         once,
         "# head\npipeline p (seed = 3)  # the seed\n\nh = load csv(\"x.csv\", na_values = [\"NA\"])\nt = transform h [\n    derive y = a+1  # plus one\n    drop [a]\n]\nm = fit ridge(alpha = 2) on t target y\n# tail\n"
     );
-    let a = spec::parse_str("p.dagml", messy).pipeline.unwrap();
-    let b = spec::parse_str("p.dagml", &once).pipeline.unwrap();
+    let a = frontend::parse_str("p.dagml", messy).pipeline.unwrap();
+    let b = frontend::parse_str("p.dagml", &once).pipeline.unwrap();
     assert!(a.same_as(&b));
 }
 
@@ -175,8 +175,8 @@ proptest! {
         codes(m.as_bytes());
         if let Ok(once) = dsl::format(&m) {
             prop_assert_eq!(dsl::format(&once).ok(), Some(once.clone()));
-            let a = spec::parse_str("m.dagml", &m);
-            let b = spec::parse_str("m.dagml", &once);
+            let a = frontend::parse_str("m.dagml", &m);
+            let b = frontend::parse_str("m.dagml", &once);
             if let (Some(a), Some(b)) = (a.pipeline, b.pipeline) {
                 prop_assert!(a.same_as(&b), "fmt changed the meaning:\n{}\n---\n{}", m, once);
             }

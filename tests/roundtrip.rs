@@ -1,7 +1,7 @@
 //! Every pipeline in pipelines/ means the same in both syntaxes:
 //! TOML → dagml → TOML and dagml → TOML → dagml give the model the file gives.
 
-use dagml::spec::{self, Pipeline, Syntax, emit};
+use dagml::frontend::{self, Pipeline, Syntax, emit};
 use std::path::PathBuf;
 
 fn files(ext: &str) -> Vec<PathBuf> {
@@ -16,7 +16,7 @@ fn files(ext: &str) -> Vec<PathBuf> {
 
 /// Parse `text` as if it were the file `path`; it must be valid.
 fn model(path: &str, text: &str) -> Pipeline {
-    let parsed = spec::parse_str(path, text);
+    let parsed = frontend::parse_str(path, text);
     let errors: Vec<String> = parsed
         .diagnostics
         .iter()
@@ -33,7 +33,7 @@ fn convert(path: &str, text: &str, to: Syntax) -> String {
 
 /// The same stem, so a file without a `[pipeline] name` keeps its default name.
 fn sibling(path: &str, ext: &str) -> String {
-    format!("/tmp/{}.{ext}", spec::stem(path))
+    format!("/tmp/{}.{ext}", frontend::stem(path))
 }
 
 #[test]
@@ -132,7 +132,7 @@ evaluate forest on test [accuracy, classification_report]
 save forest to "out/mnist_rf.model"
 cluster local(workers = 2)
 "#;
-    let mut parsed = spec::parse_str("mnist_rf.dagml", text);
+    let mut parsed = frontend::parse_str("mnist_rf.dagml", text);
     let checked = dagml::compile::check(&mut parsed);
     assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
     assert!(checked.is_some());

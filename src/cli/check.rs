@@ -1,6 +1,6 @@
 //! `dagml check PATH...`
 
-use dagml::spec::Severity;
+use dagml::frontend::Severity;
 use dagml::workspace::{self, CheckOptions};
 use std::io::Write;
 use std::process::ExitCode;

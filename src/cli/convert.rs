@@ -1,6 +1,6 @@
 //! `dagml convert FILE --to toml|dagml [-o OUT]`
 
-use dagml::spec::{SourceFile, Syntax, emit};
+use dagml::frontend::{SourceFile, Syntax, emit};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,6 +1,6 @@
 //! `dagml fmt FILE [--check] [--write]`
 
-use dagml::spec::{SourceFile, dsl};
+use dagml::frontend::{SourceFile, dsl};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -66,7 +66,7 @@ pub enum ClusterError {
 /// Parse a memory size: `6GB`, `512MB`, `1.5GiB`, `1000000` (bytes); the same
 /// sizes a pipeline's `memory_limit` takes.
 pub fn parse_memory(s: &str) -> Result<u64, String> {
-    crate::spec::model::parse_bytes(s).ok_or_else(|| {
+    crate::frontend::pipeline::parse_bytes(s).ok_or_else(|| {
         format!("`{s}` is not a memory size like 6GB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
     })
 }
@@ -104,11 +104,11 @@ pub struct PlacementFlags {
 /// The command line first, then the file's `[cluster]`, then an embedded cluster
 /// of one single-threaded worker per core.
 pub fn placement(
-    file: Option<&crate::spec::model::Cluster>,
+    file: Option<&crate::frontend::pipeline::Cluster>,
     flags: &PlacementFlags,
     cores: usize,
 ) -> Placement {
-    use crate::spec::model::Cluster;
+    use crate::frontend::pipeline::Cluster;
     if flags.in_process || flags.threads.is_some() {
         return Placement::InProcess {
             threads: flags.threads,
@@ -180,8 +180,8 @@ mod tests {
     }
 
     use super::{Placement, PlacementFlags, placement};
-    use crate::spec::model::Cluster;
-    use crate::spec::span::{Span, Spanned};
+    use crate::frontend::pipeline::Cluster;
+    use crate::frontend::span::{Span, Spanned};
 
     fn sp<T>(value: T) -> Spanned<T> {
         Spanned {

@@ -291,7 +291,7 @@ impl Worker for Service {
         self.0.running.fetch_sub(1, Ordering::SeqCst);
         let values = result
             .map_err(|e| Status::internal(format!("the task panicked: {e}")))?
-            .map_err(Status::internal)?;
+            .map_err(|e| Status::internal(e.message))?;
         if values.len() != outputs.len() {
             return Err(Status::internal(format!(
                 "the task returned {} outputs but declares {}",

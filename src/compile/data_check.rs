@@ -8,8 +8,8 @@
 //! Must not: read more than the header and a sample of rows.
 
 use super::schema::{DType, Schema};
-use crate::spec::diag::{Code, Diagnostic, suggest};
-use crate::spec::model::*;
+use crate::frontend::diag::{Code, Diagnostic, suggest};
+use crate::frontend::pipeline::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -100,7 +100,7 @@ pub fn check_data(p: &Pipeline, base: &Path) -> (BTreeMap<usize, Schema>, Vec<Di
     (schemas, diags)
 }
 
-fn missing_file(path: &str, span: crate::spec::Span) -> Diagnostic {
+fn missing_file(path: &str, span: crate::frontend::Span) -> Diagnostic {
     Diagnostic::new(Code::MissingFile, span, format!("`{path}` does not exist"))
         .with_help("paths in a pipeline are relative to the directory dagml runs in")
 }
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn house_prices_header_and_types() {
         let c = CsvSource {
-            path: crate::spec::Spanned::new(
+            path: crate::frontend::Spanned::new(
                 "data/house_prices/train.csv".into(),
                 Default::default(),
             ),

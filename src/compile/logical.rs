@@ -7,9 +7,9 @@
 
 use super::resolve::{DataTarget, Dataset, Part, Resolved};
 use super::schema::{self, Schema};
-use crate::spec::diag::{Code, Diagnostic};
-use crate::spec::model::*;
-use crate::spec::span::Span;
+use crate::frontend::diag::{Code, Diagnostic};
+use crate::frontend::pipeline::*;
+use crate::frontend::span::Span;
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
@@ -42,7 +42,7 @@ pub enum LOp {
     /// Row and column operations; after fusion, the names of all fused transforms.
     Transform {
         names: Vec<String>,
-        steps: Vec<crate::spec::span::Spanned<Op>>,
+        steps: Vec<crate::frontend::span::Spanned<Op>>,
     },
     Split {
         split: Split,

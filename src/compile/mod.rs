@@ -10,7 +10,7 @@ pub mod resolve;
 pub mod schema;
 pub mod shard_files;
 
-use crate::spec::{Diagnostic, Parsed, Pipeline};
+use crate::frontend::{Diagnostic, Parsed, Pipeline};
 pub use resolve::Resolved;
 use std::collections::BTreeMap;
 
@@ -37,7 +37,7 @@ pub fn check_with(
     if parsed
         .diagnostics
         .iter()
-        .any(|d| d.code == crate::spec::Code::Syntax)
+        .any(|d| d.code == crate::frontend::Code::Syntax)
     {
         sort(&mut parsed.diagnostics);
         return None;

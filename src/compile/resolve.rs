@@ -7,9 +7,9 @@
 //! steps that reach no output (warnings).
 //! Must not: do I/O or look at columns (that is `schema`).
 
-use crate::spec::diag::{Code, Diagnostic, suggest};
-use crate::spec::model::*;
-use crate::spec::span::Span;
+use crate::frontend::diag::{Code, Diagnostic, suggest};
+use crate::frontend::pipeline::*;
+use crate::frontend::span::Span;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A part of a split.
@@ -98,7 +98,7 @@ pub struct Resolved {
     pub output_evals: Vec<Vec<usize>>,
     pub output_data: Vec<Option<Dataset>>,
     /// The task of each model, where it can be known before the data.
-    pub model_tasks: Vec<Option<Task>>,
+    pub model_tasks: Vec<Option<Problem>>,
 }
 
 struct Names<'p> {
@@ -316,8 +316,8 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
                             format!("`{}` is a {} metric, but model `{}` does {}", metric.value.name(), metric.value.task().name(), p.models[m].name.value, task.name()),
                         )
                         .with_help(match task {
-                            Task::Classification => "for classification use accuracy, f1, classification_report, confusion_matrix or log_loss",
-                            Task::Regression => "for regression use rmse, mae or r2",
+                            Problem::Classification => "for classification use accuracy, f1, classification_report, confusion_matrix or log_loss",
+                            Problem::Regression => "for regression use rmse, mae or r2",
                         }),
                     );
                 }
@@ -459,7 +459,7 @@ struct Cx<'p, 'n> {
 impl Cx<'_, '_> {
     /// The help for an unknown name; remembers the suggestion.
     fn suggest_for(&self, r: &Name, word: &str, cands: &[&str], what: &str) -> String {
-        if let Some(best) = crate::spec::diag::did_you_mean(word, cands.iter().copied()) {
+        if let Some(best) = crate::frontend::diag::did_you_mean(word, cands.iter().copied()) {
             let full = match r.value.split_once('.') {
                 Some((head, _)) if word != r.value => format!("{head}.{best}"),
                 _ => best.to_string(),
@@ -654,7 +654,7 @@ impl Cx<'_, '_> {
     }
 
     /// The task a model does: declared, or known from its target column's origin.
-    fn model_task(&self, m: &ModelSpec, diags: &mut Vec<Diagnostic>) -> Option<Task> {
+    fn model_task(&self, m: &ModelSpec, diags: &mut Vec<Diagnostic>) -> Option<Problem> {
         let known = target_kind(self.p, &m.input.value, &m.target.value, self.names);
         let task = m.task.as_ref().map(|t| t.value).or(known.map(|(t, _)| t));
         let Some(task) = task else {
@@ -692,10 +692,10 @@ impl Cx<'_, '_> {
                     ),
                 )
                 .with_help(match task {
-                    Task::Classification => {
+                    Problem::Classification => {
                         "for classes use logistic_regression, decision_tree or random_forest"
                     }
-                    Task::Regression => {
+                    Problem::Regression => {
                         "for numbers use linear_regression, ridge, decision_tree or random_forest"
                     }
                 }),
@@ -705,7 +705,7 @@ impl Cx<'_, '_> {
     }
 }
 
-fn default_task(e: EstimatorKind) -> Option<Task> {
+fn default_task(e: EstimatorKind) -> Option<Problem> {
     match e.tasks() {
         [only] => Some(*only),
         _ => None,
@@ -719,7 +719,7 @@ fn target_kind(
     input: &str,
     target: &str,
     names: &Names,
-) -> Option<(Task, &'static str)> {
+) -> Option<(Problem, &'static str)> {
     let mut name = input.split('.').next()?;
     // Follow transforms and splits back to a source (bounded: cycles are reported elsewhere).
     for _ in 0..64 {
@@ -728,13 +728,13 @@ fn target_kind(
             StepKind::Source => {
                 return match &p.sources[*i].kind {
                     SourceKind::Mnist { .. } if target == "label" => {
-                        Some((Task::Classification, "a class label"))
+                        Some((Problem::Classification, "a class label"))
                     }
                     SourceKind::Synthetic(s) if s.target == target => match s.generator {
                         Generator::Classification | Generator::Blobs => {
-                            Some((Task::Classification, "a class label"))
+                            Some((Problem::Classification, "a class label"))
                         }
-                        Generator::Regression => Some((Task::Regression, "a number")),
+                        Generator::Regression => Some((Problem::Regression, "a number")),
                         Generator::Gaussian => None,
                     },
                     SourceKind::Csv(c) => c
@@ -742,9 +742,9 @@ fn target_kind(
                         .iter()
                         .find(|(n, _)| n.value == target)
                         .and_then(|(_, t)| match t.value {
-                            ColumnType::Float => Some((Task::Regression, "a float column")),
-                            ColumnType::String => Some((Task::Classification, "a text column")),
-                            ColumnType::Bool => Some((Task::Classification, "a boolean column")),
+                            ColumnType::Float => Some((Problem::Regression, "a float column")),
+                            ColumnType::String => Some((Problem::Classification, "a text column")),
+                            ColumnType::Bool => Some((Problem::Classification, "a boolean column")),
                             ColumnType::Int => None,
                         }),
                     _ => None,
@@ -930,7 +930,7 @@ fn unused(p: &Pipeline, r: &Resolved, cx: &Cx, diags: &mut Vec<Diagnostic>) {
     // A broken step that refers to something unreadable (`input = {}`) could use
     // any step: nothing can be called unused until it is fixed.
     // So could a reference to no step with no likely meaning (`input = "x"`).
-    let unreadable = crate::spec::lower::UNKNOWN_REF;
+    let unreadable = crate::frontend::lower::UNKNOWN_REF;
     if cx.unresolved.get()
         || p.broken
             .iter()
@@ -1062,10 +1062,10 @@ fn unused(p: &Pipeline, r: &Resolved, cx: &Cx, diags: &mut Vec<Diagnostic>) {
 
 #[cfg(test)]
 mod tests {
-    use crate::spec::{self, Code};
+    use crate::frontend::{self, Code};
 
     fn codes(text: &str) -> Vec<Code> {
-        let mut parsed = spec::parse_str("p.toml", text);
+        let mut parsed = frontend::parse_str("p.toml", text);
         crate::compile::check(&mut parsed);
         parsed.diagnostics.iter().map(|d| d.code).collect()
     }
@@ -1088,7 +1088,7 @@ mod tests {
                 "[transforms.{name}]\ninput = \"{input}\"\nsteps = []\n"
             ));
         }
-        let mut parsed = spec::parse_str("p.toml", &text);
+        let mut parsed = frontend::parse_str("p.toml", &text);
         crate::compile::check(&mut parsed);
         let cycles: Vec<&str> = parsed
             .diagnostics
@@ -1114,7 +1114,7 @@ mod tests {
             ));
         }
         let started = std::time::Instant::now();
-        let mut parsed = spec::parse_str("p.toml", &text);
+        let mut parsed = frontend::parse_str("p.toml", &text);
         crate::compile::check(&mut parsed);
         assert_eq!(
             parsed
@@ -1203,7 +1203,7 @@ mod tests {
 
     #[test]
     fn a_wrong_kind_of_step_names_the_right_ones() {
-        let mut parsed = spec::parse_str(
+        let mut parsed = frontend::parse_str(
             "p.toml",
             "[sources.d]\nkind = \"mnist\"\npath = \"data/mnist\"\n[models.forest]\nestimator = \"random_forest\"\ninput = \"d\"\ntarget = \"label\"\n[evaluations.e]\nmodel = \"d\"\ndata = \"d\"\nmetrics = [\"accuracy\"]\n[outputs.m]\nkind = \"model\"\nmodel = \"forest\"\npath = \"out/f.model\"\n",
         );

@@ -8,10 +8,10 @@
 //! Must not: read data files (`--data` reads headers in `data_check` and hands the
 //! result in as a closed schema).
 
-use crate::spec::diag::{Code, Diagnostic, suggest};
-use crate::spec::expr::{BinOp, Expr, ExprKind, UnOp};
-use crate::spec::model::*;
-use crate::spec::span::Spanned;
+use crate::frontend::diag::{Code, Diagnostic, suggest};
+use crate::frontend::expr::{BinOp, Expr, ExprKind, UnOp};
+use crate::frontend::pipeline::*;
+use crate::frontend::span::Spanned;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DType {
@@ -113,7 +113,7 @@ impl Schema {
         }
         let names = self.names();
         let help = if names.len() > 12
-            && crate::spec::diag::did_you_mean(&col.value, names.iter().copied()).is_none()
+            && crate::frontend::diag::did_you_mean(&col.value, names.iter().copied()).is_none()
         {
             format!(
                 "the data has {} columns here, from `{}` to `{}`",
@@ -443,8 +443,8 @@ pub fn check_model_columns(m: &ModelSpec, s: &Schema, diags: &mut Vec<Diagnostic
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::expr;
-    use crate::spec::span::Span;
+    use crate::frontend::expr;
+    use crate::frontend::span::Span;
 
     fn closed(cols: &[(&str, DType)]) -> Schema {
         Schema {

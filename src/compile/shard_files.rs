@@ -10,9 +10,9 @@
 
 use super::logical::{EdgeKind, LOp, LogicalPlan};
 use super::resolve::Part;
-use crate::spec::diag::{Code, Diagnostic};
-use crate::spec::model::{ShardBy, SplitKind};
-use crate::spec::span::Spanned;
+use crate::frontend::diag::{Code, Diagnostic};
+use crate::frontend::pipeline::{ShardBy, SplitKind};
+use crate::frontend::span::Spanned;
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;

@@ -5,7 +5,7 @@
 //! zero gives null (integers) or infinity (floats), like SQL engines and NumPy.
 
 use super::DataError;
-use crate::spec::expr::{BinOp, Expr, ExprKind, UnOp};
+use crate::frontend::expr::{BinOp, Expr, ExprKind, UnOp};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, new_null_array,
 };
@@ -255,7 +255,7 @@ mod tests {
     }
 
     fn run(src: &str) -> ArrayRef {
-        let e = crate::spec::expr::parse(src, 0).expect("parses");
+        let e = crate::frontend::expr::parse(src, 0).expect("parses");
         eval(&e, &batch()).unwrap()
     }
 

@@ -7,7 +7,7 @@
 //! column when fitting preprocessing (it is excluded by the caller's `except`).
 
 use super::{DataError, expr_eval};
-use crate::spec::model::{ColumnType, ImputeStrategy, Literal, Op};
+use crate::frontend::pipeline::{ColumnType, ImputeStrategy, Literal, Op};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, StringArray,
 };
@@ -131,7 +131,7 @@ pub fn apply_row_op(op: &Op, batch: &RecordBatch) -> Result<RecordBatch, DataErr
 
 fn targets(
     batch: &RecordBatch,
-    listed: &Option<Vec<crate::spec::model::Name>>,
+    listed: &Option<Vec<crate::frontend::pipeline::Name>>,
     except: &[String],
     want: impl Fn(&DataType) -> bool,
 ) -> Result<Vec<String>, DataError> {
@@ -480,7 +480,7 @@ pub fn apply_all(fitted: &[Fitted], batch: &RecordBatch) -> Result<RecordBatch, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::span::{Span, Spanned};
+    use crate::frontend::span::{Span, Spanned};
     use arrow::array::Int64Array;
 
     fn batch() -> RecordBatch {

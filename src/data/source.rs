@@ -6,7 +6,7 @@
 //! `p` of a synthetic source is generated from (seed, source, p) alone.
 
 use super::{DataError, idx, synthetic};
-use crate::spec::model::{ColumnType, CsvSource, MnistSubset, Source, SourceKind};
+use crate::frontend::pipeline::{ColumnType, CsvSource, MnistSubset, Source, SourceKind};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -321,7 +321,7 @@ pub fn read_listed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::span::{Span, Spanned};
+    use crate::frontend::span::{Span, Spanned};
 
     fn csv_source(path: &str) -> Source {
         Source {

@@ -9,7 +9,7 @@
 
 use super::{DataError, rng};
 use crate::compile::resolve::Part;
-use crate::spec::model::{ShardBy, Split, SplitKind};
+use crate::frontend::pipeline::{ShardBy, Split, SplitKind};
 use arrow::array::{Array, UInt32Array};
 use arrow::compute::{cast, concat_batches, take_record_batch};
 use arrow::datatypes::DataType;
@@ -118,7 +118,7 @@ pub fn split(
             out.insert(Part::Test, take(&b, &test)?);
         }
         SplitKind::Predefined { from } => {
-            use crate::spec::model::PredefinedFrom;
+            use crate::frontend::pipeline::PredefinedFrom;
             let (train, test): (Vec<&RecordBatch>, Vec<&RecordBatch>) = match from {
                 // A source that carries both (MNIST): partition 0 is train, 1 is test.
                 PredefinedFrom::Source(_) => {
@@ -327,7 +327,7 @@ pub fn untag_shards(b: &RecordBatch) -> Result<Option<Vec<(String, RecordBatch)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::span::{Span, Spanned};
+    use crate::frontend::span::{Span, Spanned};
     use arrow::array::Int64Array;
     use arrow::datatypes::{Field, Schema};
     use std::sync::Arc;

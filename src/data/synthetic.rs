@@ -8,7 +8,7 @@
 
 use super::DataError;
 use super::rng::SeededRng;
-use crate::spec::model::{Generator, Synthetic};
+use crate::frontend::pipeline::{Generator, Synthetic};
 use arrow::array::{ArrayRef, Float64Array, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
@@ -138,7 +138,7 @@ pub fn generate(g: &Synthetic, seed: u64, source: u64, p: u32) -> Result<RecordB
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::span::{Span, Spanned};
+    use crate::frontend::span::{Span, Spanned};
 
     fn spec(generator: Generator) -> Synthetic {
         let s = |v: u32| Spanned::new(v, Span::new(0, 0));

@@ -6,7 +6,7 @@
 //! path given (and its temporary sibling).
 
 use super::DataError;
-use crate::spec::model::FileFormat;
+use crate::frontend::pipeline::FileFormat;
 use arrow::record_batch::RecordBatch;
 use std::path::Path;
 

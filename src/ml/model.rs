@@ -13,8 +13,8 @@ use super::tree::{self, Criterion, Target, Tree, TreeConfig};
 use crate::data::ops::{self, Fitted};
 use crate::data::rng::{self, SeededRng};
 use crate::data::{DataError, matrix};
-use crate::spec::model::{
-    Combine, Criterion as SpecCriterion, EstimatorKind, MaxFeatures, ModelSpec, Params, Task,
+use crate::frontend::pipeline::{
+    Combine, Criterion as SpecCriterion, EstimatorKind, MaxFeatures, ModelSpec, Params, Problem,
     TreeParams,
 };
 use arrow::record_batch::RecordBatch;
@@ -102,7 +102,7 @@ pub enum Body {
 pub struct TrainedModel {
     pub name: String,
     pub estimator: String,
-    pub task: Task,
+    pub task: Problem,
     pub target: String,
     /// Columns of the input the model reads (before preprocessing).
     pub inputs: Vec<String>,
@@ -127,16 +127,16 @@ pub trait Estimator {
 
 /// The task of a model: declared, implied by the estimator, or read off the
 /// target's type (floating point: regression).
-pub fn task_of(spec: &ModelSpec, batch: &RecordBatch) -> Task {
+pub fn task_of(spec: &ModelSpec, batch: &RecordBatch) -> Problem {
     if let Some(t) = &spec.task {
         return t.value;
     }
     match spec.estimator.value {
-        EstimatorKind::LogisticRegression => Task::Classification,
-        EstimatorKind::LinearRegression | EstimatorKind::Ridge => Task::Regression,
+        EstimatorKind::LogisticRegression => Problem::Classification,
+        EstimatorKind::LinearRegression | EstimatorKind::Ridge => Problem::Regression,
         _ => match batch.schema().field_with_name(&spec.target.value) {
-            Ok(f) if f.data_type().is_floating() => Task::Regression,
-            _ => Task::Classification,
+            Ok(f) if f.data_type().is_floating() => Problem::Regression,
+            _ => Problem::Classification,
         },
     }
 }
@@ -161,7 +161,7 @@ pub fn resolve_max_features(m: Option<MaxFeatures>, d: usize, forest_classifier:
 
 /// Preprocessed training data: everything a fit needs.
 pub struct Prepared {
-    pub task: Task,
+    pub task: Problem,
     pub inputs: Vec<String>,
     pub input_types: Vec<String>,
     pub features: Vec<String>,
@@ -203,13 +203,13 @@ pub fn prepare(spec: &ModelSpec, batch: &RecordBatch) -> Result<Prepared, MlErro
     let (preprocess, batch) = ops::fit_all(&ops_list, &batch, std::slice::from_ref(&target))?;
     let features = matrix::feature_names(&batch, &target, None);
     let (classes, y_class, y_value) = match task {
-        Task::Classification => {
+        Problem::Classification => {
             let labels = matrix::labels(&batch, &target)?;
             let classes = matrix::class_names(&labels);
             let y = matrix::class_indices(&labels, &classes, &target)?;
             (classes, y, Vec::new())
         }
-        Task::Regression => (
+        Problem::Regression => (
             Vec::new(),
             Vec::new(),
             matrix::float_target(&batch, &target)?,
@@ -281,7 +281,7 @@ pub fn forest_data(spec: &ModelSpec, batch: &RecordBatch) -> Result<ForestData, 
     let (map, binned) = bins::fit(&p.batch, &p.features, tp.max_bins as usize)?;
     let binned = binned.with_row_major();
     let criterion = match (p.task, tp.criterion) {
-        (Task::Regression, _) => Criterion::SquaredError,
+        (Problem::Regression, _) => Criterion::SquaredError,
         (_, Some(SpecCriterion::Entropy)) => Criterion::Entropy,
         _ => Criterion::Gini,
     };
@@ -293,12 +293,12 @@ pub fn forest_data(spec: &ModelSpec, batch: &RecordBatch) -> Result<ForestData, 
         max_features: resolve_max_features(
             tp.max_features,
             p.features.len(),
-            forest && p.task == Task::Classification,
+            forest && p.task == Problem::Classification,
         ),
     };
     let n = binned.rows;
     // Class weights ("balanced": n / (classes * count of the class)).
-    let class_w: Vec<f32> = if tp.class_weight_balanced && p.task == Task::Classification {
+    let class_w: Vec<f32> = if tp.class_weight_balanced && p.task == Problem::Classification {
         let k = p.classes.len();
         let mut counts = vec![0usize; k];
         for &c in &p.y_class {
@@ -357,8 +357,8 @@ pub fn fit_tree_range(
     let n = binned.rows;
     let model_id = rng::str_id(&spec.name.value);
     let target = match p.task {
-        Task::Classification => Target::Classes(&p.y_class, p.classes.len().max(1)),
-        Task::Regression => Target::Values(&p.y_value),
+        Problem::Classification => Target::Classes(&p.y_class, p.classes.len().max(1)),
+        Problem::Regression => Target::Values(&p.y_value),
     };
     let done = std::sync::atomic::AtomicU32::new(0);
     let trees: Vec<Tree> = (first..first + count)
@@ -373,7 +373,7 @@ pub fn fit_tree_range(
             } else {
                 w.iter_mut().for_each(|x| *x = 1.0);
             }
-            if p.task == Task::Classification {
+            if p.task == Problem::Classification {
                 for (wi, &c) in w.iter_mut().zip(&p.y_class) {
                     *wi *= class_w[c as usize];
                 }
@@ -538,8 +538,8 @@ impl Model for TrainedModel {
             Body::Forest(f) => {
                 let binned = bins::apply(&f.bins, &b, &self.features)?;
                 let width = match self.task {
-                    Task::Classification => self.classes.len().max(1),
-                    Task::Regression => 1,
+                    Problem::Classification => self.classes.len().max(1),
+                    Problem::Regression => 1,
                 };
                 let mut out = vec![0.0f32; rows * width];
                 let inv = 1.0 / f.trees.len().max(1) as f32;
@@ -558,11 +558,11 @@ impl Model for TrainedModel {
                         }
                     });
                 Ok(match self.task {
-                    Task::Classification => Prediction::Classes {
+                    Problem::Classification => Prediction::Classes {
                         proba: out,
                         classes: self.classes.clone(),
                     },
-                    Task::Regression => {
+                    Problem::Regression => {
                         Prediction::Values(out.into_iter().map(f64::from).collect())
                     }
                 })
@@ -595,7 +595,7 @@ fn predict_ensemble(
         .collect::<Result<Vec<_>, _>>()?;
     let rows = batch.num_rows();
     match model.task {
-        Task::Regression => {
+        Problem::Regression => {
             let mut out = vec![0.0; rows];
             for p in &preds {
                 if let Prediction::Values(v) = p {
@@ -606,7 +606,7 @@ fn predict_ensemble(
             }
             Ok(Prediction::Values(out))
         }
-        Task::Classification => {
+        Problem::Classification => {
             // Members may have seen different classes: map onto the union.
             let k = model.classes.len();
             let mut out = vec![0.0f32; rows * k];

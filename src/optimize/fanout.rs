@@ -7,7 +7,7 @@
 
 use super::Rule;
 use crate::compile::logical::{self, LOp, LogicalPlan};
-use crate::spec::model::{EstimatorKind, Params};
+use crate::frontend::pipeline::{EstimatorKind, Params};
 
 pub struct Fanout;
 

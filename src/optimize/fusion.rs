@@ -3,7 +3,7 @@
 
 use super::Rule;
 use crate::compile::logical::{EdgeKind, LOp, LogicalPlan};
-use crate::spec::model::Op;
+use crate::frontend::pipeline::Op;
 use petgraph::Direction;
 use petgraph::visit::EdgeRef;
 

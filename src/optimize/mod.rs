@@ -56,7 +56,7 @@ pub(crate) mod testutil {
 
     /// The logical plan of a TOML pipeline text (panics on invalid test input).
     pub fn plan(text: &str) -> LogicalPlan {
-        let mut parsed = crate::spec::parse_str("t.toml", text);
+        let mut parsed = crate::frontend::parse_str("t.toml", text);
         let checked = crate::compile::check(&mut parsed);
         let errors: Vec<String> = parsed
             .diagnostics

@@ -8,7 +8,7 @@
 use super::Rule;
 use crate::compile::logical::{EdgeKind, LOp, LogicalPlan};
 use crate::compile::schema::Schema;
-use crate::spec::model::{Op, OutputKind, ShardBy, SourceKind, SplitKind};
+use crate::frontend::pipeline::{Op, OutputKind, ShardBy, SourceKind, SplitKind};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
@@ -46,7 +46,7 @@ impl Need {
 }
 
 /// What a transform's input must hold for its output to hold `out`.
-fn through_ops(steps: &[crate::spec::span::Spanned<Op>], mut need: Need) -> Need {
+fn through_ops(steps: &[crate::frontend::span::Spanned<Op>], mut need: Need) -> Need {
     for op in steps.iter().rev() {
         need = match (&op.value, need) {
             (Op::Select { columns }, Need::All) => {
@@ -85,7 +85,7 @@ fn through_ops(steps: &[crate::spec::span::Spanned<Op>], mut need: Need) -> Need
     need
 }
 
-fn model_need(m: &crate::spec::model::ModelSpec) -> Need {
+fn model_need(m: &crate::frontend::pipeline::ModelSpec) -> Need {
     match &m.features {
         Some(f) => Need::Cols(
             f.iter()

@@ -11,7 +11,7 @@ pub mod render;
 
 use crate::compile::logical::{EdgeKind, Fanout, LOp, LogicalPlan};
 use crate::compile::resolve::Part;
-use crate::spec::model::{Cluster, OutputKind, ShardBy, SourceKind, SplitKind};
+use crate::frontend::pipeline::{Cluster, OutputKind, ShardBy, SourceKind, SplitKind};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
@@ -350,7 +350,7 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                             .and_then(|(s, _, _, _)| match &g[*s].op {
                                 LOp::Split {
                                     split:
-                                        crate::spec::model::Split {
+                                        crate::frontend::pipeline::Split {
                                             kind:
                                                 SplitKind::Shards {
                                                     by:
@@ -487,7 +487,7 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
 fn read_back(
     g: &crate::compile::logical::Graph,
     n: NodeIndex,
-    source: &crate::spec::model::Source,
+    source: &crate::frontend::pipeline::Source,
     finished: &BTreeMap<NodeIndex, Vec<String>>,
 ) -> Option<(Vec<String>, Vec<String>)> {
     source.after.as_ref()?;

@@ -1,17 +1,22 @@
-//! The task state machine: runs a physical plan's tasks in dependency order on a
-//! pool of threads, keeping each output partition until its last reader is done.
+//! The in-process driver of the run graph: runs a physical plan's tasks on a
+//! pool of `threads` threads, holding each output partition until the graph
+//! says its last reader is done.
 //!
 //! In: the tasks of a [`PhysicalPlan`] and a [`Kernels`] implementation that runs
-//! one task as a function of its input partitions. Out: every task's outputs, or a
-//! [`RunError`] that names the task, the attempt and the cause.
-//! Must not: know what a task computes (that is the kernels'), or keep hidden
-//! state between tasks: a task's result depends only on the task and its inputs,
-//! so any worker can run it and a rerun gives the same bytes.
+//! one task as a function of its input partitions. Out: every kept output
+//! (results nothing reads, plus [`Options::keep`]), or the structured
+//! [`RunError`] that names the task, the attempts and the cause.
+//! Must not: keep run state of its own (that is [`super::graph::RunGraph`]'s),
+//! know what a task computes (that is the kernels'), or start a thread outside
+//! its pool: every task, and every parallel loop inside one, runs on the
+//! `threads` threads of the pool, so `--threads N` bounds the run.
 
+use super::failure::{FailureKind, RunError, TaskError};
+use super::graph::{Finished, RunGraph, TaskIx, TaskSpec};
 use crate::plan::{PhysicalPlan, Task};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Runs single tasks. Implementations must be pure functions of (task, inputs).
@@ -19,7 +24,8 @@ pub trait Kernels: Sync {
     type Value: Send + Sync + 'static;
     /// Run one task. `inputs` are in `task.inputs` order; the result must have
     /// one value per `task.outputs` entry, in that order.
-    fn run(&self, task: &Task, inputs: Vec<Arc<Self::Value>>) -> Result<Vec<Self::Value>, String>;
+    fn run(&self, task: &Task, inputs: Vec<Arc<Self::Value>>)
+    -> Result<Vec<Self::Value>, TaskError>;
 }
 
 /// What the executor reports as it goes (progress bars, log lines, tests).
@@ -30,36 +36,6 @@ pub trait Observer: Sync {
 
 pub struct Quiet;
 impl Observer for Quiet {}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskState {
-    Waiting,
-    Ready,
-    Running,
-    Done,
-    Failed,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("task `{task}` failed (attempt {attempt} of {max}): {cause}")]
-    TaskFailed {
-        task: String,
-        attempt: u32,
-        max: u32,
-        cause: String,
-    },
-    #[error("task `{task}` reads `{input}`, which no task produces")]
-    MissingInput { task: String, input: String },
-    #[error("task `{task}` returned {got} outputs but declares {want}")]
-    WrongOutputs {
-        task: String,
-        got: usize,
-        want: usize,
-    },
-    #[error("the plan's tasks depend on each other in a cycle (at `{0}`)")]
-    Stuck(String),
-}
 
 /// Timing of one task.
 #[derive(Clone, Debug)]
@@ -80,9 +56,10 @@ pub struct Outcome<V> {
 }
 
 pub struct Options {
+    /// Threads for the whole run: tasks and the parallel loops inside them.
     pub threads: usize,
-    /// Attempts per task before the run fails (in-process errors are deterministic,
-    /// so 1 is right here; the cluster retries lost workers' tasks).
+    /// Attempts per task for failures a retry can help with (see
+    /// [`FailureKind::retryable`]); other failures end the run at once.
     pub max_attempts: u32,
     /// Partition ids to keep in the outcome even if some task reads them.
     pub keep: BTreeSet<String>,
@@ -98,6 +75,44 @@ impl Default for Options {
     }
 }
 
+/// The run graph of a plan: `keep` and every output nothing reads survive to
+/// the end. `W` is the driver's worker type.
+pub fn graph_of<W: super::graph::Worker>(
+    plan: &PhysicalPlan,
+    keep: &dyn Fn(&Task, &str) -> bool,
+    max_attempts: u32,
+) -> Result<RunGraph<W>, RunError> {
+    let read: BTreeSet<&str> = plan
+        .tasks
+        .iter()
+        .flat_map(|t| t.inputs.iter().map(String::as_str))
+        .collect();
+    let read = &read;
+    let kept: BTreeSet<String> = plan
+        .tasks
+        .iter()
+        .flat_map(|t| {
+            t.outputs
+                .iter()
+                .filter(move |o| !read.contains(o.as_str()) || keep(t, o))
+                .cloned()
+        })
+        .collect();
+    let specs = plan
+        .tasks
+        .iter()
+        .map(|t| TaskSpec {
+            name: t.id.to_string(),
+            inputs: t.inputs.iter().map(|p| p.to_string()).collect(),
+            outputs: t.outputs.iter().map(|p| p.to_string()).collect(),
+        })
+        .collect();
+    RunGraph::new(specs, |k: &String| kept.contains(k), max_attempts)
+        .map_err(|e| RunError::of_run(FailureKind::Internal, e.to_string()))
+}
+
+type Answer<V> = (TaskIx, u32, Result<Vec<V>, TaskError>, Duration, Duration);
+
 /// Run every task of the plan.
 pub fn run<K: Kernels>(
     plan: &PhysicalPlan,
@@ -106,166 +121,113 @@ pub fn run<K: Kernels>(
     opts: &Options,
 ) -> Result<Outcome<K::Value>, RunError> {
     let start = Instant::now();
-    let tasks = &plan.tasks;
-    let mut producer: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, t) in tasks.iter().enumerate() {
-        for o in &t.outputs {
-            producer.insert(o.as_str(), i);
-        }
-    }
-    // Readers left per partition, to free memory as soon as the last one is done.
-    let mut readers: BTreeMap<String, usize> = BTreeMap::new();
-    let mut waiting_on: Vec<usize> = vec![0; tasks.len()];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
-    for (i, t) in tasks.iter().enumerate() {
-        let mut deps = BTreeSet::new();
-        for input in &t.inputs {
-            let Some(&p) = producer.get(input.as_str()) else {
-                return Err(RunError::MissingInput {
-                    task: t.id.clone(),
-                    input: input.clone(),
-                });
-            };
-            *readers.entry(input.clone()).or_default() += 1;
-            deps.insert(p);
-        }
-        waiting_on[i] = deps.len();
-        for d in deps {
-            dependents[d].push(i);
-        }
-    }
-    let mut state: Vec<TaskState> = waiting_on
-        .iter()
-        .map(|w| {
-            if *w == 0 {
-                TaskState::Ready
-            } else {
-                TaskState::Waiting
-            }
-        })
-        .collect();
-    let mut ready: VecDeque<usize> = (0..tasks.len())
-        .filter(|i| state[*i] == TaskState::Ready)
-        .collect();
-    let store: Mutex<BTreeMap<String, Arc<K::Value>>> = Mutex::new(BTreeMap::new());
-    let mut records = Vec::new();
+    let mut g: RunGraph<()> = graph_of(
+        plan,
+        &|_, o| opts.keep.contains(o),
+        opts.max_attempts,
+    )?;
     let threads = opts.threads.max(1);
-    let (tx, rx) = mpsc::channel::<(
-        usize,
-        Result<Vec<K::Value>, String>,
-        Duration,
-        Duration,
-        u32,
-    )>();
-    let mut running = 0usize;
-    let mut done = 0usize;
-    let mut failure: Option<RunError> = None;
-    std::thread::scope(|scope| {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("dagml-task-{i}"))
+        .build()
+        .map_err(|e| RunError::of_run(FailureKind::Internal, format!("no thread pool: {e}")))?;
+    // The values of held partitions, by the graph's partition names.
+    let mut store: BTreeMap<String, Arc<K::Value>> = BTreeMap::new();
+    let mut records = Vec::new();
+    let (tx, rx) = mpsc::channel::<Answer<K::Value>>();
+    pool.in_place_scope(|scope| {
+        let mut running = 0usize;
         loop {
-            while failure.is_none() && running < threads {
-                let Some(i) = ready.pop_front() else { break };
-                state[i] = TaskState::Running;
+            while running < threads {
+                let Some(t) = g.ready().next() else { break };
+                let Ok(attempt) = g.start(t, ()) else { break };
                 running += 1;
-                let task = &tasks[i];
-                let inputs: Vec<Arc<K::Value>> = {
-                    let s = store.lock().unwrap_or_else(|p| p.into_inner());
-                    task.inputs
-                        .iter()
-                        .filter_map(|id| s.get(id).cloned())
-                        .collect()
-                };
-                let tx = tx.clone();
-                let max = opts.max_attempts.max(1);
+                let task = &plan.tasks[t.0];
+                let inputs: Vec<Arc<K::Value>> = g
+                    .inputs(t)
+                    .iter()
+                    .filter_map(|p| store.get(g.part_name(*p)).cloned())
+                    .collect();
                 observer.started(task);
-                scope.spawn(move || {
+                let tx = tx.clone();
+                scope.spawn(move |_| {
                     let t0 = Instant::now();
-                    let mut attempt = 1;
-                    let result = loop {
-                        let r = kernels.run(task, inputs.clone());
-                        if r.is_ok() || attempt >= max {
-                            break r;
-                        }
-                        attempt += 1;
-                    };
-                    let _ = tx.send((i, result, t0 - start, t0.elapsed(), attempt));
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        kernels.run(task, inputs)
+                    }))
+                    .unwrap_or_else(|p| Err(TaskError::internal(panic_message(&*p))));
+                    let _ = tx.send((t, attempt, result, t0 - start, t0.elapsed()));
                 });
             }
             if running == 0 {
                 break;
             }
-            let Ok((i, result, started_at, elapsed, attempt)) = rx.recv() else {
+            let Ok((t, attempt, result, started_at, elapsed)) = rx.recv() else {
                 break;
             };
             running -= 1;
-            let task = &tasks[i];
+            let task = &plan.tasks[t.0];
             match result {
-                Ok(values) if values.len() == task.outputs.len() => {
-                    state[i] = TaskState::Done;
-                    done += 1;
-                    observer.finished(task, elapsed);
-                    records.push(TaskRecord {
-                        id: task.id.clone(),
-                        node: task.node.clone(),
-                        start: started_at,
-                        elapsed,
-                    });
-                    let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
-                    for (id, v) in task.outputs.iter().zip(values) {
-                        s.insert(id.clone(), Arc::new(v));
-                    }
-                    for input in &task.inputs {
-                        if let Some(n) = readers.get_mut(input) {
-                            *n -= 1;
-                            if *n == 0 && !opts.keep.contains(input) {
-                                s.remove(input);
+                Ok(values) => {
+                    let sizes = vec![0; values.len()];
+                    match g.finished(t, &(), attempt, &sizes) {
+                        Finished::Done(release) => {
+                            observer.finished(task, elapsed);
+                            records.push(TaskRecord {
+                                id: task.id.to_string(),
+                                node: task.node.clone(),
+                                start: started_at,
+                                elapsed,
+                            });
+                            for (p, v) in g.outputs(t).iter().zip(values) {
+                                store.insert(g.part_name(*p).to_string(), Arc::new(v));
+                            }
+                            for (p, ()) in release {
+                                store.remove(g.part_name(p));
                             }
                         }
-                    }
-                    for &d in &dependents[i] {
-                        waiting_on[d] -= 1;
-                        if waiting_on[d] == 0 {
-                            state[d] = TaskState::Ready;
-                            ready.push_back(d);
-                        }
+                        Finished::Stale | Finished::Failed(_) => {}
                     }
                 }
-                Ok(values) => {
-                    state[i] = TaskState::Failed;
-                    failure.get_or_insert(RunError::WrongOutputs {
-                        task: task.id.clone(),
-                        got: values.len(),
-                        want: task.outputs.len(),
-                    });
-                }
-                Err(cause) => {
-                    state[i] = TaskState::Failed;
-                    failure.get_or_insert(RunError::TaskFailed {
-                        task: task.id.clone(),
-                        attempt,
-                        max: opts.max_attempts.max(1),
-                        cause,
-                    });
+                Err(e) => {
+                    let _ = g.failed(t, &(), attempt, e.kind, e.message);
                 }
             }
         }
     });
-    if let Some(e) = failure {
-        return Err(e);
+    if let Some(f) = g.failure() {
+        return Err(f.clone());
     }
-    if done < tasks.len() {
-        let stuck = state
-            .iter()
-            .position(|s| *s != TaskState::Done)
-            .map(|i| tasks[i].id.clone())
-            .unwrap_or_default();
-        return Err(RunError::Stuck(stuck));
+    if !g.is_complete() {
+        let at = g.stuck_at().map(|t| g.name(t).to_string()).unwrap_or_default();
+        return Err(RunError::of_run(
+            FailureKind::Internal,
+            format!("no task can run (at `{at}`)"),
+        ));
     }
-    let values = store.into_inner().unwrap_or_else(|p| p.into_inner());
+    let values = g
+        .kept()
+        .filter_map(|(p, ())| {
+            let name = g.part_name(p);
+            store.get(name).map(|v| (name.to_string(), v.clone()))
+        })
+        .collect();
     Ok(Outcome {
         values,
         records,
         wall: start.elapsed(),
     })
+}
+
+/// What a panicking task said, for its failure.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("the task panicked: {what}")
 }
 
 #[cfg(test)]
@@ -304,12 +266,12 @@ mod tests {
     struct Sum;
     impl Kernels for Sum {
         type Value = u64;
-        fn run(&self, task: &Task, inputs: Vec<Arc<u64>>) -> Result<Vec<u64>, String> {
+        fn run(&self, task: &Task, inputs: Vec<Arc<u64>>) -> Result<Vec<u64>, TaskError> {
             let own: u64 = task
                 .id
                 .trim_start_matches(|c: char| !c.is_ascii_digit())
                 .parse()
-                .map_err(|_| format!("no number in {}", task.id))?;
+                .map_err(|_| TaskError::bad_data(format!("no number in {}", task.id)))?;
             Ok(vec![own + inputs.iter().map(|v| **v).sum::<u64>()])
         }
     }
@@ -340,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_names_the_task_and_attempts() {
+    fn bad_data_is_not_retried_and_the_failure_names_the_task_and_attempts() {
         let p = plan(vec![task("a1", &[]), task("bad", &["a1"])]);
         let err = run(
             &p,
@@ -355,17 +317,76 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(
-            err.to_string(),
-            "task `bad` failed (attempt 3 of 3): no number in bad"
+            (err.task.as_str(), err.attempts, err.max_attempts, err.kind),
+            ("bad", 1, 3, FailureKind::BadData)
+        );
+        assert!(
+            err.to_string().starts_with(
+                "task `bad` failed (attempt 1 of 3; bad data is not retried): bad data: no number in bad"
+            ),
+            "{err}"
         );
     }
 
     #[test]
     fn a_missing_input_is_reported_before_running() {
         let p = plan(vec![task("a1", &["nowhere"])]);
-        assert!(matches!(
-            run(&p, &Sum, &Quiet, &Options::default()),
-            Err(RunError::MissingInput { .. })
-        ));
+        let err = run(&p, &Sum, &Quiet, &Options::default()).err().unwrap();
+        assert_eq!(err.kind, FailureKind::Internal);
+        assert!(err.cause.contains("reads `nowhere`, which no task produces"), "{err}");
+    }
+
+    /// Records the thread of every task and of every parallel step inside it.
+    struct Threads(std::sync::Mutex<BTreeSet<String>>);
+    impl Kernels for Threads {
+        type Value = u64;
+        fn run(&self, _: &Task, _: Vec<Arc<u64>>) -> Result<Vec<u64>, TaskError> {
+            use rayon::prelude::*;
+            let names: Vec<String> = (0..64)
+                .into_par_iter()
+                .map(|_| {
+                    std::thread::sleep(Duration::from_millis(1));
+                    std::thread::current().name().unwrap_or("unnamed").to_string()
+                })
+                .collect();
+            let mut seen = self.0.lock().unwrap();
+            seen.extend(names);
+            seen.insert(std::thread::current().name().unwrap_or("unnamed").to_string());
+            Ok(vec![1])
+        }
+    }
+
+    #[test]
+    fn threads_bound_every_task_and_every_parallel_loop_inside_one() {
+        let p = plan((0..8).map(|i| task(&format!("t{i}"), &[])).collect());
+        for threads in [1, 2, 3] {
+            let k = Threads(Default::default());
+            run(&p, &k, &Quiet, &Options { threads, ..Default::default() }).unwrap();
+            let seen = k.0.into_inner().unwrap();
+            assert!(seen.len() <= threads, "{threads} threads asked, ran on {seen:?}");
+            assert!(seen.iter().all(|n| n.starts_with("dagml-task-")), "{seen:?}");
+        }
+    }
+
+    /// Panics on the task named `boom`.
+    struct Boom;
+    impl Kernels for Boom {
+        type Value = u64;
+        fn run(&self, task: &Task, _: Vec<Arc<u64>>) -> Result<Vec<u64>, TaskError> {
+            if task.id == "boom" {
+                panic!("kaboom");
+            }
+            Ok(vec![1])
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_fails_the_run_with_an_internal_error() {
+        let p = plan(vec![task("a1", &[]), task("boom", &["a1"])]);
+        let err = run(&p, &Boom, &Quiet, &Options { threads: 2, ..Default::default() })
+            .err()
+            .unwrap();
+        assert_eq!((err.task.as_str(), err.kind), ("boom", FailureKind::Internal));
+        assert!(err.cause.contains("kaboom"), "{err}");
     }
 }

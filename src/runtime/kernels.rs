@@ -9,6 +9,7 @@
 //! run any task and get the same bytes.
 
 use super::executor::Kernels;
+use super::failure::TaskError;
 use super::value::Value;
 use crate::compile::logical::{Fanout, LOp};
 use crate::data::{self, split, write};
@@ -16,7 +17,7 @@ use crate::ml::metrics::{self, Scores};
 use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
 use crate::ml::model_file;
 use crate::plan::{PhysicalPlan, Task, TaskKind};
-use crate::spec::model::{EstimatorKind, OutputKind, Params, Task as MlTask};
+use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem};
 use arrow::array::{ArrayRef, Float32Array, Float64Array, StringArray};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -56,7 +57,7 @@ struct ForestSlot {
 
 impl RunContext {
     pub fn new(
-        pipeline: &crate::spec::Pipeline,
+        pipeline: &crate::frontend::Pipeline,
         text: &str,
         plan: &PhysicalPlan,
         base: PathBuf,
@@ -273,13 +274,13 @@ pub fn score_parts(model: &TrainedModel, parts: &[&RecordBatch]) -> Result<Score
 fn tally(model: &TrainedModel, batch: &RecordBatch) -> Result<metrics::Tally, String> {
     let pred = model.predict(batch).map_err(fail)?;
     Ok(match model.task {
-        MlTask::Classification => {
+        Problem::Classification => {
             let labels = data::matrix::labels(batch, &model.target).map_err(fail)?;
             let y = data::matrix::class_indices(&labels, &model.classes, &model.target)
                 .map_err(fail)?;
             metrics::Tally::classification(&y, &pred)
         }
-        MlTask::Regression => {
+        Problem::Regression => {
             let y = data::matrix::float_target(batch, &model.target).map_err(fail)?;
             let Prediction::Values(p) = pred else {
                 return Err("a regressor predicted classes".into());
@@ -713,8 +714,8 @@ impl PipelineKernels {
 impl Kernels for PipelineKernels {
     type Value = Value;
 
-    fn run(&self, task: &Task, inputs: Vec<Arc<Value>>) -> Result<Vec<Value>, String> {
-        self.run_task(task, &inputs)
+    fn run(&self, task: &Task, inputs: Vec<Arc<Value>>) -> Result<Vec<Value>, TaskError> {
+        self.run_task(task, &inputs).map_err(TaskError::bad_data)
     }
 }
 

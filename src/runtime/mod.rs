@@ -4,6 +4,8 @@
 //! files. Must not: parse pipeline text (the runtime never sees TOML).
 
 pub mod executor;
+pub mod failure;
+pub mod graph;
 pub mod kernels;
 pub mod progress;
 pub mod value;

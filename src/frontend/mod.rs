@@ -10,13 +10,13 @@ pub mod dsl;
 pub mod emit;
 pub mod expr;
 pub mod lower;
-pub mod model;
+pub mod pipeline;
 pub mod node;
 pub mod span;
 pub mod toml_front;
 
 pub use diag::{Code, Diagnostic, Severity};
-pub use model::Pipeline;
+pub use pipeline::Pipeline;
 pub use span::{SourceFile, Span, Spanned};
 
 /// The syntaxes a pipeline can be written in.

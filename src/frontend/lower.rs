@@ -9,7 +9,7 @@
 
 use super::diag::{Code, Diagnostic, did_you_mean, suggest};
 use super::expr;
-use super::model::*;
+use super::pipeline::*;
 use super::node::{Node, Table, Value};
 use super::span::{Span, Spanned};
 
@@ -1209,7 +1209,7 @@ fn lower_model(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
     });
     let task = r
         .choice(cx, "task", &["classification", "regression"], "task")
-        .map(|i| i.map(|v| [Task::Classification, Task::Regression][v]));
+        .map(|i| i.map(|v| [Problem::Classification, Problem::Regression][v]));
     let input = r.req_string(cx, "input");
     let target = r.req_string(cx, "target");
     let features = r.string_list(cx, "features");
@@ -1609,7 +1609,7 @@ fn lower_cluster(cx: &mut Cx, head: Span, t: &Table, span: Span) -> Option<Clust
 
 #[cfg(test)]
 mod tests {
-    use crate::spec::toml_front;
+    use crate::frontend::toml_front;
 
     use super::*;
 

@@ -4,7 +4,7 @@
 //! Out: consumed by `to_node` (for lowering) and `print` (canonical text for `fmt`
 //! and `convert`). Must not: know the pipeline schema beyond the statement forms.
 
-use crate::spec::span::{Span, Spanned};
+use crate::frontend::span::{Span, Spanned};
 
 pub type Word = Spanned<String>;
 

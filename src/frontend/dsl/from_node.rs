@@ -8,8 +8,8 @@
 
 use super::ast::*;
 use super::print::is_word;
-use crate::spec::node::{Node, Table, Value};
-use crate::spec::span::{Span, Spanned};
+use crate::frontend::node::{Node, Table, Value};
+use crate::frontend::span::{Span, Spanned};
 
 fn w(s: &str, span: Span) -> Word {
     Spanned::new(s.to_string(), span)

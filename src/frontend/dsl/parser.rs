@@ -8,11 +8,11 @@
 //! column 1 with a name: one run reports every syntax error.
 //! Must not: interpret keys (that is `lower`), panic, or recurse without bound:
 //! values nest at most [`MAX_DEPTH`] levels; expressions are cut out of the text
-//! without recursion and parsed by `spec::expr`, which has its own limit.
+//! without recursion and parsed by `frontend::expr`, which has its own limit.
 
 use super::ast::*;
-use crate::spec::diag::{Code, Diagnostic, did_you_mean};
-use crate::spec::span::{Span, Spanned};
+use crate::frontend::diag::{Code, Diagnostic, did_you_mean};
+use crate::frontend::span::{Span, Spanned};
 use nom::IResult;
 use nom::Parser;
 use nom::branch::alt;
@@ -523,7 +523,7 @@ impl<'s> Ctx<'s> {
 
     /// The extent of an expression: up to a `,`, `]`, `}`, an unopened `)`, a
     /// comment or the end of the line, skipping strings and backquoted names.
-    /// Parsed later by `spec::expr`, which reports what is wrong inside it.
+    /// Parsed later by `frontend::expr`, which reports what is wrong inside it.
     fn expression(&self, i: &'s str) -> PResult<'s, Word> {
         let i = ws(i);
         let b = i.as_bytes();

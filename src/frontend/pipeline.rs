@@ -380,28 +380,28 @@ impl EstimatorKind {
     }
 
     /// The tasks the estimator can do.
-    pub fn tasks(self) -> &'static [Task] {
+    pub fn tasks(self) -> &'static [Problem] {
         match self {
             EstimatorKind::RandomForest | EstimatorKind::DecisionTree => {
-                &[Task::Classification, Task::Regression]
+                &[Problem::Classification, Problem::Regression]
             }
-            EstimatorKind::LogisticRegression => &[Task::Classification],
-            EstimatorKind::LinearRegression | EstimatorKind::Ridge => &[Task::Regression],
+            EstimatorKind::LogisticRegression => &[Problem::Classification],
+            EstimatorKind::LinearRegression | EstimatorKind::Ridge => &[Problem::Regression],
         }
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Task {
+pub enum Problem {
     Classification,
     Regression,
 }
 
-impl Task {
+impl Problem {
     pub fn name(self) -> &'static str {
         match self {
-            Task::Classification => "classification",
-            Task::Regression => "regression",
+            Problem::Classification => "classification",
+            Problem::Regression => "regression",
         }
     }
 }
@@ -475,7 +475,7 @@ pub struct ModelSpec {
     pub span: Span,
     pub estimator: Spanned<EstimatorKind>,
     /// Declared task; otherwise inferred from the target's type.
-    pub task: Option<Spanned<Task>>,
+    pub task: Option<Spanned<Problem>>,
     pub input: DataRef,
     pub target: Name,
     /// Feature columns; `None` = every column but the target.
@@ -537,10 +537,10 @@ impl Metric {
         Self::NAMES.iter().position(|n| *n == s).map(|i| ALL[i])
     }
 
-    pub fn task(self) -> Task {
+    pub fn task(self) -> Problem {
         match self {
-            Metric::Rmse | Metric::Mae | Metric::R2 => Task::Regression,
-            _ => Task::Classification,
+            Metric::Rmse | Metric::Mae | Metric::R2 => Problem::Regression,
+            _ => Problem::Classification,
         }
     }
 }

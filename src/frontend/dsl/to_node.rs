@@ -8,9 +8,9 @@
 //! (the split is named `A_B`; `A` and `B` stand for its train and test parts).
 
 use super::ast::*;
-use crate::spec::diag::{Code, Diagnostic};
-use crate::spec::node::{Node, Table, Value};
-use crate::spec::span::{Span, Spanned};
+use crate::frontend::diag::{Code, Diagnostic};
+use crate::frontend::node::{Node, Table, Value};
+use crate::frontend::span::{Span, Spanned};
 use std::collections::HashMap;
 
 const SECTIONS: [&str; 6] = [
