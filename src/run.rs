@@ -5,13 +5,13 @@
 //! written files, per-step times, peak memory) or a [`RunFailure`].
 //! Must not: print (the CLI does) or decide exit codes.
 
+use crate::frontend::pipeline::{FileFormat, OutputKind};
 use crate::ml::metrics;
 use crate::plan::{dot, render};
 use crate::runtime::executor::{self, Observer, Options, TaskRecord};
 use crate::runtime::failure::RunError;
 use crate::runtime::kernels::{EvalResult, PipelineKernels, Receipt, RunContext};
 use crate::runtime::value::Value;
-use crate::frontend::pipeline::{FileFormat, OutputKind};
 use crate::workspace::{self, CheckOptions, Report};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,7 +117,11 @@ pub fn normalize(path: &Path) -> PathBuf {
 
 /// Check and plan a pipeline file and build its kernels' context.
 pub fn prepare_file(path: &Path, base: PathBuf) -> Result<Prepared, RunFailure> {
-    match workspace::plan_file(path, &CheckOptions::default()) {
+    let opts = CheckOptions {
+        base: base.clone(),
+        ..Default::default()
+    };
+    match workspace::plan_file(path, &opts) {
         Ok((report, planned)) => prepare(&report, planned, base),
         Err(r) => Err(RunFailure::Invalid(Box::new(r))),
     }
@@ -126,7 +130,11 @@ pub fn prepare_file(path: &Path, base: PathBuf) -> Result<Prepared, RunFailure> 
 /// [`prepare_file`] on a pipeline's text (a cluster gets the text, never code).
 /// `shown` is the file name: its extension picks the syntax.
 pub fn prepare_bytes(shown: &str, bytes: &[u8], base: PathBuf) -> Result<Prepared, RunFailure> {
-    match workspace::plan_bytes(shown, bytes, &CheckOptions::default()) {
+    let opts = CheckOptions {
+        base: base.clone(),
+        ..Default::default()
+    };
+    match workspace::plan_bytes(shown, bytes, &opts) {
         Ok((report, planned)) => prepare(&report, planned, base),
         Err(r) => Err(RunFailure::Invalid(Box::new(r))),
     }
@@ -145,8 +153,8 @@ fn prepare(
     // The hash in model files is over the canonical form, so a .dagml file and
     // its .toml twin write the same bytes.
     let file = &report.parsed.file;
-    let canonical =
-        crate::frontend::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
+    let canonical = crate::frontend::emit::canonical(&file.path, &file.text)
+        .unwrap_or_else(|| file.text.clone());
     let files = files_of(&checked.pipeline, &base);
     let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, base);
     for o in &checked.pipeline.outputs {

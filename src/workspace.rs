@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 pub struct CheckOptions {
     /// Also check data files (existence, columns).
     pub data: bool,
+    /// The folder the pipeline's relative paths are read from (empty: the
+    /// working folder). A cluster run sends the client's, so the scheduler and
+    /// every worker list the same files for a split by file.
+    pub base: PathBuf,
 }
 
 #[derive(Debug)]
@@ -102,7 +106,7 @@ fn check_parsed(mut parsed: Parsed, opts: &CheckOptions) -> Report {
         && !parsed.has_errors()
         && let Some(p) = &parsed.pipeline
     {
-        let (s, diags) = compile::data_check::check_data(p, Path::new("."));
+        let (s, diags) = compile::data_check::check_data(p, &base_of(opts));
         schemas = s;
         parsed.diagnostics.extend(diags);
     }
@@ -111,7 +115,7 @@ fn check_parsed(mut parsed: Parsed, opts: &CheckOptions) -> Report {
         && let Some(c) = &checked
     {
         // The shards of a split by file are the files: list them, as `run` will.
-        let diags = compile::shard_files::list(&mut c.plan.clone(), Path::new("."));
+        let diags = compile::shard_files::list(&mut c.plan.clone(), &base_of(opts));
         if !diags.is_empty() {
             parsed.diagnostics.extend(diags);
             checked = None;
@@ -130,7 +134,16 @@ pub struct Planned {
 /// Check, optimize and cut one file into tasks. On an invalid pipeline, the
 /// report with the same diagnostics `check` gives.
 pub fn plan_file(path: &Path, opts: &CheckOptions) -> Result<(Report, Planned), Report> {
-    plan_report(check_file(path, opts))
+    plan_report(check_file(path, opts), opts)
+}
+
+/// The folder relative paths are read from.
+fn base_of(opts: &CheckOptions) -> PathBuf {
+    if opts.base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        opts.base.clone()
+    }
 }
 
 /// [`plan_file`] on a pipeline's text.
@@ -139,16 +152,16 @@ pub fn plan_bytes(
     bytes: &[u8],
     opts: &CheckOptions,
 ) -> Result<(Report, Planned), Report> {
-    plan_report(check_bytes(shown, bytes, opts))
+    plan_report(check_bytes(shown, bytes, opts), opts)
 }
 
-fn plan_report(mut report: Report) -> Result<(Report, Planned), Report> {
+fn plan_report(mut report: Report, opts: &CheckOptions) -> Result<(Report, Planned), Report> {
     let Some(checked) = report.checked.take() else {
         return Err(report);
     };
     let mut plan = checked.plan.clone();
     // Shards by file need the file list before the plan is cut into tasks.
-    let diags = compile::shard_files::list(&mut plan, Path::new("."));
+    let diags = compile::shard_files::list(&mut plan, &base_of(opts));
     if !diags.is_empty() {
         report.parsed.diagnostics.extend(diags);
         return Err(report);

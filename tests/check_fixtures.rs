@@ -59,6 +59,7 @@ fn check(path: &Path) -> (String, Vec<Diagnostic>) {
 fn check_with_file(path: &Path) -> (String, Vec<Diagnostic>, SourceFile) {
     let opts = CheckOptions {
         data: needs_data(path),
+        ..Default::default()
     };
     let report = workspace::check_file(path, &opts);
     let text: String = report

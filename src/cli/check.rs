@@ -35,7 +35,10 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = CheckOptions { data: a.data };
+    let opts = CheckOptions {
+        data: a.data,
+        ..Default::default()
+    };
     let mut out = std::io::stdout().lock();
     let (mut errors, mut warnings, mut bad_files) = (0usize, 0usize, 0usize);
     for path in &files {

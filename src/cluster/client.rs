@@ -36,8 +36,12 @@ pub async fn run_file(
     observer: &dyn Observer,
 ) -> Result<RunReport, RunFailure> {
     let other = |e: &dyn std::fmt::Display| RunFailure::Other(e.to_string());
-    let (report, planned) = crate::workspace::plan_file(path, &Default::default())
-        .map_err(|r| RunFailure::Invalid(Box::new(r)))?;
+    let check = crate::workspace::CheckOptions {
+        base: opts.base.clone(),
+        ..Default::default()
+    };
+    let (report, planned) =
+        crate::workspace::plan_file(path, &check).map_err(|r| RunFailure::Invalid(Box::new(r)))?;
     let plan = planned.physical;
     let pipeline = report
         .checked
@@ -55,6 +59,7 @@ pub async fn run_file(
             pipeline_text: text,
             base_dir: base.to_string_lossy().into_owned(),
             max_attempts: opts.max_attempts,
+            plan_hash: super::plan_hash(&plan),
         })
         .await
         .map_err(|s| {
@@ -117,7 +122,16 @@ pub async fn run_file(
                 r.task, r.attempt, r.worker, r.cause
             ),
             Event::WorkerLost(w) => eprintln!("worker {} lost: {}", w.worker, w.cause),
-            Event::Failed(f) => return Err(RunFailure::Other(f.message)),
+            Event::Failed(f) => {
+                // Workers name files under the absolute folder sent; show them
+                // as an in-process run does, under the folder given.
+                let mut e = super::driver::from_wire(f);
+                let (abs, given) = (base.join(""), opts.base.join(""));
+                e.cause = e
+                    .cause
+                    .replace(&*abs.to_string_lossy(), &given.to_string_lossy());
+                return Err(RunFailure::Run(e));
+            }
             Event::Result(r) => break r,
         }
     };

@@ -17,6 +17,7 @@
 pub mod addr;
 pub mod auth;
 pub mod client;
+pub mod driver;
 pub mod embedded;
 pub mod flight;
 pub mod proto;
@@ -35,6 +36,10 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 /// With no worker left, a run waits this long for one before failing.
 pub const NO_WORKER_GRACE: Duration = Duration::from_secs(10);
+/// How long a worker may take to plan a run it is sent before it counts as lost.
+pub const START_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long fetching a run's result values (metrics, receipts) may take.
+pub const RESULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest gRPC / Flight message accepted or sent (a partition is split into
 /// messages far smaller than this; a model is one message).
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -61,6 +66,18 @@ pub enum ClusterError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),
+}
+
+/// A fingerprint of a physical plan (SHA-256 of its tasks as JSON, hex): the
+/// client, the scheduler and every worker plan a run's text themselves, and
+/// compare this to make sure they compute the same thing.
+pub fn plan_hash(plan: &crate::plan::PhysicalPlan) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(&plan.tasks).unwrap_or_default();
+    Sha256::digest(&json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Parse a memory size: `6GB`, `512MB`, `1.5GiB`, `1000000` (bytes); the same

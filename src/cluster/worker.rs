@@ -18,6 +18,7 @@ use super::store::Store;
 use super::{ClusterError, HEARTBEAT, MAX_MESSAGE_BYTES};
 use crate::plan::Task;
 use crate::runtime::executor::Kernels;
+use crate::runtime::failure::FailureKind;
 use crate::runtime::kernels::PipelineKernels;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use std::collections::HashMap;
@@ -33,6 +34,18 @@ use tonic::{Request, Response, Status};
 
 /// Metadata key on a failed `RunTask`: the peer an input could not be fetched from.
 pub const LOST_PEER: &str = "dagml-lost-peer";
+/// Metadata key on a failed call: the [`FailureKind`]'s wire name, which
+/// decides whether the scheduler retries.
+pub const FAILURE_KIND: &str = "dagml-failure-kind";
+
+/// A failed call that says what kind of failure it is.
+fn failure(code: tonic::Code, kind: FailureKind, message: impl Into<String>) -> Status {
+    let mut s = Status::new(code, message);
+    if let Ok(v) = kind.as_str().parse() {
+        s.metadata_mut().insert(FAILURE_KIND, v);
+    }
+    s
+}
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -173,7 +186,7 @@ impl Worker for Service {
         &self,
         request: Request<StartRunRequest>,
     ) -> Result<Response<StartRunReply>, Status> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
         if self.0.run(&r.run_id).is_ok() {
             return Ok(Response::new(StartRunReply {}));
         }
@@ -190,12 +203,32 @@ impl Worker for Service {
                 )));
             }
         }
+        let (file_name, text, base_dir) = (
+            r.file_name.clone(),
+            std::mem::take(&mut r.pipeline_text),
+            r.base_dir.clone(),
+        );
         let prepared = tokio::task::spawn_blocking(move || {
-            crate::run::prepare_bytes(&r.file_name, r.pipeline_text.as_bytes(), base)
+            crate::run::prepare_bytes(&file_name, text.as_bytes(), base)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::invalid_argument(format!("the pipeline does not plan here: {e}")))?;
+        let here = super::plan_hash(&prepared.plan);
+        if !r.plan_hash.is_empty() && r.plan_hash != here {
+            return Err(failure(
+                tonic::Code::FailedPrecondition,
+                FailureKind::PlanMismatch,
+                format!(
+                    "this worker plans `{}` differently from the scheduler (plan {} here, {} there): \
+                     another dagml version, or other files under `{}`",
+                    r.file_name,
+                    &here[..12],
+                    r.plan_hash.get(..12).unwrap_or(&r.plan_hash),
+                    base_dir
+                ),
+            ));
+        }
         // With a data root, every file the pipeline reads or writes must be
         // under it (after `..` is taken out; absolute paths included).
         if let Some(root) = &self.0.confine
@@ -290,17 +323,31 @@ impl Worker for Service {
             tokio::task::spawn_blocking(move || pool.install(|| kernels.run(&task, inputs))).await;
         self.0.running.fetch_sub(1, Ordering::SeqCst);
         let values = result
-            .map_err(|e| Status::internal(format!("the task panicked: {e}")))?
-            .map_err(|e| Status::internal(e.message))?;
+            .map_err(|e| {
+                failure(
+                    tonic::Code::Internal,
+                    FailureKind::Internal,
+                    format!("the task panicked: {e}"),
+                )
+            })?
+            .map_err(|e| failure(tonic::Code::Internal, e.kind, e.message))?;
         if values.len() != outputs.len() {
-            return Err(Status::internal(format!(
-                "the task returned {} outputs but declares {}",
-                values.len(),
-                outputs.len()
-            )));
+            return Err(failure(
+                tonic::Code::Internal,
+                FailureKind::Internal,
+                format!(
+                    "the task returned {} outputs but declares {}",
+                    values.len(),
+                    outputs.len()
+                ),
+            ));
         }
         if run.cancelled.load(Ordering::SeqCst) {
-            return Err(Status::cancelled("the run was cancelled"));
+            return Err(failure(
+                tonic::Code::Aborted,
+                FailureKind::Cancelled,
+                "the run was cancelled",
+            ));
         }
         if self.0.kill.dead() {
             return Err(stopped());

@@ -1,0 +1,743 @@
+//! The cluster's driver of the run graph: one run, from its plan to its result,
+//! on the scheduler's workers. Event-driven: it wakes on a task's answer, a
+//! worker's answer to `StartRun`, a change of membership (registered, lost,
+//! paused), a cancel, or a grace deadline, and never polls.
+//!
+//! In: a `SubmitRun` request (the pipeline's text, its base folder, the
+//! client's plan hash) and the scheduler's worker table. Out: the run's events
+//! on the client's stream, and its result values (fetched from the workers by
+//! Flight) with the workers holding the run, or a structured [`RunError`].
+//! Must not: keep run state outside [`RunGraph`] (placement bookkeeping aside),
+//! run tasks itself, move data partitions through itself, or wait on one
+//! worker's call in its loop (every call is spawned, its answer is an event).
+
+use super::proto::*;
+use super::scheduler::{Client, Shared, WorkerEntry};
+use super::worker::{FAILURE_KIND, LOST_PEER};
+use super::{DEFAULT_MAX_ATTEMPTS, START_RUN_TIMEOUT, plan_hash};
+use crate::plan::TaskKind;
+use crate::runtime::executor::graph_of;
+use crate::runtime::failure::{FailureKind, RunError};
+use crate::runtime::graph::{Finished, RunGraph, TaskIx, Verdict, Worker};
+use crate::runtime::value::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tonic::{Code, Status};
+
+/// A worker as the run graph knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerRef {
+    pub id: u64,
+    pub name: String,
+}
+
+impl Worker for WorkerRef {
+    fn name(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+}
+
+/// Something that happened, reported to the loop.
+enum Event {
+    Task {
+        t: TaskIx,
+        worker: WorkerRef,
+        attempt: u32,
+        result: Result<RunTaskReply, Status>,
+    },
+    Started {
+        id: u64,
+        result: Result<(), Status>,
+    },
+}
+
+pub(super) struct Driver<'a> {
+    pub(super) shared: &'a Arc<Shared>,
+    pub(super) run_id: &'a str,
+    pub(super) tx: &'a mpsc::Sender<Result<RunEvent, Status>>,
+    pub(super) cancel: Arc<Notify>,
+}
+
+/// How the run ended, for the scheduler to report.
+pub(super) type Ended = Result<(RunResult, BTreeSet<u64>), (RunError, BTreeSet<u64>)>;
+
+/// A failed `RunTask` that says the worker (not the task) is gone: the call did
+/// not reach it or got no answer.
+fn is_transport_failure(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+    )
+}
+
+/// The failure a worker's answer carries.
+fn kind_of(s: &Status) -> Option<FailureKind> {
+    s.metadata()
+        .get(FAILURE_KIND)
+        .and_then(|v| v.to_str().ok())
+        .and_then(FailureKind::parse)
+}
+
+impl Driver<'_> {
+    async fn send(&self, e: run_event::Event) {
+        let _ = self.tx.send(Ok(RunEvent { event: Some(e) })).await;
+    }
+
+    /// Tell every worker in `ids` to forget the run, all at once, bounded.
+    pub(super) async fn cancel_everywhere(&self, ids: &BTreeSet<u64>) {
+        let live = self.shared.live();
+        let calls = ids.iter().filter_map(|id| live.get(id)).map(|w| {
+            let mut c = w.client.clone();
+            let run_id = self.run_id.to_string();
+            async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    c.cancel_run(CancelRunRequest { run_id }),
+                )
+                .await;
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+
+    /// Plan the run once, then drive its graph to the end.
+    pub(super) async fn drive(&self, req: SubmitRunRequest) -> Ended {
+        let none = BTreeSet::new;
+        let name = req.file_name.clone();
+        let text = req.pipeline_text.clone();
+        let base = std::path::PathBuf::from(&req.base_dir);
+        let planned = tokio::task::spawn_blocking(move || {
+            let opts = crate::workspace::CheckOptions {
+                base,
+                ..Default::default()
+            };
+            crate::workspace::plan_bytes(&name, text.as_bytes(), &opts)
+        })
+        .await
+        .map_err(|e| {
+            (
+                RunError::of_run(FailureKind::Internal, e.to_string()),
+                none(),
+            )
+        })?;
+        let plan = match planned {
+            Ok((_, p)) => p.physical,
+            Err(report) => {
+                let msgs: Vec<String> = report
+                    .parsed
+                    .diagnostics
+                    .iter()
+                    .map(|d| d.render(&report.parsed.file))
+                    .collect();
+                let cause = format!("the pipeline is not valid:\n{}", msgs.join("\n"));
+                return Err((RunError::of_run(FailureKind::BadData, cause), none()));
+            }
+        };
+        let hash = plan_hash(&plan);
+        if !req.plan_hash.is_empty() && req.plan_hash != hash {
+            let cause = format!(
+                "the scheduler plans `{}` differently from the client (plan {} here, {} there): \
+                 a folder listing or a dagml version differs between them",
+                req.file_name,
+                &hash[..12],
+                req.plan_hash.get(..12).unwrap_or(&req.plan_hash)
+            );
+            return Err((RunError::of_run(FailureKind::PlanMismatch, cause), none()));
+        }
+        let max = if req.max_attempts == 0 {
+            DEFAULT_MAX_ATTEMPTS
+        } else {
+            req.max_attempts
+        };
+        // Kept to the end: what nothing reads, the evaluations (the metrics
+        // writer reads them, and the client reports them too) and the write
+        // receipts (a written dataset may be read back).
+        let graph = graph_of::<WorkerRef>(
+            &plan,
+            &|t, _| matches!(t.kind, TaskKind::Evaluate | TaskKind::Write),
+            max,
+        )
+        .map_err(|e| (e, none()))?;
+        let mut run = Run {
+            d: self,
+            req: &req,
+            hash,
+            plan: &plan,
+            task_json: plan
+                .tasks
+                .iter()
+                .map(|t| serde_json::to_string(t).unwrap_or_default())
+                .collect(),
+            g: graph,
+            started: BTreeMap::new(),
+            starting: BTreeSet::new(),
+            assigned: HashMap::new(),
+            no_worker_since: None,
+            paused_since: None,
+            t0: Instant::now(),
+        };
+        let out = run.drive().await;
+        let holders: BTreeSet<u64> = run.started.keys().copied().collect();
+        match out {
+            Ok(r) => Ok((r, holders)),
+            Err(e) => {
+                // Every worker that has the run forgets it now.
+                self.cancel_everywhere(&holders).await;
+                Err((e, holders))
+            }
+        }
+    }
+}
+
+struct Run<'a, 'b> {
+    d: &'a Driver<'b>,
+    req: &'a SubmitRunRequest,
+    hash: String,
+    plan: &'a crate::plan::PhysicalPlan,
+    task_json: Vec<String>,
+    g: RunGraph<WorkerRef>,
+    /// Workers that have the run (answered `StartRun`).
+    started: BTreeMap<u64, WorkerRef>,
+    /// Workers asked to start it, not answered yet.
+    starting: BTreeSet<u64>,
+    /// Tasks in flight per worker (its threads bound them).
+    assigned: HashMap<u64, u32>,
+    no_worker_since: Option<Instant>,
+    paused_since: Option<Instant>,
+    t0: Instant,
+}
+
+impl Run<'_, '_> {
+    fn cancelled(&self) -> RunError {
+        RunError::of_run(FailureKind::Cancelled, "the run was cancelled")
+    }
+
+    async fn drive(&mut self) -> Result<RunResult, RunError> {
+        let (etx, mut erx) = mpsc::unbounded_channel::<Event>();
+        let mut members = self.d.shared.members.subscribe();
+        loop {
+            let live = self.d.shared.live();
+            self.forget_lost(&live).await?;
+            self.start_new(&live, &etx);
+            if self.g.is_complete() {
+                match self.collect(&live).await {
+                    Ok(values) => {
+                        let threads = self
+                            .started
+                            .keys()
+                            .filter_map(|id| live.get(id).map(|w| w.threads))
+                            .sum();
+                        return Ok(RunResult {
+                            values,
+                            wall_us: self.t0.elapsed().as_micros() as u64,
+                            threads,
+                        });
+                    }
+                    Err((id, cause)) => {
+                        // Its results are computed again elsewhere.
+                        self.d.shared.declare_lost(id, &cause);
+                        continue;
+                    }
+                }
+            }
+            self.assign(&live, &etx).await;
+            if let Some(f) = self.g.failure() {
+                return Err(f.clone());
+            }
+            let deadline = self.check_stalled(&live)?;
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = erx.recv() => {
+                    if let Some(ev) = ev {
+                        self.handle(ev, &live).await?;
+                    }
+                }
+                _ = members.changed() => {}
+                _ = sleep => {}
+                _ = self.d.tx.closed() => return Err(self.cancelled()),
+                _ = self.d.cancel.notified() => return Err(self.cancelled()),
+            }
+        }
+    }
+
+    /// Workers gone since the last look: their running tasks run again
+    /// elsewhere, their partitions are recomputed where still needed.
+    async fn forget_lost(&mut self, live: &BTreeMap<u64, WorkerEntry>) -> Result<(), RunError> {
+        let gone: Vec<u64> = self
+            .started
+            .keys()
+            .copied()
+            .filter(|id| !live.contains_key(id))
+            .collect();
+        self.starting.retain(|id| live.contains_key(id));
+        for id in gone {
+            let Some(w) = self.started.remove(&id) else {
+                continue;
+            };
+            self.assigned.remove(&id);
+            let (_, cause) = self.d.shared.lost_cause(id);
+            self.d
+                .send(run_event::Event::WorkerLost(WorkerLost {
+                    worker: w.name.clone(),
+                    cause: cause.clone(),
+                }))
+                .await;
+            self.g.worker_lost(&w, &cause)?;
+        }
+        Ok(())
+    }
+
+    /// New workers get the pipeline; their answers come back as events.
+    fn start_new(&mut self, live: &BTreeMap<u64, WorkerEntry>, etx: &mpsc::UnboundedSender<Event>) {
+        for (id, w) in live {
+            if self.started.contains_key(id) || self.starting.contains(id) {
+                continue;
+            }
+            self.starting.insert(*id);
+            let mut c: Client = w.client.clone();
+            let req = StartRunRequest {
+                run_id: self.d.run_id.to_string(),
+                file_name: self.req.file_name.clone(),
+                pipeline_text: self.req.pipeline_text.clone(),
+                base_dir: self.req.base_dir.clone(),
+                plan_hash: self.hash.clone(),
+            };
+            let etx = etx.clone();
+            let id = *id;
+            tokio::spawn(async move {
+                let result = match tokio::time::timeout(START_RUN_TIMEOUT, c.start_run(req)).await {
+                    Ok(r) => r.map(|_| ()),
+                    Err(_) => Err(Status::deadline_exceeded(format!(
+                        "no answer to StartRun in {} s",
+                        START_RUN_TIMEOUT.as_secs()
+                    ))),
+                };
+                let _ = etx.send(Event::Started { id, result });
+            });
+        }
+    }
+
+    /// Hand ready tasks to workers with free threads, preferring the one that
+    /// holds most of the task's input bytes.
+    async fn assign(
+        &mut self,
+        live: &BTreeMap<u64, WorkerEntry>,
+        etx: &mpsc::UnboundedSender<Event>,
+    ) {
+        let ready: Vec<TaskIx> = self.g.ready().collect();
+        for t in ready {
+            let pick = self
+                .started
+                .keys()
+                .filter_map(|id| live.get(id).map(|w| (*id, w)))
+                .filter(|(id, w)| {
+                    !w.paused && self.assigned.get(id).copied().unwrap_or(0) < w.threads
+                })
+                .map(|(id, _)| {
+                    let local: u64 = self
+                        .g
+                        .inputs(t)
+                        .iter()
+                        .filter_map(|p| self.g.location(*p))
+                        .filter(|(w, _)| w.id == id)
+                        .map(|(_, b)| b + 1)
+                        .sum();
+                    let busy = self.assigned.get(&id).copied().unwrap_or(0);
+                    (local, std::cmp::Reverse(busy), std::cmp::Reverse(id))
+                })
+                .max();
+            let Some((_, _, std::cmp::Reverse(wid))) = pick else {
+                break;
+            };
+            let (Some(w), Some(wref)) = (live.get(&wid), self.started.get(&wid).cloned()) else {
+                break;
+            };
+            let inputs = self
+                .g
+                .inputs(t)
+                .iter()
+                .filter_map(|p| {
+                    let (holder, _) = self.g.location(*p)?;
+                    Some(InputLocation {
+                        partition: self.g.part_name(*p).to_string(),
+                        address: live.get(&holder.id)?.address.clone(),
+                    })
+                })
+                .collect();
+            let Ok(attempt) = self.g.start(t, wref.clone()) else {
+                continue;
+            };
+            *self.assigned.entry(wid).or_default() += 1;
+            self.d
+                .send(run_event::Event::Started(TaskStarted {
+                    task: self.g.name(t).to_string(),
+                    worker: w.name.clone(),
+                    attempt,
+                }))
+                .await;
+            let req = RunTaskRequest {
+                run_id: self.d.run_id.to_string(),
+                task_json: self.task_json[t.0].clone(),
+                inputs,
+            };
+            let mut c = w.client.clone();
+            let etx = etx.clone();
+            tokio::spawn(async move {
+                let result = c.run_task(req).await.map(|r| r.into_inner());
+                let _ = etx.send(Event::Task {
+                    t,
+                    worker: wref,
+                    attempt,
+                    result,
+                });
+            });
+        }
+    }
+
+    /// With nothing running: how long to wait for a worker (or for paused
+    /// workers to resume) before failing, or the failure itself.
+    fn check_stalled(
+        &mut self,
+        live: &BTreeMap<u64, WorkerEntry>,
+    ) -> Result<Option<Instant>, RunError> {
+        let grace = self.d.shared.grace;
+        if self.g.running_count() > 0 {
+            self.no_worker_since = None;
+            self.paused_since = None;
+            return Ok(None);
+        }
+        if self.started.is_empty() {
+            let since = *self.no_worker_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > grace {
+                return Err(self.no_worker_error());
+            }
+            return Ok(Some(since + grace));
+        }
+        self.no_worker_since = None;
+        let paused: Vec<String> = self
+            .started
+            .keys()
+            .filter_map(|id| live.get(id))
+            .filter(|w| w.paused)
+            .map(|w| w.name.clone())
+            .collect();
+        if paused.is_empty() {
+            if !self.starting.is_empty() {
+                return Ok(None);
+            }
+            let at = self
+                .g
+                .stuck_at()
+                .map(|t| self.g.name(t).to_string())
+                .unwrap_or_default();
+            return Err(RunError::of_run(
+                FailureKind::Internal,
+                format!("no task can run (at `{at}`)"),
+            ));
+        }
+        // Paused workers wait for memory that only a running task frees: with
+        // none running, waiting longer cannot help.
+        let since = *self.paused_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > grace {
+            return Err(RunError::of_run(
+                FailureKind::Io,
+                format!(
+                    "workers {} are paused past their memory pause threshold and no task is running to free memory; give them a larger --memory-limit or room on disk to spill",
+                    paused.join(", ")
+                ),
+            ));
+        }
+        Ok(Some(since + grace))
+    }
+
+    fn no_worker_error(&self) -> RunError {
+        let grace = self.d.shared.grace.as_secs();
+        match self.g.last_failure() {
+            Some((t, Some(w), kind, cause)) => RunError {
+                task: self.g.name(t).to_string(),
+                worker: Some(w.name.clone()),
+                attempts: self.g.attempts(t),
+                max_attempts: self.g.max_attempts(),
+                kind,
+                cause: format!("no worker left after waiting {grace}s; the last one: {cause}"),
+            },
+            Some((t, None, _, _)) => RunError {
+                task: self.g.name(t).to_string(),
+                worker: None,
+                attempts: 0,
+                max_attempts: self.g.max_attempts(),
+                kind: FailureKind::WorkerLost,
+                cause: format!("no worker left after waiting {grace}s: the task never ran"),
+            },
+            None => RunError::of_run(
+                FailureKind::WorkerLost,
+                format!("no worker left after waiting {grace}s"),
+            ),
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        ev: Event,
+        live: &BTreeMap<u64, WorkerEntry>,
+    ) -> Result<(), RunError> {
+        match ev {
+            Event::Started { id, result } => {
+                self.starting.remove(&id);
+                match result {
+                    Ok(()) => {
+                        if let Some(w) = live.get(&id) {
+                            self.started.insert(
+                                id,
+                                WorkerRef {
+                                    id,
+                                    name: w.name.clone(),
+                                },
+                            );
+                        }
+                    }
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            Code::InvalidArgument
+                                | Code::PermissionDenied
+                                | Code::FailedPrecondition
+                        ) =>
+                    {
+                        let name = live.get(&id).map(|w| w.name.clone()).unwrap_or_default();
+                        let kind = kind_of(&s).unwrap_or(FailureKind::BadData);
+                        return Err(RunError::of_run(
+                            kind,
+                            format!("worker `{name}` refused the run: {}", s.message()),
+                        ));
+                    }
+                    Err(s) => self.d.shared.declare_lost(id, s.message()),
+                }
+            }
+            Event::Task {
+                t,
+                worker,
+                attempt,
+                result,
+            } => {
+                if let Some(a) = self.assigned.get_mut(&worker.id) {
+                    *a = a.saturating_sub(1);
+                }
+                match result {
+                    Ok(reply) => self.finished(t, &worker, attempt, reply, live).await?,
+                    Err(s) => self.failed(t, &worker, attempt, s, live).await?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn finished(
+        &mut self,
+        t: TaskIx,
+        worker: &WorkerRef,
+        attempt: u32,
+        reply: RunTaskReply,
+        live: &BTreeMap<u64, WorkerEntry>,
+    ) -> Result<(), RunError> {
+        let by_name: HashMap<&str, u64> = reply
+            .outputs
+            .iter()
+            .map(|o| (o.partition.as_str(), o.bytes))
+            .collect();
+        let sizes: Vec<u64> = self
+            .g
+            .outputs(t)
+            .iter()
+            .map_while(|p| by_name.get(self.g.part_name(*p)).copied())
+            .collect();
+        match self.g.finished(t, worker, attempt, &sizes) {
+            Finished::Stale => Ok(()),
+            Finished::Failed(Verdict::RunFailed(f)) => Err(f),
+            Finished::Failed(Verdict::Retry) => Ok(()),
+            Finished::Done(release) => {
+                self.d
+                    .send(run_event::Event::Finished(TaskFinished {
+                        task: self.g.name(t).to_string(),
+                        worker: worker.name.clone(),
+                        elapsed_us: reply.elapsed_us,
+                    }))
+                    .await;
+                let mut drops: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+                for (p, holder) in release {
+                    drops
+                        .entry(holder.id)
+                        .or_default()
+                        .push(self.g.part_name(p).to_string());
+                }
+                for (holder, partitions) in drops {
+                    if let Some(w) = live.get(&holder) {
+                        let mut c = w.client.clone();
+                        let run_id = self.d.run_id.to_string();
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                c.drop_partitions(DropPartitionsRequest { run_id, partitions }),
+                            )
+                            .await;
+                        });
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn failed(
+        &mut self,
+        t: TaskIx,
+        worker: &WorkerRef,
+        attempt: u32,
+        s: Status,
+        live: &BTreeMap<u64, WorkerEntry>,
+    ) -> Result<(), RunError> {
+        let peer = s
+            .metadata()
+            .get(LOST_PEER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let kind = if let Some(peer) = &peer {
+            // The input's holder is gone, not this worker: its partitions are
+            // computed again, and this task's attempt counts.
+            if let Some((pid, _)) = live.iter().find(|(_, w)| &w.address == peer) {
+                self.d.shared.declare_lost(*pid, s.message());
+            }
+            FailureKind::LostPeer
+        } else if let Some(k) = kind_of(&s) {
+            k
+        } else if is_transport_failure(&s) {
+            self.d.shared.declare_lost(worker.id, s.message());
+            FailureKind::WorkerLost
+        } else {
+            FailureKind::Internal
+        };
+        match self
+            .g
+            .failed(t, worker, attempt, kind, s.message().to_string())
+        {
+            Err(_) => Ok(()),
+            Ok(Verdict::RunFailed(f)) => Err(f),
+            Ok(Verdict::Retry) => {
+                self.d
+                    .send(run_event::Event::Retried(TaskRetried {
+                        task: self.g.name(t).to_string(),
+                        worker: worker.name.clone(),
+                        attempt,
+                        cause: format!("{kind}: {}", s.message()),
+                    }))
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The final values the client reports: evaluations and write receipts.
+    async fn collect(
+        &self,
+        live: &BTreeMap<u64, WorkerEntry>,
+    ) -> Result<Vec<ResultValue>, (u64, String)> {
+        let mut out = Vec::new();
+        let results: BTreeSet<String> = self
+            .plan
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.kind, TaskKind::Evaluate | TaskKind::Write))
+            .flat_map(|t| t.outputs.iter().map(|o| o.to_string()))
+            .collect();
+        for (p, holder) in self.g.kept() {
+            let name = self.g.part_name(p);
+            if !results.contains(name) {
+                continue;
+            }
+            let Some(w) = live.get(&holder.id) else {
+                return Err((holder.id, "gone before its results were fetched".into()));
+            };
+            let key = format!("{}/{name}", self.d.run_id);
+            let v = match tokio::time::timeout(
+                super::RESULT_FETCH_TIMEOUT,
+                self.d.shared.peers.fetch(&w.address, &key),
+            )
+            .await
+            {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err((holder.id, e)),
+                Err(_) => {
+                    return Err((
+                        holder.id,
+                        format!(
+                            "no answer fetching the results in {} s",
+                            super::RESULT_FETCH_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
+            };
+            if let Value::Bytes(data) = v {
+                out.push(ResultValue {
+                    partition: name.to_string(),
+                    data,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The wire form of a failure.
+pub fn to_wire(e: &RunError) -> RunFailed {
+    RunFailed {
+        message: e.to_string(),
+        task: e.task.clone(),
+        worker: e.worker.clone().unwrap_or_default(),
+        attempts: e.attempts,
+        max_attempts: e.max_attempts,
+        kind: e.kind.as_str().to_string(),
+        cause: e.cause.clone(),
+    }
+}
+
+/// A failure from the wire (an older scheduler sends only the message).
+pub fn from_wire(f: RunFailed) -> RunError {
+    match FailureKind::parse(&f.kind) {
+        Some(kind) => RunError {
+            task: f.task,
+            worker: (!f.worker.is_empty()).then_some(f.worker),
+            attempts: f.attempts,
+            max_attempts: f.max_attempts,
+            kind,
+            cause: f.cause,
+        },
+        None => RunError::of_run(FailureKind::Internal, f.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_crosses_the_wire_field_by_field() {
+        let e = RunError {
+            task: "fit:forest/g3".into(),
+            worker: Some("w1".into()),
+            attempts: 2,
+            max_attempts: 3,
+            kind: FailureKind::WorkerLost,
+            cause: "missed heartbeats".into(),
+        };
+        assert_eq!(from_wire(to_wire(&e)), e);
+        let run_level = RunError::of_run(FailureKind::Cancelled, "the run was cancelled");
+        assert_eq!(from_wire(to_wire(&run_level)), run_level);
+    }
+}
