@@ -8,7 +8,6 @@
 //! file i, listed in order before the run.)
 
 use super::{DataError, rng};
-use crate::compile::resolve::Part;
 use crate::frontend::pipeline::{ShardBy, Split, SplitKind};
 use arrow::array::{Array, UInt32Array};
 use arrow::compute::{cast, concat_batches, take_record_batch};
@@ -16,6 +15,33 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// A part of a split: its name in references and ids is [`Part::label`].
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Part {
+    Train,
+    Test,
+    Fold(u32),
+    /// A whole shard.
+    Shard(String),
+    ShardTrain(String),
+    ShardValidation(String),
+}
+
+impl Part {
+    pub fn label(&self) -> String {
+        match self {
+            Part::Train => "train".into(),
+            Part::Test => "test".into(),
+            Part::Fold(i) => format!("fold{i}"),
+            Part::Shard(s) => s.clone(),
+            Part::ShardTrain(s) => format!("{s}.train"),
+            Part::ShardValidation(s) => format!("{s}.validation"),
+        }
+    }
+}
 
 fn take(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch, DataError> {
     let idx = UInt32Array::from(rows.to_vec());

@@ -10,7 +10,7 @@ pub mod dot;
 pub mod render;
 
 use crate::compile::logical::{EdgeKind, Fanout, LOp, LogicalPlan};
-use crate::compile::resolve::Part;
+use crate::data::split::Part;
 use crate::frontend::pipeline::{Cluster, OutputKind, ShardBy, SourceKind, SplitKind};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
