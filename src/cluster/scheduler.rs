@@ -353,26 +353,26 @@ impl<'a> Driver<'a> {
         };
         let tasks = &plan.tasks;
         let n = tasks.len();
-        let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, t) in tasks.iter().enumerate() {
             for p in &t.inputs {
-                readers.entry(p.as_str()).or_default().push(i);
+                readers.entry(p.to_string()).or_default().push(i);
             }
         }
         // Kept to the end: what nothing reads, the evaluations (the metrics
         // writer reads them, and the client reports them too) and the write
         // receipts (a written dataset may be read back).
-        let sinks: BTreeSet<&str> = tasks
+        let sinks: BTreeSet<String> = tasks
             .iter()
             .flat_map(|t| {
                 t.outputs.iter().map(move |s| {
                     (
-                        s.as_str(),
+                        s.to_string(),
                         matches!(t.kind, TaskKind::Evaluate | TaskKind::Write),
                     )
                 })
             })
-            .filter(|(p, eval)| *eval || !readers.contains_key(p))
+            .filter(|(p, eval)| *eval || !readers.contains_key(p.as_str()))
             .map(|(p, _)| p)
             .collect();
         let task_json: Vec<String> = tasks
@@ -474,7 +474,8 @@ impl<'a> Driver<'a> {
                         continue;
                     }
                     let missing_needed = tasks[t].outputs.iter().any(|p| {
-                        !location.contains_key(p)
+                        let p = p.to_string();
+                        !location.contains_key(&p)
                             && (sinks.contains(p.as_str())
                                 || readers
                                     .get(p.as_str())
@@ -514,7 +515,11 @@ impl<'a> Driver<'a> {
                 if done[t] || running.contains_key(&t) {
                     continue;
                 }
-                if !tasks[t].inputs.iter().all(|p| location.contains_key(p)) {
+                if !tasks[t]
+                    .inputs
+                    .iter()
+                    .all(|p| location.contains_key(&p.to_string()))
+                {
                     continue;
                 }
                 let pick = started
@@ -527,7 +532,7 @@ impl<'a> Driver<'a> {
                         let local: u64 = tasks[t]
                             .inputs
                             .iter()
-                            .filter_map(|p| location.get(p))
+                            .filter_map(|p| location.get(&p.to_string()))
                             .filter(|(w, _)| *w == id)
                             .map(|(_, b)| *b + 1)
                             .sum();
@@ -542,7 +547,7 @@ impl<'a> Driver<'a> {
                 running.insert(t, wid);
                 *assigned.entry(wid).or_default() += 1;
                 self.send(run_event::Event::Started(TaskStarted {
-                    task: tasks[t].id.clone(),
+                    task: tasks[t].id.to_string(),
                     worker: w.name.clone(),
                     attempt: attempts[t] + 1,
                 }))
@@ -551,7 +556,8 @@ impl<'a> Driver<'a> {
                     .inputs
                     .iter()
                     .filter_map(|p| {
-                        let (holder, _) = location.get(p)?;
+                        let p = p.to_string();
+                        let (holder, _) = location.get(&p)?;
                         Some(InputLocation {
                             partition: p.clone(),
                             address: live.get(holder)?.address.clone(),
@@ -578,7 +584,7 @@ impl<'a> Driver<'a> {
                         return Err(self.no_worker_message(tasks, &done, &attempts, &last, max));
                     }
                 } else if !live.values().any(|w| w.paused) {
-                    let stuck = (0..n).find(|t| !done[*t]).map(|t| tasks[t].id.clone());
+                    let stuck = (0..n).find(|t| !done[*t]).map(|t| tasks[t].id.to_string());
                     self.cancel_everywhere(&started).await;
                     return Err(format!(
                         "no task can run (at `{}`)",
@@ -628,7 +634,7 @@ impl<'a> Driver<'a> {
                         location.insert(o.partition, (wid, o.bytes));
                     }
                     self.send(run_event::Event::Finished(TaskFinished {
-                        task: tasks[t].id.clone(),
+                        task: tasks[t].id.to_string(),
                         worker: wname,
                         elapsed_us: reply.elapsed_us,
                     }))
@@ -673,7 +679,7 @@ impl<'a> Driver<'a> {
                         ));
                     }
                     self.send(run_event::Event::Retried(TaskRetried {
-                        task: tasks[t].id.clone(),
+                        task: tasks[t].id.to_string(),
                         worker: wname,
                         attempt: attempts[t],
                         cause: s.message().to_string(),
@@ -714,22 +720,23 @@ impl<'a> Driver<'a> {
     fn free_inputs(
         &self,
         task: &Task,
-        readers: &HashMap<&str, Vec<usize>>,
-        sinks: &BTreeSet<&str>,
+        readers: &HashMap<String, Vec<usize>>,
+        sinks: &BTreeSet<String>,
         done: &[bool],
         location: &mut HashMap<String, (u64, u64)>,
         live: &BTreeMap<u64, WorkerEntry>,
     ) {
         let mut drops: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for p in &task.inputs {
+            let p = p.to_string();
             if sinks.contains(p.as_str()) {
                 continue;
             }
             let all_done = readers
                 .get(p.as_str())
                 .is_some_and(|rs| rs.iter().all(|r| done[*r]));
-            if all_done && let Some((holder, _)) = location.remove(p) {
-                drops.entry(holder).or_default().push(p.clone());
+            if all_done && let Some((holder, _)) = location.remove(&p) {
+                drops.entry(holder).or_default().push(p);
             }
         }
         for (holder, partitions) in drops {
@@ -758,7 +765,8 @@ impl<'a> Driver<'a> {
                 continue;
             }
             for p in &t.outputs {
-                let Some((holder, _)) = location.get(p) else {
+                let p = p.to_string();
+                let Some((holder, _)) = location.get(&p) else {
                     continue;
                 };
                 let Some(w) = live.get(holder) else {
