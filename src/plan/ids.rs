@@ -130,8 +130,32 @@ impl From<TaskId> for PartitionId {
     }
 }
 
+/// In the crate's own tests only: whether ids show with other separators and
+/// suffixes (`DAGML_TEST_RENAME_IDS` set), to show that nothing parses their
+/// text (see the kernels' tests). Always false outside tests.
+#[cfg(test)]
+pub(crate) fn renamed() -> bool {
+    static RENAMED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RENAMED.get_or_init(|| std::env::var_os("DAGML_TEST_RENAME_IDS").is_some())
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) fn renamed() -> bool {
+    false
+}
+
 impl fmt::Display for TaskPart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if renamed() {
+            return match self {
+                TaskPart::Partition(p) => write!(f, "part-{p}"),
+                TaskPart::Group(g) => write!(f, "trees-{g}"),
+                TaskPart::Shard(s) => write!(f, "member[{s}]"),
+                TaskPart::WithoutFold { split, fold } => write!(f, "cv[{split}~{fold}]"),
+                TaskPart::Out => f.write_str("result"),
+            };
+        }
         match self {
             TaskPart::Partition(p) => write!(f, "p{p}"),
             TaskPart::Group(g) => write!(f, "g{g}"),
@@ -144,7 +168,8 @@ impl fmt::Display for TaskPart {
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.node, self.part)
+        let sep = if renamed() { "::" } else { "/" };
+        write!(f, "{}{sep}{}", self.node, self.part)
     }
 }
 
@@ -160,6 +185,7 @@ impl fmt::Display for DatasetId {
 impl fmt::Display for PartitionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            PartitionId::Data { dataset, index } if renamed() => write!(f, "{dataset}#{index}"),
             PartitionId::Data { dataset, index } => write!(f, "{dataset}/p{index}"),
             PartitionId::Output(t) => t.fmt(f),
         }

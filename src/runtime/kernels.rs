@@ -6,7 +6,9 @@
 //! Out: one [`Value`] per `task.outputs`: record batches for data, bytes for models
 //! (postcard), metrics (JSON) and write receipts. Must not: keep state between
 //! tasks or read anything but the files a source or output names: any worker can
-//! run any task and get the same bytes.
+//! run any task and get the same bytes; nor parse an id's text: which partition,
+//! shard, fold or model an input is comes from the typed fields of
+//! [`crate::plan::TaskId`] and [`crate::plan::PartitionId`].
 
 use super::executor::Kernels;
 use super::failure::TaskError;
@@ -747,4 +749,169 @@ pub fn counts_trees(kind: EstimatorKind) -> bool {
         kind,
         EstimatorKind::RandomForest | EstimatorKind::DecisionTree
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::executor::{self, Options, Quiet};
+
+    /// Every kind of task whose kernel once parsed ids: per-partition reads,
+    /// holdout, k-fold and shard splits, tree groups and their combine, per-shard
+    /// fits and their combine, cross-validation fits, evaluations of parts, of a
+    /// whole k-fold split and of a whole shards split, and a dataset written one
+    /// file per partition.
+    const PIPELINE: &str = r#"
+[pipeline]
+name = "ids"
+seed = 5
+
+[sources.rows]
+kind = "synthetic"
+generator = "classification"
+rows = 600
+features = 4
+classes = 2
+partitions = 3
+
+[splits.holdout]
+kind = "holdout"
+input = "rows"
+test_fraction = 0.25
+
+[splits.cv]
+kind = "kfold"
+input = "rows"
+k = 3
+
+[splits.regions]
+kind = "shards"
+input = "rows"
+by = "rows"
+names = ["north", "south"]
+validation_fraction = 0.2
+
+[models.forest]
+estimator = "random_forest"
+input = "holdout.train"
+target = "y"
+params = { n_trees = 20, max_depth = 4 }
+
+[models.local]
+estimator = "decision_tree"
+per_shard = true
+combine = "vote"
+input = "regions"
+target = "y"
+params = { max_depth = 4 }
+
+[evaluations.held_out]
+model = "forest"
+data = ["holdout.test", "cv"]
+metrics = ["accuracy"]
+
+[evaluations.matrix]
+model = "local"
+data = "regions"
+metrics = ["accuracy"]
+
+[outputs.metrics]
+kind = "metrics"
+path = "metrics.json"
+
+[outputs.copy]
+kind = "dataset"
+data = "rows"
+format = "csv"
+path = "copy"
+"#;
+
+    /// Plan `PIPELINE`, send every task through JSON as a worker receives it,
+    /// run the plan in-process, and give the evaluations (as JSON) and the rows
+    /// written.
+    fn run_as_workers_do(base: &std::path::Path) -> (serde_json::Value, u64, Vec<String>) {
+        let prepared = crate::run::prepare_bytes("ids.toml", PIPELINE.as_bytes(), base.into())
+            .unwrap_or_else(|e| panic!("the test pipeline plans: {e}"));
+        let mut plan = prepared.plan;
+        plan.tasks = plan
+            .tasks
+            .iter()
+            .map(|t| serde_json::from_str(&serde_json::to_string(t).unwrap()).unwrap())
+            .collect();
+        let ids: Vec<String> = plan.tasks.iter().map(|t| t.id.to_string()).collect();
+        let kernels = PipelineKernels {
+            cx: Arc::new(prepared.cx),
+        };
+        let keep = plan
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.kind, TaskKind::Evaluate | TaskKind::Write))
+            .flat_map(|t| t.outputs.iter().map(ToString::to_string))
+            .collect();
+        let opts = Options {
+            threads: 2,
+            keep,
+            ..Options::default()
+        };
+        let out = executor::run(&plan, &kernels, &Quiet, &opts)
+            .unwrap_or_else(|e| panic!("the test pipeline runs: {e}"));
+        let (evals, receipts) =
+            crate::run::results_of(&plan, |id| out.values.get(id).map(|v| &**v));
+        let rows = receipts.iter().filter_map(|r| r.rows).sum();
+        (serde_json::to_value(&evals).unwrap(), rows, ids)
+    }
+
+    #[test]
+    fn kernels_read_typed_ids_so_renaming_their_text_changes_no_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let (evals, rows, ids) = run_as_workers_do(dir.path());
+        if crate::plan::ids::renamed() {
+            // The child below: the same run with every id shown differently.
+            assert!(
+                ids.iter().all(|i| !i.contains('/')),
+                "ids are not renamed: {ids:?}"
+            );
+            let out = std::env::var_os("DAGML_TEST_RENAMED_OUT").expect("where to answer");
+            std::fs::write(out, serde_json::to_vec(&(evals, rows)).unwrap()).unwrap();
+            return;
+        }
+        // Every kernel that once parsed an id ran.
+        for want in ["/g1", "/shard-north", "/without-cv.fold3", "sink:copy/p2"] {
+            assert!(ids.iter().any(|i| i.contains(want)), "{want} in {ids:?}");
+        }
+        let data: Vec<&str> = evals
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e["results"].as_array().into_iter().flatten())
+            .filter_map(|r| r["data"].as_str())
+            .collect();
+        for want in ["holdout.test", "cv.fold3", "cv", "regions.south.validation"] {
+            assert!(data.contains(&want), "{want} in {data:?}");
+        }
+        assert_eq!(rows, 600);
+        // The same test in a process where every id shows with other
+        // separators and suffixes (`/p0` → `#0`, `/out` → `::result`, ...).
+        let answer = dir.path().join("renamed.json");
+        let exe = std::env::current_exe().unwrap();
+        let child = std::process::Command::new(exe)
+            .args([
+                "runtime::kernels::tests::kernels_read_typed_ids_so_renaming_their_text_changes_no_result",
+                "--exact",
+                "--test-threads=1",
+            ])
+            .env("DAGML_TEST_RENAME_IDS", "1")
+            .env("DAGML_TEST_RENAMED_OUT", &answer)
+            .output()
+            .unwrap();
+        assert!(
+            child.status.success(),
+            "the renamed run failed:\n{}{}",
+            String::from_utf8_lossy(&child.stdout),
+            String::from_utf8_lossy(&child.stderr)
+        );
+        let renamed: (serde_json::Value, u64) =
+            serde_json::from_slice(&std::fs::read(&answer).unwrap()).unwrap();
+        assert_eq!(renamed, (evals, rows));
+    }
 }
