@@ -200,7 +200,7 @@ pub fn run_file(
                 crate::plan::TaskKind::Evaluate | crate::plan::TaskKind::Write
             )
         })
-        .flat_map(|t| t.outputs.iter().cloned())
+        .flat_map(|t| t.outputs.iter().map(ToString::to_string))
         .collect();
     // The executor's pool of `threads` threads runs every task and every
     // parallel loop inside one.
@@ -235,7 +235,7 @@ pub fn results_of<'a>(
     let mut receipts = Vec::new();
     for t in &plan.tasks {
         for o in &t.outputs {
-            let Some(Value::Bytes(b)) = value(o) else {
+            let Some(Value::Bytes(b)) = value(&o.to_string()) else {
                 continue;
             };
             match t.kind {

@@ -70,8 +70,8 @@ pub async fn run_file(
             ))
         })?
         .into_inner();
-    let by_id: HashMap<&str, &crate::plan::Task> =
-        plan.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let by_id: HashMap<String, &crate::plan::Task> =
+        plan.tasks.iter().map(|t| (t.id.to_string(), t)).collect();
     let mut records = Vec::new();
     let t0 = std::time::Instant::now();
     let result = loop {
@@ -110,7 +110,7 @@ pub async fn run_file(
                     // Started when it finished less how long the worker ran it
                     // (the event's travel time is the error).
                     records.push(TaskRecord {
-                        id: t.id.clone(),
+                        id: t.id.to_string(),
                         node: t.node.clone(),
                         start: t0.elapsed().saturating_sub(elapsed),
                         elapsed,

@@ -268,7 +268,7 @@ impl Worker for Service {
             .map_err(|e| Status::invalid_argument(format!("bad task: {e}")))?;
         if let Some(f) = &self.0.fault {
             let handed = self.0.handed.fetch_add(1, Ordering::SeqCst) + 1;
-            if f.fault.fires(f.index, handed, &task.id) {
+            if f.fault.fires(f.index, handed, &task.id.to_string()) {
                 self.0.kill.kill();
                 return Err(stopped());
             }
@@ -285,7 +285,7 @@ impl Worker for Service {
                 inputs.push(v);
                 continue;
             }
-            let Some(addr) = places.get(id.as_str()) else {
+            let Some(addr) = places.get(id.to_string().as_str()) else {
                 return Err(Status::invalid_argument(format!(
                     "no location for input `{id}`"
                 )));
@@ -355,7 +355,7 @@ impl Worker for Service {
         let mut infos = Vec::new();
         for (id, v) in outputs.into_iter().zip(values) {
             infos.push(PartitionInfo {
-                partition: id.clone(),
+                partition: id.to_string(),
                 bytes: v.size_bytes() as u64,
                 rows: v.rows() as u64,
             });

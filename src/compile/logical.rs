@@ -5,8 +5,9 @@
 //! diagnostics found while inferring schemas along it.
 //! Must not: do I/O or decide placement (that is `plan`).
 
-use super::resolve::{DataTarget, Dataset, Part, Resolved};
+use super::resolve::{DataTarget, Dataset, Resolved};
 use super::schema::{self, Schema};
+use crate::data::split::Part;
 use crate::frontend::diag::{Code, Diagnostic};
 use crate::frontend::pipeline::*;
 use crate::frontend::span::Span;

@@ -12,32 +12,7 @@ use crate::frontend::pipeline::*;
 use crate::frontend::span::Span;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A part of a split.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub enum Part {
-    Train,
-    Test,
-    Fold(u32),
-    /// A whole shard.
-    Shard(String),
-    ShardTrain(String),
-    ShardValidation(String),
-}
-
-impl Part {
-    pub fn label(&self) -> String {
-        match self {
-            Part::Train => "train".into(),
-            Part::Test => "test".into(),
-            Part::Fold(i) => format!("fold{i}"),
-            Part::Shard(s) => s.clone(),
-            Part::ShardTrain(s) => format!("{s}.train"),
-            Part::ShardValidation(s) => format!("{s}.validation"),
-        }
-    }
-}
+use crate::data::split::Part;
 
 /// A dataset: rows with columns.
 #[derive(

@@ -9,7 +9,7 @@
 //! files themselves are read by the run), nor touch any other split.
 
 use super::logical::{EdgeKind, LOp, LogicalPlan};
-use super::resolve::Part;
+use crate::data::split::Part;
 use crate::frontend::diag::{Code, Diagnostic};
 use crate::frontend::pipeline::{ShardBy, SplitKind};
 use crate::frontend::span::Spanned;

@@ -8,7 +8,6 @@
 //! file i, listed in order before the run.)
 
 use super::{DataError, rng};
-use crate::compile::resolve::Part;
 use crate::frontend::pipeline::{ShardBy, Split, SplitKind};
 use arrow::array::{Array, UInt32Array};
 use arrow::compute::{cast, concat_batches, take_record_batch};
@@ -16,6 +15,33 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// A part of a split: its name in references and ids is [`Part::label`].
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Part {
+    Train,
+    Test,
+    Fold(u32),
+    /// A whole shard.
+    Shard(String),
+    ShardTrain(String),
+    ShardValidation(String),
+}
+
+impl Part {
+    pub fn label(&self) -> String {
+        match self {
+            Part::Train => "train".into(),
+            Part::Test => "test".into(),
+            Part::Fold(i) => format!("fold{i}"),
+            Part::Shard(s) => s.clone(),
+            Part::ShardTrain(s) => format!("{s}.train"),
+            Part::ShardValidation(s) => format!("{s}.validation"),
+        }
+    }
+}
 
 fn take(batch: &RecordBatch, rows: &[u32]) -> Result<RecordBatch, DataError> {
     let idx = UInt32Array::from(rows.to_vec());
@@ -83,8 +109,9 @@ fn stratified_hold_out(
     Ok((kept, out))
 }
 
-/// Run a split over its inputs. `inputs` are (partition id, batch) in task order;
-/// for a predefined split from two datasets, `train_prefix` names the train one.
+/// Run a split over its inputs. `inputs` are (dataset name, batch), one per
+/// input partition in task order; for a predefined split from two datasets, the
+/// name says which rows are the train ones.
 pub fn split(
     split: &Split,
     pipeline_seed: u64,
@@ -131,9 +158,8 @@ pub fn split(
                     (vec![&inputs[0].1], vec![&inputs[1].1])
                 }
                 PredefinedFrom::Pair { train, .. } => {
-                    let prefix = format!("{}/", train.value);
                     let (a, b): (Vec<_>, Vec<_>) =
-                        inputs.iter().partition(|(id, _)| id.starts_with(&prefix));
+                        inputs.iter().partition(|(name, _)| *name == train.value);
                     (
                         a.into_iter().map(|x| &x.1).collect(),
                         b.into_iter().map(|x| &x.1).collect(),
@@ -379,21 +405,21 @@ mod tests {
     #[test]
     fn holdout_does_not_depend_on_partitioning() {
         let b = data(1000);
-        let one = split(&holdout(false), 42, &[("d/p0".into(), b.clone())]).unwrap();
+        let one = split(&holdout(false), 42, &[("d".into(), b.clone())]).unwrap();
         let parts = vec![
-            ("d/p0".to_string(), b.slice(0, 300)),
-            ("d/p1".to_string(), b.slice(300, 700)),
+            ("d".to_string(), b.slice(0, 300)),
+            ("d".to_string(), b.slice(300, 700)),
         ];
         let two = split(&holdout(false), 42, &parts).unwrap();
         assert_eq!(one, two);
         assert_eq!(one[&Part::Test].num_rows(), 200);
-        let other_seed = split(&holdout(false), 43, &[("d/p0".into(), b)]).unwrap();
+        let other_seed = split(&holdout(false), 43, &[("d".into(), b)]).unwrap();
         assert_ne!(ids(&one[&Part::Test]), ids(&other_seed[&Part::Test]));
     }
 
     #[test]
     fn stratified_holdout_keeps_class_proportions() {
-        let out = split(&holdout(true), 1, &[("d/p0".into(), data(1000))]).unwrap();
+        let out = split(&holdout(true), 1, &[("d".into(), data(1000))]).unwrap();
         let test = &out[&Part::Test];
         let y = test
             .column(1)
@@ -418,7 +444,7 @@ mod tests {
                 seed: None,
             },
         };
-        let out = split(&sp, 1, &[("d/p0".into(), data(100))]).unwrap();
+        let out = split(&sp, 1, &[("d".into(), data(100))]).unwrap();
         assert_eq!(
             ids(&out[&Part::Shard("A".into())]),
             (0..50).collect::<Vec<_>>()

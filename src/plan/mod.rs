@@ -7,10 +7,13 @@
 //! gives the same plan.
 
 pub mod dot;
+pub mod ids;
 pub mod render;
 
+pub use ids::{DatasetId, PartitionId, TaskId, TaskPart};
+
 use crate::compile::logical::{EdgeKind, Fanout, LOp, LogicalPlan};
-use crate::compile::resolve::Part;
+use crate::data::split::Part;
 use crate::frontend::pipeline::{Cluster, OutputKind, ShardBy, SourceKind, SplitKind};
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
@@ -49,14 +52,15 @@ pub enum TaskKind {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// Stable id: `<logical id>/<part>`.
-    pub id: String,
-    /// The logical node this task belongs to.
+    pub id: TaskId,
+    /// The logical node this task belongs to (`id.node`).
     pub node: String,
     pub kind: TaskKind,
-    /// Partition ids read: `<dataset>/<partition>` or a task id for models and metrics.
-    pub inputs: Vec<String>,
-    /// Partition ids written.
-    pub outputs: Vec<String>,
+    /// Partitions read: `<dataset>/<partition>`, or a task's output for models
+    /// and metrics.
+    pub inputs: Vec<PartitionId>,
+    /// Partitions written.
+    pub outputs: Vec<PartitionId>,
     pub est_rows: Option<u64>,
     pub est_bytes: Option<u64>,
     /// Worker index, when the cluster is known in the file.
@@ -66,7 +70,7 @@ pub struct Task {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PhysicalPlan {
     pub logical: LogicalPlan,
-    /// Sorted by id.
+    /// Sorted by id (as text: see [`ids`]).
     pub tasks: Vec<Task>,
     /// Workers the placement assumed, if any.
     pub workers: Option<u32>,
@@ -75,7 +79,7 @@ pub struct PhysicalPlan {
 impl Task {
     /// The partition a per-partition task (`…/pN`) reads or writes.
     pub fn partition(&self) -> Option<u32> {
-        self.id.rsplit_once("/p").and_then(|(_, p)| p.parse().ok())
+        self.id.partition()
     }
 }
 
@@ -92,14 +96,21 @@ impl PhysicalPlan {
                 "{} {:?} in=[{}] out=[{}]{}{}\n",
                 t.id,
                 t.kind,
-                t.inputs.join(","),
-                t.outputs.join(","),
+                join(&t.inputs),
+                join(&t.outputs),
                 t.est_rows.map(|r| format!(" rows~{r}")).unwrap_or_default(),
                 t.worker.map(|w| format!(" @w{w}")).unwrap_or_default(),
             ));
         }
         out
     }
+}
+
+fn join(ids: &[PartitionId]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn partitions_of_source(kind: &SourceKind) -> u32 {
@@ -118,13 +129,13 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
     };
     let order = petgraph::algo::toposort(&plan.graph, None).unwrap_or_default();
     // Partition ids each (node, part) produces.
-    let mut produced: BTreeMap<(NodeIndex, Option<Part>), Vec<String>> = BTreeMap::new();
+    let mut produced: BTreeMap<(NodeIndex, Option<Part>), Vec<PartitionId>> = BTreeMap::new();
     let mut tasks: Vec<Task> = Vec::new();
     let g = &plan.graph;
     let place = |i: u32| workers.map(|w| i % w.max(1));
     // The tasks that finish a node, when they are not its one `/out` task (a
     // dataset written one file per partition).
-    let mut finished: BTreeMap<NodeIndex, Vec<String>> = BTreeMap::new();
+    let mut finished: BTreeMap<NodeIndex, Vec<PartitionId>> = BTreeMap::new();
     // Files a read-back source will find, one partition each: what a dataset
     // output of this pipeline writes.
     let mut listed: BTreeMap<NodeIndex, Vec<String>> = BTreeMap::new();
@@ -142,24 +153,23 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 _ => None,
             })
             .collect();
-        let other_in: Vec<String> = g
-            .edges_directed(n, Direction::Incoming)
-            .filter(|e| {
-                matches!(
-                    e.weight(),
-                    EdgeKind::Model | EdgeKind::Metrics | EdgeKind::Order
-                )
-            })
-            .flat_map(|e| {
-                finished
-                    .get(&e.source())
-                    .cloned()
-                    .unwrap_or_else(|| vec![format!("{}/out", g[e.source()].id())])
-            })
-            .collect();
+        let other_in: Vec<PartitionId> =
+            g.edges_directed(n, Direction::Incoming)
+                .filter(|e| {
+                    matches!(
+                        e.weight(),
+                        EdgeKind::Model | EdgeKind::Metrics | EdgeKind::Order
+                    )
+                })
+                .flat_map(|e| {
+                    finished.get(&e.source()).cloned().unwrap_or_else(|| {
+                        vec![TaskId::new(g[e.source()].id(), TaskPart::Out).into()]
+                    })
+                })
+                .collect();
         let in_parts =
             |want: &(NodeIndex, Option<Part>)| produced.get(want).cloned().unwrap_or_default();
-        let all_inputs: Vec<String> = data_in
+        let all_inputs: Vec<PartitionId> = data_in
             .iter()
             .flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
             .chain(other_in.iter().cloned())
@@ -200,10 +210,10 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 let bytes = out_schema.as_ref().and_then(|s| s.est_bytes());
                 let mut outs = Vec::new();
                 for p in 0..parts {
-                    let out = format!("{name}/p{p}");
+                    let out = PartitionId::data(&name, p);
                     outs.push(out.clone());
                     new_tasks.push(Task {
-                        id: format!("{id}/p{p}"),
+                        id: TaskId::new(&id, TaskPart::Partition(p)),
                         node: id.clone(),
                         kind: TaskKind::Read,
                         inputs: match &writers {
@@ -225,18 +235,18 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                     .unwrap_or_default();
                 let mut outs = Vec::new();
                 let k = ins.len().max(1) as u64;
-                for (p, input) in ins.iter().enumerate() {
-                    let out = format!("{name}/p{p}");
+                for (p, input) in (0u32..).zip(&ins) {
+                    let out = PartitionId::data(&name, p);
                     outs.push(out.clone());
                     new_tasks.push(Task {
-                        id: format!("{id}/p{p}"),
+                        id: TaskId::new(&id, TaskPart::Partition(p)),
                         node: id.clone(),
                         kind: TaskKind::Transform,
                         inputs: vec![input.clone()],
                         outputs: vec![out],
                         est_rows: rows_in.map(|r| r / k),
                         est_bytes: bytes_in.map(|b| b / k),
-                        worker: place(p as u32),
+                        worker: place(p),
                     });
                 }
                 produced.insert((n, None), outs);
@@ -279,20 +289,20 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 // One task over every input partition: splits rank rows by a hash of
                 // (seed, row identity), which needs the whole input, and shards by
                 // rows need the global row order.
-                let input: Vec<String> = data_in
+                let input: Vec<PartitionId> = data_in
                     .iter()
                     .flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
                     .collect();
-                let these: Vec<String> = parts
+                let these: Vec<PartitionId> = parts
                     .iter()
-                    .map(|pt| format!("{name}.{}/p0", pt.label()))
+                    .map(|pt| PartitionId::split_part(&name, pt.clone(), 0))
                     .collect();
-                let mut outs: BTreeMap<Part, Vec<String>> = BTreeMap::new();
+                let mut outs: BTreeMap<Part, Vec<PartitionId>> = BTreeMap::new();
                 for (pt, o) in parts.iter().zip(&these) {
                     outs.entry(pt.clone()).or_default().push(o.clone());
                 }
                 new_tasks.push(Task {
-                    id: format!("{id}/p0"),
+                    id: TaskId::new(&id, TaskPart::Partition(0)),
                     node: id.clone(),
                     kind: TaskKind::Split,
                     inputs: input,
@@ -301,26 +311,29 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                     est_bytes: bytes_in,
                     worker: place(0),
                 });
-                let whole: Vec<String> = outs.values().flatten().cloned().collect();
+                let whole: Vec<PartitionId> = outs.values().flatten().cloned().collect();
                 for (pt, o) in outs {
                     produced.insert((n, Some(pt)), o);
                 }
                 produced.insert((n, None), whole);
             }
             LOp::Fit { model, fanout } => {
-                let mk = |suffix: &str,
+                let mk = |part: TaskPart,
                           kind: TaskKind,
-                          inputs: Vec<String>,
+                          inputs: Vec<PartitionId>,
                           worker: Option<u32>,
-                          rows: Option<u64>| Task {
-                    id: format!("{id}/{suffix}"),
-                    node: id.clone(),
-                    kind,
-                    inputs,
-                    outputs: vec![format!("{id}/{suffix}")],
-                    est_rows: rows,
-                    est_bytes: None,
-                    worker,
+                          rows: Option<u64>| {
+                    let tid = TaskId::new(&id, part);
+                    Task {
+                        id: tid.clone(),
+                        node: id.clone(),
+                        kind,
+                        inputs,
+                        outputs: vec![tid.into()],
+                        est_rows: rows,
+                        est_bytes: None,
+                        worker,
+                    }
                 };
                 match fanout {
                     Fanout::TreeGroups { groups, trees } => {
@@ -330,18 +343,16 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                             let first = gi * per;
                             let count = per.min(trees - first);
                             let t = mk(
-                                &format!("g{gi}"),
+                                TaskPart::Group(gi),
                                 TaskKind::FitTrees { first, count },
                                 all_inputs.clone(),
                                 place(gi),
                                 rows_in,
                             );
-                            parts.push(t.id.clone());
+                            parts.push(t.id.clone().into());
                             new_tasks.push(t);
                         }
-                        let mut c = mk("out", TaskKind::Combine, parts, place(0), None);
-                        c.outputs = vec![format!("{id}/out")];
-                        new_tasks.push(c);
+                        new_tasks.push(mk(TaskPart::Out, TaskKind::Combine, parts, place(0), None));
                     }
                     Fanout::PerShard => {
                         let mut parts = Vec::new();
@@ -372,34 +383,34 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                                 .map(|x| in_parts(&(x, Some(Part::ShardTrain(s.clone())))))
                                 .unwrap_or_default();
                             let t = mk(
-                                &format!("shard-{s}"),
+                                TaskPart::Shard(s.clone()),
                                 TaskKind::FitShard { shard: s.clone() },
                                 inputs,
                                 place(i as u32),
                                 None,
                             );
-                            parts.push(t.id.clone());
+                            parts.push(t.id.clone().into());
                             new_tasks.push(t);
                         }
-                        new_tasks.push(mk("out", TaskKind::Combine, parts, place(0), None));
+                        new_tasks.push(mk(TaskPart::Out, TaskKind::Combine, parts, place(0), None));
                     }
                     Fanout::PartialStats => {
                         let mut parts = Vec::new();
-                        for (i, input) in all_inputs.iter().enumerate() {
+                        for (i, input) in (0u32..).zip(&all_inputs) {
                             let t = mk(
-                                &format!("p{i}"),
+                                TaskPart::Partition(i),
                                 TaskKind::PartialStats,
                                 vec![input.clone()],
-                                place(i as u32),
+                                place(i),
                                 rows_in.map(|r| r / all_inputs.len().max(1) as u64),
                             );
-                            parts.push(t.id.clone());
+                            parts.push(t.id.clone().into());
                             new_tasks.push(t);
                         }
-                        new_tasks.push(mk("out", TaskKind::Reduce, parts, place(0), None));
+                        new_tasks.push(mk(TaskPart::Out, TaskKind::Reduce, parts, place(0), None));
                     }
                     Fanout::Single => new_tasks.push(mk(
-                        "out",
+                        TaskPart::Out,
                         TaskKind::Fit,
                         all_inputs.clone(),
                         place(0),
@@ -412,15 +423,15 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 if matches!(output.kind, OutputKind::Dataset { .. }) && !data_in.is_empty() =>
             {
                 // One file per partition, written where the partition is.
-                let ins: Vec<String> = data_in
+                let ins: Vec<PartitionId> = data_in
                     .iter()
                     .flat_map(|(s, p, _, _)| in_parts(&(*s, p.clone())))
                     .collect();
                 let k = ins.len().max(1) as u64;
                 let mut ids = Vec::new();
-                for (p, input) in ins.into_iter().enumerate() {
-                    let tid = format!("{id}/p{p}");
-                    ids.push(tid.clone());
+                for (p, input) in (0u32..).zip(ins) {
+                    let tid = TaskId::new(&id, TaskPart::Partition(p));
+                    ids.push(PartitionId::from(tid.clone()));
                     new_tasks.push(Task {
                         id: tid.clone(),
                         node: id.clone(),
@@ -428,10 +439,10 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                         inputs: std::iter::once(input)
                             .chain(other_in.iter().cloned())
                             .collect(),
-                        outputs: vec![tid],
+                        outputs: vec![tid.into()],
                         est_rows: rows_in.map(|r| r / k),
                         est_bytes: bytes_in.map(|b| b / k),
-                        worker: place(p as u32),
+                        worker: place(p),
                     });
                 }
                 finished.insert(n, ids);
@@ -445,19 +456,20 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 let mut inputs = all_inputs.clone();
                 if kind == TaskKind::Evaluate {
                     for t in cross_fits(g, n, &produced) {
-                        inputs.push(t.id.clone());
+                        inputs.push(t.id.clone().into());
                         // Two evaluations of one model over one split share its fits.
                         if !tasks.iter().chain(&new_tasks).any(|x| x.id == t.id) {
                             new_tasks.push(t);
                         }
                     }
                 }
+                let tid = TaskId::new(&id, TaskPart::Out);
                 new_tasks.push(Task {
-                    id: format!("{id}/out"),
+                    id: tid.clone(),
                     node: id.clone(),
                     kind,
                     inputs,
-                    outputs: vec![format!("{id}/out")],
+                    outputs: vec![tid.into()],
                     est_rows: rows_in,
                     est_bytes: bytes_in,
                     worker: place(0),
@@ -466,6 +478,7 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
         }
         tasks.extend(new_tasks);
     }
+    // By id as text (what `TaskId`'s order is), as plans always were sorted.
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     let mut plan = plan;
     for (n, f) in listed {
@@ -488,8 +501,8 @@ fn read_back(
     g: &crate::compile::logical::Graph,
     n: NodeIndex,
     source: &crate::frontend::pipeline::Source,
-    finished: &BTreeMap<NodeIndex, Vec<String>>,
-) -> Option<(Vec<String>, Vec<String>)> {
+    finished: &BTreeMap<NodeIndex, Vec<PartitionId>>,
+) -> Option<(Vec<String>, Vec<PartitionId>)> {
     source.after.as_ref()?;
     let (path, reads) = source.file_path()?;
     g.edges_directed(n, Direction::Incoming)
@@ -522,7 +535,7 @@ fn read_back(
 fn cross_fits(
     g: &crate::compile::logical::Graph,
     n: NodeIndex,
-    produced: &BTreeMap<(NodeIndex, Option<Part>), Vec<String>>,
+    produced: &BTreeMap<(NodeIndex, Option<Part>), Vec<PartitionId>>,
 ) -> Vec<Task> {
     let Some(fit) = g
         .edges_directed(n, Direction::Incoming)
@@ -544,7 +557,7 @@ fn cross_fits(
         };
         let name = &split.name.value;
         for fold in 1..=k.value {
-            let inputs: Vec<String> = (1..=k.value)
+            let inputs: Vec<PartitionId> = (1..=k.value)
                 .filter(|j| *j != fold)
                 .flat_map(|j| {
                     produced
@@ -553,7 +566,13 @@ fn cross_fits(
                         .unwrap_or_default()
                 })
                 .collect();
-            let tid = format!("{fit_id}/without-{name}.fold{fold}");
+            let tid = TaskId::new(
+                &fit_id,
+                TaskPart::WithoutFold {
+                    split: name.clone(),
+                    fold,
+                },
+            );
             out.push(Task {
                 id: tid.clone(),
                 node: fit_id.clone(),
@@ -562,7 +581,7 @@ fn cross_fits(
                     fold,
                 },
                 inputs,
-                outputs: vec![tid],
+                outputs: vec![tid.into()],
                 est_rows: None,
                 est_bytes: None,
                 worker: None,
@@ -591,7 +610,10 @@ mod tests {
                 .count(),
             10
         );
-        assert_eq!(fit[0].inputs, vec!["mnist.train/p0".to_string()]);
+        assert_eq!(
+            fit[0].inputs,
+            vec![PartitionId::split_part("mnist", Part::Train, 0)]
+        );
         assert_eq!(fit[0].est_rows, Some(60_000));
         // Placement over the file's two workers alternates the tree groups.
         let workers: Vec<_> = fit.iter().take(4).map(|t| t.worker).collect();
@@ -645,15 +667,22 @@ metrics = ["f1"]
         // Shared by both evaluations: one fit per fold, not one per evaluation.
         assert_eq!(folds.len(), 3, "{}", p.display());
         for (i, t) in folds.iter().enumerate() {
-            let held_out = format!("cv.fold{}/", i + 1);
+            let held_out = Part::Fold(i as u32 + 1);
             assert_eq!(t.node, "fit:tree");
             assert_eq!(t.inputs.len(), 2, "{}", p.display());
-            assert!(t.inputs.iter().all(|x| !x.starts_with(&held_out)));
+            assert!(t.inputs.iter().all(|x| {
+                x.dataset().and_then(DatasetId::split_part) != Some(("cv", &held_out))
+            }));
         }
         for e in ["evaluate:a/out", "evaluate:b/out"] {
-            let ev = p.tasks.iter().find(|t| t.id == e).expect("evaluate task");
+            let ev = p
+                .tasks
+                .iter()
+                .find(|t| t.id.to_string() == e)
+                .expect("evaluate task");
             for t in &folds {
-                assert!(ev.inputs.contains(&t.id), "{}", p.display());
+                let fit = PartitionId::from(t.id.clone());
+                assert!(ev.inputs.contains(&fit), "{}", p.display());
             }
         }
     }
@@ -669,7 +698,8 @@ metrics = ["f1"]
         for r in &reads {
             // Read p waits for the task writing file p, and for nothing else.
             let p = r.partition().expect("a read task per partition");
-            assert_eq!(r.inputs, vec![format!("sink:written/p{p}")]);
+            let writer = TaskId::new("sink:written", TaskPart::Partition(p));
+            assert_eq!(r.inputs, vec![PartitionId::from(writer)]);
         }
         let files = p
             .logical

@@ -13,7 +13,7 @@
 
 use super::failure::{FailureKind, RunError, TaskError};
 use super::graph::{Finished, RunGraph, TaskIx, TaskSpec};
-use crate::plan::{PhysicalPlan, Task};
+use crate::plan::{PartitionId, PhysicalPlan, Task};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -85,11 +85,8 @@ pub fn graph_of<W: super::graph::Worker>(
     keep: &dyn Fn(&Task, &str) -> bool,
     max_attempts: u32,
 ) -> Result<RunGraph<W>, RunError> {
-    let read: BTreeSet<&str> = plan
-        .tasks
-        .iter()
-        .flat_map(|t| t.inputs.iter().map(String::as_str))
-        .collect();
+    let read: std::collections::HashSet<&PartitionId> =
+        plan.tasks.iter().flat_map(|t| &t.inputs).collect();
     let read = &read;
     let kept: BTreeSet<String> = plan
         .tasks
@@ -97,8 +94,8 @@ pub fn graph_of<W: super::graph::Worker>(
         .flat_map(|t| {
             t.outputs
                 .iter()
-                .filter(move |o| !read.contains(o.as_str()) || keep(t, o))
-                .cloned()
+                .filter(move |o| !read.contains(o) || keep(t, &o.to_string()))
+                .map(ToString::to_string)
         })
         .collect();
     let specs = plan
@@ -236,15 +233,17 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use crate::compile::logical::LogicalPlan;
-    use crate::plan::TaskKind;
+    use crate::plan::{TaskId, TaskKind, TaskPart};
 
+    /// Task `<id>/out` of node `id`, reading the outputs of the tasks `inputs`.
     fn task(id: &str, inputs: &[&str]) -> Task {
+        let out = |n: &str| PartitionId::from(TaskId::new(n, TaskPart::Out));
         Task {
-            id: id.into(),
-            node: id.split('/').next().unwrap_or(id).into(),
+            id: TaskId::new(id, TaskPart::Out),
+            node: id.into(),
             kind: TaskKind::Fit,
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![id.into()],
+            inputs: inputs.iter().map(|s| out(s)).collect(),
+            outputs: vec![out(id)],
             est_rows: None,
             est_bytes: None,
             worker: None,
@@ -270,10 +269,10 @@ mod tests {
         type Value = u64;
         fn run(&self, task: &Task, inputs: Vec<Arc<u64>>) -> Result<Vec<u64>, TaskError> {
             let own: u64 = task
-                .id
+                .node
                 .trim_start_matches(|c: char| !c.is_ascii_digit())
                 .parse()
-                .map_err(|_| TaskError::bad_data(format!("no number in {}", task.id)))?;
+                .map_err(|_| TaskError::bad_data(format!("no number in {}", task.node)))?;
             Ok(vec![own + inputs.iter().map(|v| **v).sum::<u64>()])
         }
     }
@@ -298,8 +297,8 @@ mod tests {
             )
             .unwrap();
             // d = 4 + (2 + 1) + (3 + 1); intermediate partitions were freed.
-            assert_eq!(out.values.keys().collect::<Vec<_>>(), vec!["d4"]);
-            assert_eq!(*out.values["d4"], 11);
+            assert_eq!(out.values.keys().collect::<Vec<_>>(), vec!["d4/out"]);
+            assert_eq!(*out.values["d4/out"], 11);
         }
     }
 
@@ -320,11 +319,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             (err.task.as_str(), err.attempts, err.max_attempts, err.kind),
-            ("bad", 1, 3, FailureKind::BadData)
+            ("bad/out", 1, 3, FailureKind::BadData)
         );
         assert!(
             err.to_string().starts_with(
-                "task `bad` failed (attempt 1 of 3; bad data is not retried): bad data: no number in bad"
+                "task `bad/out` failed (attempt 1 of 3; bad data is not retried): bad data: no number in bad"
             ),
             "{err}"
         );
@@ -337,7 +336,7 @@ mod tests {
         assert_eq!(err.kind, FailureKind::Internal);
         assert!(
             err.cause
-                .contains("reads `nowhere`, which no task produces"),
+                .contains("reads `nowhere/out`, which no task produces"),
             "{err}"
         );
     }
@@ -402,7 +401,7 @@ mod tests {
     impl Kernels for Boom {
         type Value = u64;
         fn run(&self, task: &Task, _: Vec<Arc<u64>>) -> Result<Vec<u64>, TaskError> {
-            if task.id == "boom" {
+            if task.node == "boom" {
                 panic!("kaboom");
             }
             Ok(vec![1])
@@ -425,7 +424,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (err.task.as_str(), err.kind),
-            ("boom", FailureKind::Internal)
+            ("boom/out", FailureKind::Internal)
         );
         assert!(err.cause.contains("kaboom"), "{err}");
     }

@@ -6,18 +6,21 @@
 //! Out: one [`Value`] per `task.outputs`: record batches for data, bytes for models
 //! (postcard), metrics (JSON) and write receipts. Must not: keep state between
 //! tasks or read anything but the files a source or output names: any worker can
-//! run any task and get the same bytes.
+//! run any task and get the same bytes; nor parse an id's text: which partition,
+//! shard, fold or model an input is comes from the typed fields of
+//! [`crate::plan::TaskId`] and [`crate::plan::PartitionId`].
 
 use super::executor::Kernels;
 use super::failure::TaskError;
 use super::value::Value;
 use crate::compile::logical::{Fanout, LOp};
+use crate::data::split::Part;
 use crate::data::{self, split, write};
 use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem};
 use crate::ml::metrics::{self, Scores};
 use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
 use crate::ml::model_file;
-use crate::plan::{PhysicalPlan, Task, TaskKind};
+use crate::plan::{DatasetId, PartitionId, PhysicalPlan, Task, TaskKind, TaskPart};
 use arrow::array::{ArrayRef, Float32Array, Float64Array, StringArray};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -43,7 +46,7 @@ pub struct RunContext {
     pub trees_done: AtomicU64,
     /// Prepared forest data per (fit node, inputs), shared by the node's tree
     /// groups that run in this process, dropped after the last of them.
-    forests: Mutex<BTreeMap<String, ForestSlot>>,
+    forests: Mutex<BTreeMap<(String, Vec<PartitionId>), ForestSlot>>,
     /// Tree-group tasks per fit node.
     groups: BTreeMap<String, usize>,
 }
@@ -94,7 +97,7 @@ impl RunContext {
         task: &Task,
         make: impl FnOnce() -> Result<model::ForestData, String>,
     ) -> Result<Arc<model::ForestData>, String> {
-        let key = format!("{}\u{0}{}", task.node, task.inputs.join("\u{0}"));
+        let key = (task.node.clone(), task.inputs.clone());
         let groups = self.groups.get(&task.node).copied().unwrap_or(1);
         let slot = {
             let mut m = self.forests.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,11 +170,6 @@ fn bytes_of(v: &Value) -> Result<&[u8], String> {
     }
 }
 
-/// The dataset a partition id belongs to: `mnist.train/p0` → `mnist.train`.
-fn dataset_of(id: &str) -> &str {
-    id.rsplit_once('/').map(|(d, _)| d).unwrap_or(id)
-}
-
 fn concat(parts: &[&RecordBatch]) -> Result<RecordBatch, String> {
     let Some(first) = parts.first() else {
         return Err("no input data".into());
@@ -190,27 +188,29 @@ fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
 
 /// A task's data inputs grouped by dataset (input order) and its byte inputs.
 type SplitInputs<'a> = (
-    Vec<(&'a str, Vec<&'a RecordBatch>)>,
-    Vec<(&'a str, &'a [u8])>,
+    Vec<(&'a DatasetId, Vec<&'a RecordBatch>)>,
+    Vec<(&'a PartitionId, &'a [u8])>,
 );
 
 /// Data inputs grouped by dataset, in input order; and the byte inputs.
-fn split_inputs<'a>(task: &'a Task, inputs: &'a [Arc<Value>]) -> SplitInputs<'a> {
-    let mut data: Vec<(&str, Vec<&RecordBatch>)> = Vec::new();
+fn split_inputs<'a>(task: &'a Task, inputs: &'a [Arc<Value>]) -> Result<SplitInputs<'a>, String> {
+    let mut data: Vec<(&DatasetId, Vec<&RecordBatch>)> = Vec::new();
     let mut bytes = Vec::new();
     for (id, v) in task.inputs.iter().zip(inputs) {
         match v.as_ref() {
             Value::Batch(b) => {
-                let d = dataset_of(id);
+                let d = id
+                    .dataset()
+                    .ok_or_else(|| format!("input `{id}` is a task's output, not data"))?;
                 match data.iter_mut().find(|(n, _)| *n == d) {
                     Some((_, v)) => v.push(b),
                     None => data.push((d, vec![b])),
                 }
             }
-            Value::Bytes(b) => bytes.push((id.as_str(), b.as_slice())),
+            Value::Bytes(b) => bytes.push((id, b.as_slice())),
         }
     }
-    (data, bytes)
+    Ok((data, bytes))
 }
 
 /// The batch of predictions: the input rows plus `prediction` (and, for
@@ -384,24 +384,32 @@ impl PipelineKernels {
                     .inputs
                     .iter()
                     .zip(inputs)
-                    .map(|(id, v)| Ok((id.clone(), batch_of(v)?.clone())))
+                    .map(|(id, v)| {
+                        let d = id
+                            .dataset()
+                            .ok_or_else(|| format!("the split's input `{id}` is not data"))?;
+                        Ok((d.to_string(), batch_of(v)?.clone()))
+                    })
                     .collect::<Result<_, String>>()?;
                 let mut parts = split::split(sp, cx.seed, &ins).map_err(fail)?;
-                let prefix = format!("{}.", sp.name.value);
                 task.outputs
                     .iter()
                     .map(|o| {
-                        let label = dataset_of(o).strip_prefix(&prefix).unwrap_or("");
-                        let key = parts.keys().find(|k| k.label() == label).cloned();
-                        key.and_then(|k| parts.remove(&k))
+                        let part = o
+                            .dataset()
+                            .and_then(DatasetId::split_part)
+                            .map(|(_, part)| part)
+                            .ok_or_else(|| format!("the split's output `{o}` is not a part"))?;
+                        parts
+                            .remove(part)
                             .map(Value::Batch)
-                            .ok_or_else(|| format!("the split made no part `{label}`"))
+                            .ok_or_else(|| format!("the split made no part `{}`", part.label()))
                     })
                     .collect()
             }
             (TaskKind::FitTrees { first, count }, LOp::Fit { model: spec, .. }) => {
                 let d = cx.forest_data(task, || {
-                    let (data, _) = split_inputs(task, inputs);
+                    let (data, _) = split_inputs(task, inputs)?;
                     let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
                     model::forest_data(spec, &concat(&all)?).map_err(fail)
                 })?;
@@ -426,15 +434,15 @@ impl PipelineKernels {
                             .iter()
                             .zip(inputs)
                             .map(|(id, v)| {
-                                let shard = id
-                                    .rsplit_once("/shard-")
-                                    .map(|(_, s)| s.to_string())
-                                    .unwrap_or_else(|| id.clone());
+                                let Some(TaskPart::Shard(shard)) = id.task().map(|t| &t.part)
+                                else {
+                                    return Err(format!("input `{id}` is not a shard's fit"));
+                                };
                                 if shard == split::ANY_SHARD {
                                     // Every shard found in the data, fitted by one task.
                                     return decode::<Vec<(String, TrainedModel)>>(bytes_of(v)?);
                                 }
-                                Ok(vec![(shard, decode::<TrainedModel>(bytes_of(v)?)?)])
+                                Ok(vec![(shard.clone(), decode::<TrainedModel>(bytes_of(v)?)?)])
                             })
                             .collect::<Result<Vec<_>, String>>()?
                             .into_iter()
@@ -453,7 +461,7 @@ impl PipelineKernels {
                 Ok(vec![encode(&model)?])
             }
             (TaskKind::FitShard { shard }, LOp::Fit { model: spec, .. }) => {
-                let (data, _) = split_inputs(task, inputs);
+                let (data, _) = split_inputs(task, inputs)?;
                 let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
                 let b = concat(&all)?;
                 // Each shard's model gets its own seed identity.
@@ -489,7 +497,7 @@ impl PipelineKernels {
                 )?])
             }
             (TaskKind::Fit, LOp::Fit { model: spec, .. }) => {
-                let (data, _) = split_inputs(task, inputs);
+                let (data, _) = split_inputs(task, inputs)?;
                 let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
                 let b = concat(&all)?;
                 Ok(vec![encode(
@@ -497,7 +505,7 @@ impl PipelineKernels {
                 )?])
             }
             (TaskKind::FitFold { split, fold }, LOp::Fit { model: spec, .. }) => {
-                let (data, _) = split_inputs(task, inputs);
+                let (data, _) = split_inputs(task, inputs)?;
                 let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
                 let b = concat(&all)?;
                 // Each fold's model gets its own seed identity.
@@ -507,17 +515,24 @@ impl PipelineKernels {
                 Ok(vec![encode(&m)?])
             }
             (TaskKind::Evaluate, LOp::Evaluate { evaluation }) => {
-                let (data, bytes) = split_inputs(task, inputs);
+                let (data, bytes) = split_inputs(task, inputs)?;
+                // The model: the one output of a fit (not a fit per fold).
                 let (_, mb) = bytes
                     .iter()
-                    .find(|(id, _)| id.ends_with("/out"))
+                    .find(|(id, _)| {
+                        id.task().is_some_and(|t| {
+                            t.part == TaskPart::Out
+                                && matches!(cx.ops.get(&t.node), Some(LOp::Fit { .. }))
+                        })
+                    })
                     .ok_or("the evaluation has no model input")?;
                 let model: TrainedModel = decode(mb)?;
                 let mut results = Vec::new();
                 for r in &evaluation.data {
                     let want = r.value.as_str();
-                    let exact: Vec<&(&str, Vec<&RecordBatch>)> =
-                        data.iter().filter(|(d, _)| *d == want).collect();
+                    // The reference names a dataset as its id shows it.
+                    let exact: Vec<&(&DatasetId, Vec<&RecordBatch>)> =
+                        data.iter().filter(|(d, _)| d.to_string() == want).collect();
                     if let Some((d, parts)) = exact.first() {
                         results.push(EvalEntry {
                             data: d.to_string(),
@@ -529,25 +544,34 @@ impl PipelineKernels {
                     }
                     // A whole k-fold split: each fold scored by the model fitted
                     // without it, then the mean over the folds.
-                    let held_out = |i: u32| format!("/without-{want}.fold{i}");
-                    if bytes.iter().any(|(id, _)| id.ends_with(&held_out(1))) {
+                    let held_out = |i: u32| {
+                        bytes.iter().find(|(id, _)| {
+                            id.task().is_some_and(|t| {
+                                matches!(&t.part, TaskPart::WithoutFold { split, fold }
+                                    if split == want && *fold == i)
+                            })
+                        })
+                    };
+                    if held_out(1).is_some() {
                         let mut folds = Vec::new();
                         for i in 1.. {
-                            let Some((_, fb)) =
-                                bytes.iter().find(|(id, _)| id.ends_with(&held_out(i)))
-                            else {
+                            let Some((_, fb)) = held_out(i) else {
                                 break;
                             };
                             let m: TrainedModel = decode(fb)?;
-                            let d = format!("{want}.fold{i}");
+                            let fold = Part::Fold(i);
+                            let d = DatasetId::Part {
+                                split: want.to_string(),
+                                part: fold.clone(),
+                            };
                             let parts = data
                                 .iter()
-                                .find(|(n, _)| *n == d)
+                                .find(|(n, _)| n.split_part() == Some((want, &fold)))
                                 .map(|(_, p)| p.clone())
                                 .ok_or_else(|| format!("fold `{d}` is missing"))?;
                             let scores = score_parts(&m, &parts)?;
                             results.push(EvalEntry {
-                                data: d,
+                                data: d.to_string(),
                                 model: m.name.clone(),
                                 scores: scores.clone(),
                                 std: None,
@@ -564,19 +588,19 @@ impl PipelineKernels {
                         continue;
                     }
                     // A whole shards split: every validation part.
-                    let prefix = format!("{want}.");
                     let mut parts: Vec<(String, RecordBatch)> = Vec::new();
-                    for (d, ps) in data
-                        .iter()
-                        .filter(|(d, _)| d.starts_with(&prefix) && d.ends_with(".validation"))
-                    {
+                    for (d, ps) in data.iter().filter(|(d, _)| {
+                        matches!(d.split_part(), Some((s, Part::ShardValidation(_))) if s == want)
+                    }) {
                         let b = concat(ps)?;
                         match split::untag_shards(&b).map_err(fail)? {
-                            Some(shards) => parts.extend(
-                                shards
-                                    .into_iter()
-                                    .map(|(s, b)| (format!("{want}.{s}.validation"), b)),
-                            ),
+                            Some(shards) => parts.extend(shards.into_iter().map(|(s, b)| {
+                                let d = DatasetId::Part {
+                                    split: want.to_string(),
+                                    part: Part::ShardValidation(s),
+                                };
+                                (d.to_string(), b)
+                            })),
                             None => parts.push((d.to_string(), b)),
                         }
                     }
@@ -618,7 +642,7 @@ impl PipelineKernels {
             }
             (TaskKind::Write, LOp::Sink { output }) => {
                 let path = self.path(&output.path.value);
-                let (data, bytes) = split_inputs(task, inputs);
+                let (data, bytes) = split_inputs(task, inputs)?;
                 let mut receipt = Receipt {
                     output: output.name.value.clone(),
                     paths: vec![path.display().to_string()],
@@ -725,4 +749,169 @@ pub fn counts_trees(kind: EstimatorKind) -> bool {
         kind,
         EstimatorKind::RandomForest | EstimatorKind::DecisionTree
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::executor::{self, Options, Quiet};
+
+    /// Every kind of task whose kernel once parsed ids: per-partition reads,
+    /// holdout, k-fold and shard splits, tree groups and their combine, per-shard
+    /// fits and their combine, cross-validation fits, evaluations of parts, of a
+    /// whole k-fold split and of a whole shards split, and a dataset written one
+    /// file per partition.
+    const PIPELINE: &str = r#"
+[pipeline]
+name = "ids"
+seed = 5
+
+[sources.rows]
+kind = "synthetic"
+generator = "classification"
+rows = 600
+features = 4
+classes = 2
+partitions = 3
+
+[splits.holdout]
+kind = "holdout"
+input = "rows"
+test_fraction = 0.25
+
+[splits.cv]
+kind = "kfold"
+input = "rows"
+k = 3
+
+[splits.regions]
+kind = "shards"
+input = "rows"
+by = "rows"
+names = ["north", "south"]
+validation_fraction = 0.2
+
+[models.forest]
+estimator = "random_forest"
+input = "holdout.train"
+target = "y"
+params = { n_trees = 20, max_depth = 4 }
+
+[models.local]
+estimator = "decision_tree"
+per_shard = true
+combine = "vote"
+input = "regions"
+target = "y"
+params = { max_depth = 4 }
+
+[evaluations.held_out]
+model = "forest"
+data = ["holdout.test", "cv"]
+metrics = ["accuracy"]
+
+[evaluations.matrix]
+model = "local"
+data = "regions"
+metrics = ["accuracy"]
+
+[outputs.metrics]
+kind = "metrics"
+path = "metrics.json"
+
+[outputs.copy]
+kind = "dataset"
+data = "rows"
+format = "csv"
+path = "copy"
+"#;
+
+    /// Plan `PIPELINE`, send every task through JSON as a worker receives it,
+    /// run the plan in-process, and give the evaluations (as JSON) and the rows
+    /// written.
+    fn run_as_workers_do(base: &std::path::Path) -> (serde_json::Value, u64, Vec<String>) {
+        let prepared = crate::run::prepare_bytes("ids.toml", PIPELINE.as_bytes(), base.into())
+            .unwrap_or_else(|e| panic!("the test pipeline plans: {e}"));
+        let mut plan = prepared.plan;
+        plan.tasks = plan
+            .tasks
+            .iter()
+            .map(|t| serde_json::from_str(&serde_json::to_string(t).unwrap()).unwrap())
+            .collect();
+        let ids: Vec<String> = plan.tasks.iter().map(|t| t.id.to_string()).collect();
+        let kernels = PipelineKernels {
+            cx: Arc::new(prepared.cx),
+        };
+        let keep = plan
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.kind, TaskKind::Evaluate | TaskKind::Write))
+            .flat_map(|t| t.outputs.iter().map(ToString::to_string))
+            .collect();
+        let opts = Options {
+            threads: 2,
+            keep,
+            ..Options::default()
+        };
+        let out = executor::run(&plan, &kernels, &Quiet, &opts)
+            .unwrap_or_else(|e| panic!("the test pipeline runs: {e}"));
+        let (evals, receipts) =
+            crate::run::results_of(&plan, |id| out.values.get(id).map(|v| &**v));
+        let rows = receipts.iter().filter_map(|r| r.rows).sum();
+        (serde_json::to_value(&evals).unwrap(), rows, ids)
+    }
+
+    #[test]
+    fn kernels_read_typed_ids_so_renaming_their_text_changes_no_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let (evals, rows, ids) = run_as_workers_do(dir.path());
+        if crate::plan::ids::renamed() {
+            // The child below: the same run with every id shown differently.
+            assert!(
+                ids.iter().all(|i| !i.contains('/')),
+                "ids are not renamed: {ids:?}"
+            );
+            let out = std::env::var_os("DAGML_TEST_RENAMED_OUT").expect("where to answer");
+            std::fs::write(out, serde_json::to_vec(&(evals, rows)).unwrap()).unwrap();
+            return;
+        }
+        // Every kernel that once parsed an id ran.
+        for want in ["/g1", "/shard-north", "/without-cv.fold3", "sink:copy/p2"] {
+            assert!(ids.iter().any(|i| i.contains(want)), "{want} in {ids:?}");
+        }
+        let data: Vec<&str> = evals
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e["results"].as_array().into_iter().flatten())
+            .filter_map(|r| r["data"].as_str())
+            .collect();
+        for want in ["holdout.test", "cv.fold3", "cv", "regions.south.validation"] {
+            assert!(data.contains(&want), "{want} in {data:?}");
+        }
+        assert_eq!(rows, 600);
+        // The same test in a process where every id shows with other
+        // separators and suffixes (`/p0` → `#0`, `/out` → `::result`, ...).
+        let answer = dir.path().join("renamed.json");
+        let exe = std::env::current_exe().unwrap();
+        let child = std::process::Command::new(exe)
+            .args([
+                "runtime::kernels::tests::kernels_read_typed_ids_so_renaming_their_text_changes_no_result",
+                "--exact",
+                "--test-threads=1",
+            ])
+            .env("DAGML_TEST_RENAME_IDS", "1")
+            .env("DAGML_TEST_RENAMED_OUT", &answer)
+            .output()
+            .unwrap();
+        assert!(
+            child.status.success(),
+            "the renamed run failed:\n{}{}",
+            String::from_utf8_lossy(&child.stdout),
+            String::from_utf8_lossy(&child.stderr)
+        );
+        let renamed: (serde_json::Value, u64) =
+            serde_json::from_slice(&std::fs::read(&answer).unwrap()).unwrap();
+        assert_eq!(renamed, (evals, rows));
+    }
 }

@@ -77,7 +77,7 @@ impl Progress {
 impl Observer for Progress {
     fn started(&self, task: &Task) {
         if let Some(b) = &self.bar {
-            b.set_message(task.id.clone());
+            b.set_message(task.id.to_string());
         }
     }
 
