@@ -1,11 +1,19 @@
-//! Files on disk → parsed and checked pipelines: the glue the commands share.
+//! Files on disk → parsed, checked, planned and prepared pipelines: the glue
+//! the commands and the cluster share.
 //!
-//! In: paths given on the command line. Out: the list of pipeline files, and for
-//! each its [`Parsed`] with every diagnostic of every layer that could run.
+//! In: paths given on the command line (or a pipeline's text and the folder it
+//! runs in). Out: the list of pipeline files, and for each its [`Parsed`] with
+//! every diagnostic of every layer that could run; its plan; and a
+//! [`Prepared`] run (the plan and its kernels' context) for the in-process
+//! executor and for a cluster worker alike.
 //! Must not: print, or decide exit statuses (that is `cli`).
 
 use crate::compile;
+use crate::frontend::pipeline::{FileFormat, OutputKind};
 use crate::frontend::{self, Code, Diagnostic, Parsed};
+use crate::plan::{dot, render};
+use crate::runtime::failure::RunError;
+use crate::runtime::kernels::RunContext;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default)]
@@ -178,4 +186,127 @@ fn plan_report(mut report: Report, opts: &CheckOptions) -> Result<(Report, Plann
             physical,
         },
     ))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    /// The file did not check; the report holds the diagnostics.
+    #[error("the pipeline is not valid")]
+    Invalid(Box<Report>),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A checked and planned pipeline with everything its kernels need.
+pub struct Prepared {
+    pub pipeline: String,
+    pub plan: crate::plan::PhysicalPlan,
+    pub cx: RunContext,
+    /// Every file, folder or glob the pipeline reads or writes, joined to the
+    /// base folder (a worker with a data root checks them against it).
+    pub files: Vec<PathBuf>,
+}
+
+/// The paths a pipeline's sources read and its outputs write, joined to `base`.
+pub fn files_of(p: &crate::frontend::pipeline::Pipeline, base: &Path) -> Vec<PathBuf> {
+    let sources = p.sources.iter().filter_map(|s| s.path());
+    let outputs = p.outputs.iter().map(|o| &o.path);
+    sources
+        .chain(outputs)
+        .map(|f| base.join(&f.value))
+        .collect()
+}
+
+/// `path` with `.` and `..` taken out, without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Check and plan a pipeline file and build its kernels' context.
+pub fn prepare_file(path: &Path, base: PathBuf) -> Result<Prepared, RunFailure> {
+    let opts = CheckOptions {
+        base: base.clone(),
+        ..Default::default()
+    };
+    match plan_file(path, &opts) {
+        Ok((report, planned)) => prepare(&report, planned, base),
+        Err(r) => Err(RunFailure::Invalid(Box::new(r))),
+    }
+}
+
+/// [`prepare_file`] on a pipeline's text (a cluster gets the text, never code).
+/// `shown` is the file name: its extension picks the syntax.
+pub fn prepare_bytes(shown: &str, bytes: &[u8], base: PathBuf) -> Result<Prepared, RunFailure> {
+    let opts = CheckOptions {
+        base: base.clone(),
+        ..Default::default()
+    };
+    match plan_bytes(shown, bytes, &opts) {
+        Ok((report, planned)) => prepare(&report, planned, base),
+        Err(r) => Err(RunFailure::Invalid(Box::new(r))),
+    }
+}
+
+fn prepare(report: &Report, planned: Planned, base: PathBuf) -> Result<Prepared, RunFailure> {
+    let checked = report
+        .checked
+        .as_ref()
+        .ok_or_else(|| RunFailure::Other("the pipeline did not compile".into()))?;
+    let plan = planned.physical;
+    // The hash in model files is over the canonical form, so a .dagml file and
+    // its .toml twin write the same bytes.
+    let file = &report.parsed.file;
+    let canonical = crate::frontend::emit::canonical(&file.path, &file.text)
+        .unwrap_or_else(|| file.text.clone());
+    let files = files_of(&checked.pipeline, &base);
+    let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, base);
+    for o in &checked.pipeline.outputs {
+        if let OutputKind::Plan { format } = &o.kind {
+            let text = dot::to_dot(&plan, dot::Level::Physical);
+            let f = match format.value {
+                FileFormat::Dot => render::Format::Dot,
+                FileFormat::Png => render::Format::Png,
+                _ => render::Format::Svg,
+            };
+            let (bytes, _) =
+                render::render(&text, f).map_err(|e| RunFailure::Other(e.to_string()))?;
+            cx.pictures.insert(o.name.value.clone(), bytes);
+        }
+    }
+    Ok(Prepared {
+        pipeline: checked.pipeline.name.value.clone(),
+        plan,
+        cx,
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+    use std::path::Path;
+
+    #[test]
+    fn normalize_takes_out_dots_without_the_file_system() {
+        assert_eq!(
+            normalize(Path::new("/root/proj/./out/../../escaped")),
+            Path::new("/root/escaped")
+        );
+        assert_eq!(normalize(Path::new("/a/b/c")), Path::new("/a/b/c"));
+        assert_eq!(normalize(Path::new("/a/../../..")), Path::new("/"));
+        assert!(!normalize(Path::new("/data/p/../../etc/passwd")).starts_with("/data"));
+    }
 }

@@ -9,9 +9,10 @@ use super::auth::Attach;
 use super::proto::run_event::Event;
 use super::proto::*;
 use super::worker::scheduler_client;
-use crate::run::{RunFailure, RunReport};
 use crate::runtime::executor::{Observer, TaskRecord};
+use crate::runtime::report::{RunReport, results_of};
 use crate::runtime::value::Value;
+use crate::workspace::RunFailure;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -140,7 +141,7 @@ pub async fn run_file(
         .into_iter()
         .map(|v| (v.partition, Value::Bytes(v.data)))
         .collect();
-    let (evaluations, mut receipts) = crate::run::results_of(&plan, |id| values.get(id));
+    let (evaluations, mut receipts) = results_of(&plan, |id| values.get(id));
     // Workers resolve paths against the absolute folder sent; show them as an
     // in-process run does, against the folder given.
     for r in &mut receipts {

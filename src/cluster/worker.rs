@@ -209,7 +209,7 @@ impl Worker for Service {
             r.base_dir.clone(),
         );
         let prepared = tokio::task::spawn_blocking(move || {
-            crate::run::prepare_bytes(&file_name, text.as_bytes(), base)
+            crate::workspace::prepare_bytes(&file_name, text.as_bytes(), base)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -235,7 +235,7 @@ impl Worker for Service {
             && let Some(f) = prepared
                 .files
                 .iter()
-                .find(|f| !crate::run::normalize(f).starts_with(root))
+                .find(|f| !crate::workspace::normalize(f).starts_with(root))
         {
             return Err(Status::permission_denied(format!(
                 "the pipeline uses `{}`, outside this worker's data root `{}`",

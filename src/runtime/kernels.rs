@@ -830,8 +830,9 @@ path = "copy"
     /// run the plan in-process, and give the evaluations (as JSON) and the rows
     /// written.
     fn run_as_workers_do(base: &std::path::Path) -> (serde_json::Value, u64, Vec<String>) {
-        let prepared = crate::run::prepare_bytes("ids.toml", PIPELINE.as_bytes(), base.into())
-            .unwrap_or_else(|e| panic!("the test pipeline plans: {e}"));
+        let prepared =
+            crate::workspace::prepare_bytes("ids.toml", PIPELINE.as_bytes(), base.into())
+                .unwrap_or_else(|e| panic!("the test pipeline plans: {e}"));
         let mut plan = prepared.plan;
         plan.tasks = plan
             .tasks
@@ -856,7 +857,7 @@ path = "copy"
         let out = executor::run(&plan, &kernels, &Quiet, &opts)
             .unwrap_or_else(|e| panic!("the test pipeline runs: {e}"));
         let (evals, receipts) =
-            crate::run::results_of(&plan, |id| out.values.get(id).map(|v| &**v));
+            crate::runtime::report::results_of(&plan, |id| out.values.get(id).map(|v| &**v));
         let rows = receipts.iter().filter_map(|r| r.rows).sum();
         (serde_json::to_value(&evals).unwrap(), rows, ids)
     }

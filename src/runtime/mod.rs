@@ -8,4 +8,5 @@ pub mod failure;
 pub mod graph;
 pub mod kernels;
 pub mod progress;
+pub mod report;
 pub mod value;
