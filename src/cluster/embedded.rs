@@ -2,8 +2,8 @@
 //! loopback gRPC and Flight exactly as separate processes do.
 //!
 //! In: a worker count, threads and memory limit per worker, TLS files, and two
-//! testing hooks from the environment (`DAGML_EMBEDDED_FAULT`,
-//! `DAGML_EMBEDDED_HOLD`). Out: a running cluster whose scheduler address and
+//! testing hooks from the environment (`DAGML_EMBEDDED_FAULT`: kill or silence
+//! one worker; `DAGML_EMBEDDED_HOLD`). Out: a running cluster whose scheduler address and
 //! token a client submits with. Must not: take any shortcut the multi-process
 //! cluster does not (every partition still moves by Flight, every call carries
 //! the token), or reuse `DAGML_TOKEN` (its token is its own, fresh each run).
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Testing hook: stop one embedded worker abruptly, as if its process were
-/// killed (see [`Fault`]).
+/// killed, or silence it, as if its link were cut (see [`Fault`]).
 pub const FAULT_ENV: &str = "DAGML_EMBEDDED_FAULT";
 /// Testing hook: once the embedded servers are up (and, with `--events`, their
 /// addresses printed), wait until this path exists before submitting the run.
@@ -24,16 +24,31 @@ pub const HOLD_ENV: &str = "DAGML_EMBEDDED_HOLD";
 /// How long [`HOLD_ENV`] waits before the run fails.
 pub const HOLD_LIMIT: Duration = Duration::from_secs(120);
 
-/// `kill-worker:WHICH:WHEN`: WHICH is a worker's index (`embedded-I`) or `any`;
-/// WHEN is `after-tasks:N` (the worker dies when handed a task after N) or
-/// `at-task:PREFIX` (when handed a task whose id starts with PREFIX). It fires
-/// once: the chosen worker's servers stop taking calls, its connections are
-/// shut, its heartbeats stop, and the task it was handed never returns.
+/// `kill-worker:WHICH:WHEN` or `partition-worker:WHICH:WHEN[:heal-after:SECS]`:
+/// WHICH is a worker's index (`embedded-I`) or `any`; WHEN is `after-tasks:N`
+/// (when the worker is handed a task after N) or `at-task:PREFIX` (when handed
+/// a task whose id starts with PREFIX). It fires once.
+///
+/// `kill-worker`: the chosen worker's servers stop taking calls, its
+/// connections are shut, its heartbeats stop, and the task it was handed never
+/// returns. `partition-worker`: the worker goes silent, as behind a cut link:
+/// its heartbeats stop and every connection it accepted or accepts stays open
+/// with nothing read or written (calls hang, Flight streams stall, pings go
+/// unanswered); the task it was handed runs, its answer stuck. With
+/// `heal-after:SECS` it speaks again that long after, and registers again.
 #[derive(Debug)]
 pub struct Fault {
     which: Option<usize>,
     when: When,
+    action: Action,
     fired: AtomicBool,
+}
+
+/// What a fault does to its worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Kill,
+    Partition { heal_after: Option<Duration> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,13 +61,26 @@ impl Fault {
     pub fn parse(s: &str) -> Result<Fault, String> {
         let bad = |why: &str| {
             format!(
-                "{FAULT_ENV}=`{s}`: {why} (expected kill-worker:INDEX|any:after-tasks:N or kill-worker:INDEX|any:at-task:PREFIX)"
+                "{FAULT_ENV}=`{s}`: {why} (expected kill-worker|partition-worker:INDEX|any:after-tasks:N|at-task:PREFIX, and for partition-worker optionally :heal-after:SECS)"
             )
         };
-        let mut parts = s.splitn(4, ':');
-        if parts.next() != Some("kill-worker") {
-            return Err(bad("only kill-worker is known"));
-        }
+        let (rest, heal_after) = match s.rsplit_once(":heal-after:") {
+            Some((rest, secs)) => {
+                let secs: f64 = secs.parse().map_err(|_| bad("bad heal-after seconds"))?;
+                if !(0.0..=3600.0).contains(&secs) {
+                    return Err(bad("heal-after must be 0 to 3600 seconds"));
+                }
+                (rest, Some(Duration::from_secs_f64(secs)))
+            }
+            None => (s, None),
+        };
+        let mut parts = rest.splitn(4, ':');
+        let action = match parts.next() {
+            Some("kill-worker") if heal_after.is_none() => Action::Kill,
+            Some("kill-worker") => return Err(bad("a killed worker does not heal")),
+            Some("partition-worker") => Action::Partition { heal_after },
+            _ => return Err(bad("only kill-worker and partition-worker are known")),
+        };
         let which = match parts.next() {
             Some("any") => None,
             Some(i) => Some(i.parse().map_err(|_| bad("bad worker index"))?),
@@ -68,6 +96,7 @@ impl Fault {
         Ok(Fault {
             which,
             when,
+            action,
             fired: AtomicBool::new(false),
         })
     }
@@ -91,6 +120,10 @@ impl Fault {
             When::AtTask(prefix) => task.starts_with(prefix.as_str()),
         };
         due && !self.fired.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn action(&self) -> Action {
+        self.action
     }
 
     /// Whether it can ever fire on worker `index`.
@@ -223,7 +256,8 @@ impl Embedded {
 
 #[cfg(test)]
 mod tests {
-    use super::Fault;
+    use super::{Action, Fault};
+    use std::time::Duration;
 
     #[test]
     fn a_fault_fires_once_on_the_worker_and_task_it_names() {
@@ -239,6 +273,19 @@ mod tests {
         assert!(!f.fires(2, 1, "source:blobs/0"));
         assert!(f.fires(2, 2, "fit:forest/3"));
         assert!(!f.fires(0, 1, "fit:forest/4"));
+        assert_eq!(f.action(), Action::Kill);
+
+        let f = Fault::parse("partition-worker:1:at-task:fit:forest/:heal-after:2.5").unwrap();
+        assert_eq!(
+            f.action(),
+            Action::Partition {
+                heal_after: Some(Duration::from_millis(2500))
+            }
+        );
+        assert!(f.fires(1, 1, "fit:forest/0"));
+        let f = Fault::parse("partition-worker:any:after-tasks:3").unwrap();
+        assert_eq!(f.action(), Action::Partition { heal_after: None });
+        assert!(!f.fires(0, 3, "x") && f.fires(0, 4, "x"));
 
         for bad in [
             "",
@@ -247,6 +294,9 @@ mod tests {
             "kill-worker:0:after-tasks:many",
             "kill-worker:0:at-task:",
             "pause-worker:0:after-tasks:1",
+            "kill-worker:0:after-tasks:1:heal-after:2",
+            "partition-worker:0:after-tasks:1:heal-after:soon",
+            "partition-worker:0:heal-after:2",
         ] {
             assert!(Fault::parse(bad).is_err(), "{bad}");
         }

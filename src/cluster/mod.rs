@@ -27,12 +27,35 @@ pub mod worker;
 
 use std::time::Duration;
 
-/// Attempts per task before a run fails (a lost worker's tasks do not count).
+/// Attempts per task before a run fails (a task running on a worker that is
+/// lost, or whose input could not be fetched from a lost peer, counts one).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// How often workers heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// A worker silent this long is declared lost.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An HTTP/2 ping goes to a peer after this long without hearing from it, on
+/// every channel (client side, idle or not) and every accepted connection
+/// (server side).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// A ping unanswered this long closes the connection: every call on it fails
+/// (a `RunTask` with `Unavailable`, as from a killed process).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A silent peer is noticed within this: every RPC and Flight transfer to a
+/// peer that stops answering fails within it.
+pub const SILENT_PEER_BOUND: Duration =
+    Duration::from_secs(KEEPALIVE_INTERVAL.as_secs() + KEEPALIVE_TIMEOUT.as_secs());
+/// A TCP connection not established in this long fails (a host whose packets
+/// are dropped never answers the SYN).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline of the short control calls: register, heartbeat, drop, cancel,
+/// status.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of `StartRun` (the worker plans the pipeline).
+pub const START_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// No message of a Flight transfer may take longer than this to arrive (a big
+/// partition may take long in all; each of its messages may not).
+pub const FLIGHT_STALL: Duration = Duration::from_secs(10);
 /// With no worker left, a run waits this long for one before failing.
 pub const NO_WORKER_GRACE: Duration = Duration::from_secs(10);
 /// Largest gRPC / Flight message accepted or sent (a partition is split into

@@ -18,7 +18,7 @@ use super::proto::*;
 use super::worker::LOST_PEER;
 use super::{
     ClusterError, DEFAULT_MAX_ATTEMPTS, HEARTBEAT, HEARTBEAT_TIMEOUT, MAX_MESSAGE_BYTES,
-    NO_WORKER_GRACE,
+    NO_WORKER_GRACE, RPC_TIMEOUT, START_RUN_TIMEOUT,
 };
 use crate::plan::{Task, TaskKind};
 use crate::runtime::value::Value;
@@ -118,6 +118,19 @@ impl Scheduler for Service {
         let address = super::addr::host_port(&r.address)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let client = worker_client(&address, self.0.attach.clone())?;
+        // A worker registering again at an address already known (it was
+        // silent, or restarted) replaces the old entry: what the old id held
+        // is gone.
+        let stale: Vec<u64> = self
+            .0
+            .live()
+            .into_iter()
+            .filter(|(_, w)| w.address == address)
+            .map(|(id, _)| id)
+            .collect();
+        for old in stale {
+            self.0.declare_lost(old, "registered again");
+        }
         let id = self.0.next_worker.fetch_add(1, Ordering::SeqCst) + 1;
         if self.0.log {
             eprintln!(
@@ -267,6 +280,8 @@ impl Scheduler for Service {
 }
 
 type Done = (usize, u64, Result<RunTaskReply, Status>);
+/// A worker's answer to `StartRun`, or its deadline passing.
+type Started = (u64, Result<Result<(), Status>, tokio::time::error::Elapsed>);
 
 /// One run's state machine.
 struct Driver<'a> {
@@ -307,20 +322,20 @@ impl<'a> Driver<'a> {
         let _ = self.tx.send(event(e)).await;
     }
 
+    /// Cancel the run on these workers, all at once, each call bounded by
+    /// [`RPC_TIMEOUT`].
     async fn cancel_everywhere(&self, started: &BTreeSet<u64>) {
         let live = self.shared.live();
-        for id in started {
-            if let Some(w) = live.get(id) {
-                let mut c = w.client.clone();
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    c.cancel_run(CancelRunRequest {
-                        run_id: self.run_id.to_string(),
-                    }),
-                )
-                .await;
+        let calls = started.iter().filter_map(|id| live.get(id)).map(|w| {
+            let mut c = w.client.clone();
+            let req = CancelRunRequest {
+                run_id: self.run_id.to_string(),
+            };
+            async move {
+                let _ = tokio::time::timeout(RPC_TIMEOUT, c.cancel_run(req)).await;
             }
-        }
+        });
+        futures::future::join_all(calls).await;
     }
 
     /// Run to the end: the result and the workers that still hold the run, or
@@ -390,6 +405,8 @@ impl<'a> Driver<'a> {
         let mut no_worker_since: Option<Instant> = None;
         let mut paused_since: Option<Instant> = None;
         let (dtx, mut drx) = mpsc::unbounded_channel::<Done>();
+        let mut starting: BTreeSet<u64> = BTreeSet::new();
+        let (stx, mut srx) = mpsc::unbounded_channel::<Started>();
 
         loop {
             if self.tx.is_closed() || self.cancel.load(Ordering::SeqCst) {
@@ -432,25 +449,15 @@ impl<'a> Driver<'a> {
                 }))
                 .await;
             }
-            // New workers get the pipeline.
-            for (id, w) in &live {
-                if started.contains(id) {
-                    continue;
-                }
-                let mut c = w.client.clone();
-                let r = tokio::time::timeout(
-                    Duration::from_secs(60),
-                    c.start_run(StartRunRequest {
-                        run_id: self.run_id.to_string(),
-                        file_name: req.file_name.clone(),
-                        pipeline_text: req.pipeline_text.clone(),
-                        base_dir: req.base_dir.clone(),
-                    }),
-                )
-                .await;
+            // New workers get the pipeline, each in a call of its own (one
+            // that does not answer holds up nothing); a worker takes tasks
+            // once it has answered.
+            while let Ok((id, r)) = srx.try_recv() {
+                starting.remove(&id);
+                let Some(w) = live.get(&id) else { continue };
                 match r {
-                    Ok(Ok(_)) => {
-                        started.insert(*id);
+                    Ok(Ok(())) => {
+                        started.insert(id);
                     }
                     Ok(Err(s))
                         if matches!(s.code(), Code::InvalidArgument | Code::PermissionDenied) =>
@@ -462,9 +469,29 @@ impl<'a> Driver<'a> {
                             s.message()
                         ));
                     }
-                    Ok(Err(s)) => self.shared.declare_lost(*id, s.message()),
-                    Err(_) => self.shared.declare_lost(*id, "no answer to StartRun"),
+                    Ok(Err(s)) => self.shared.declare_lost(id, s.message()),
+                    Err(_) => self.shared.declare_lost(id, "no answer to StartRun"),
                 }
+            }
+            starting.retain(|id| live.contains_key(id));
+            for (id, w) in &live {
+                if started.contains(id) || !starting.insert(*id) {
+                    continue;
+                }
+                let mut c = w.client.clone();
+                let req = StartRunRequest {
+                    run_id: self.run_id.to_string(),
+                    file_name: req.file_name.clone(),
+                    pipeline_text: req.pipeline_text.clone(),
+                    base_dir: req.base_dir.clone(),
+                };
+                let (id, stx) = (*id, stx.clone());
+                tokio::spawn(async move {
+                    let r = tokio::time::timeout(START_RUN_TIMEOUT, c.start_run(req))
+                        .await
+                        .map(|r| r.map(|_| ()));
+                    let _ = stx.send((id, r));
+                });
             }
             // Partitions that are gone but still needed: their tasks run again.
             loop {
@@ -645,6 +672,26 @@ impl<'a> Driver<'a> {
                     if let Some((pid, _)) = live.iter().find(|(_, w)| w.address == peer) {
                         self.shared.declare_lost(*pid, s.message());
                     }
+                    // It counts: a peer that this worker cannot reach but
+                    // that keeps coming back must not retry the task forever.
+                    attempts[t] += 1;
+                    last[t] = Some((wname.clone(), s.message().to_string()));
+                    if attempts[t] >= max {
+                        self.cancel_everywhere(&started).await;
+                        return Err(format!(
+                            "task `{}` failed on worker `{wname}` after {} attempts (of {max}): {}",
+                            tasks[t].id,
+                            attempts[t],
+                            s.message()
+                        ));
+                    }
+                    self.send(run_event::Event::Retried(TaskRetried {
+                        task: tasks[t].id.clone(),
+                        worker: wname,
+                        attempt: attempts[t],
+                        cause: s.message().to_string(),
+                    }))
+                    .await;
                 }
                 Err(s) if is_transport_failure(&s) => {
                     attempts[t] += 1;
@@ -737,9 +784,11 @@ impl<'a> Driver<'a> {
                 let mut c = w.client.clone();
                 let run_id = self.run_id.to_string();
                 tokio::spawn(async move {
-                    let _ = c
-                        .drop_partitions(DropPartitionsRequest { run_id, partitions })
-                        .await;
+                    let _ = tokio::time::timeout(
+                        RPC_TIMEOUT,
+                        c.drop_partitions(DropPartitionsRequest { run_id, partitions }),
+                    )
+                    .await;
                 });
             }
         }
