@@ -152,7 +152,7 @@ fn lost_scheduler(addr: &str, s: &tonic::Status) -> String {
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => format!(
             "the scheduler at {addr} stopped answering (no keepalive reply within {}s, or the connection was closed): {}",
             super::SILENT_PEER_BOUND.as_secs(),
-            s.message()
+            super::status_cause(s)
         ),
         _ => format!("the scheduler at {addr}: {}", s.message()),
     }

@@ -86,6 +86,23 @@ pub enum ClusterError {
     Other(String),
 }
 
+/// A failed call's message followed by the chain of errors under it (a
+/// transport failure's message alone is only "http2 error"; under it is,
+/// e.g., "keep-alive timed out").
+pub fn status_cause(s: &tonic::Status) -> String {
+    let mut out = s.message().to_string();
+    let mut next = std::error::Error::source(s);
+    while let Some(e) = next {
+        let m = e.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        next = e.source();
+    }
+    out
+}
+
 /// Parse a memory size: `6GB`, `512MB`, `1.5GiB`, `1000000` (bytes); the same
 /// sizes a pipeline's `memory_limit` takes.
 pub fn parse_memory(s: &str) -> Result<u64, String> {

@@ -694,16 +694,15 @@ impl<'a> Driver<'a> {
                     .await;
                 }
                 Err(s) if is_transport_failure(&s) => {
+                    let cause = super::status_cause(&s);
                     attempts[t] += 1;
-                    last[t] = Some((wname.clone(), s.message().to_string()));
-                    self.shared.declare_lost(wid, s.message());
+                    last[t] = Some((wname.clone(), cause.clone()));
+                    self.shared.declare_lost(wid, &cause);
                     if attempts[t] >= max {
                         self.cancel_everywhere(&started).await;
                         return Err(format!(
-                            "task `{}` failed on worker `{wname}` after {} attempts (of {max}): worker lost: {}",
-                            tasks[t].id,
-                            attempts[t],
-                            s.message()
+                            "task `{}` failed on worker `{wname}` after {} attempts (of {max}): worker lost: {cause}",
+                            tasks[t].id, attempts[t],
                         ));
                     }
                 }

@@ -50,13 +50,20 @@ pub struct Served {
 }
 
 impl Served {
-    /// Stop the loop and the server, and wait for the server to end.
+    /// Stop the loop and the server, and wait for the server to end: at most
+    /// [`RPC_TIMEOUT`](super::RPC_TIMEOUT) for its connections to close (a
+    /// silent client holds one open forever), then it is aborted.
     pub async fn stop(mut self) {
         self.companion.abort();
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
-        let _ = (&mut self.server).await;
+        if tokio::time::timeout(super::RPC_TIMEOUT, &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
     }
 
     /// Serve until the server stops.

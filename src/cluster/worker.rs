@@ -507,14 +507,17 @@ pub struct WorkerHandle {
     pub address: String,
     pub name: String,
     served: super::serve::Served,
+    kill: Arc<Kill>,
     /// The data root this worker made for itself (no `--data-root`), removed
     /// when it is stopped.
     scratch: Option<PathBuf>,
 }
 
 impl WorkerHandle {
-    /// Stop serving and heartbeating; remove the spill folder it made.
+    /// Stop serving and heartbeating; remove the spill folder it made. A
+    /// silenced worker speaks again first, so that its connections can close.
     pub async fn stop(self) {
+        self.kill.heal();
         self.served.stop().await;
         if let Some(d) = self.scratch {
             let _ = std::fs::remove_dir_all(d);
@@ -633,6 +636,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
             server,
             companion: heartbeat,
         },
+        kill,
         scratch,
     })
 }
