@@ -397,20 +397,25 @@ fn a_worker_cut_off_at(at: &str, heal: bool) {
 }
 
 #[test]
-fn a_worker_cut_off_at_the_first_task_does_not_change_the_model() {
+fn a_worker_cut_off_at_the_first_tasks_does_not_change_the_model() {
     a_worker_cut_off_at("source:blobs/p1", false);
+    a_worker_cut_off_at("source:blobs/p3", false);
+    a_worker_cut_off_at("split:holdout", false);
 }
 
 #[test]
 fn a_worker_cut_off_mid_fit_does_not_change_the_model_and_registers_again_once_back() {
     a_worker_cut_off_at("fit:forest/g2", true);
     a_worker_cut_off_at("fit:forest/g4", false);
+    a_worker_cut_off_at("fit:forest/g0", true);
+    a_worker_cut_off_at("fit:forest/out", false);
 }
 
 #[test]
 fn a_worker_cut_off_near_the_end_does_not_change_the_model() {
     a_worker_cut_off_at("evaluate:scores", false);
     a_worker_cut_off_at("sink:", false);
+    a_worker_cut_off_at("sink:metrics", false);
 }
 
 // ---------------------------------------------------------------------------
