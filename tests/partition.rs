@@ -503,7 +503,10 @@ fn a_stopped_scheduler_fails_the_client_in_bounded_time_naming_it() {
         }
     });
     let err = String::from_utf8_lossy(&out.stderr);
-    println!("the client gave up after {took:?}");
+    println!(
+        "the client gave up after {took:?}: {}",
+        err.lines().last().unwrap_or("")
+    );
     assert!(stopped, "no task finished:\n{err}");
     assert!(!out.status.success(), "{err}");
     assert!(

@@ -5,8 +5,11 @@
 //! cluster) to the scheduler, which plans it and hands tasks to workers. Out: the
 //! run's task events and its final values (models, metrics, receipts), the same
 //! bytes an in-process run gives for the same file and seed.
-//! Must not: ship code (workers get the pipeline text and plan it themselves), or
-//! move a data set through the scheduler (partitions go worker to worker).
+//! Must not: ship code (workers get the pipeline text and plan it themselves),
+//! move a data set through the scheduler (partitions go worker to worker), or
+//! wait on a peer without bound: every call and Flight transfer has a deadline
+//! or a keepalive (the constants below), so a silent peer is found in bounded
+//! time.
 //!
 //! Files: `proto` (generated gRPC types), `addr` (ADDR parsing), `auth`
 //! (DAGML_TOKEN, message limits), `store` (partitions in memory or spilled),

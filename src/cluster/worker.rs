@@ -742,3 +742,55 @@ async fn heartbeat_loop(
         tokio::time::sleep(HEARTBEAT).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Conn, Kill};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_silent_connection_reads_nothing_and_closes_nothing_until_healed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let kill = Arc::new(Kill::default());
+        let mut conn = Conn {
+            tcp: Some(server),
+            kill: Some(kill.clone()),
+        };
+        let mut buf = [0u8; 8];
+        kill.silence(None);
+        client.write_all(b"x").await.unwrap();
+        let short = Duration::from_millis(300);
+        assert!(
+            tokio::time::timeout(short, conn.read(&mut buf))
+                .await
+                .is_err()
+        );
+        kill.heal();
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"x");
+        // Let go of while silent: the peer sees neither data nor a close
+        // until the silence ends.
+        kill.silence(None);
+        drop(conn);
+        assert!(
+            tokio::time::timeout(short, client.read(&mut buf))
+                .await
+                .is_err()
+        );
+        kill.heal();
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0, "closed once healed");
+    }
+}
