@@ -9,11 +9,11 @@
 pub mod cluster;
 pub mod compile;
 pub mod data;
-pub mod frontend;
 pub mod ml;
 pub mod optimize;
 pub mod plan;
 pub mod predict;
 pub mod run;
 pub mod runtime;
+pub mod frontend;
 pub mod workspace;

@@ -5,10 +5,10 @@
 //! Must not: write the output unless every row was predicted.
 
 use crate::data::{source, write};
-use crate::frontend::pipeline::{CsvSource, DEFAULT_NA_VALUES, FileFormat, Source, SourceKind};
-use crate::frontend::span::{Span, Spanned};
 use crate::ml::model::Model;
 use crate::runtime::kernels::{predictions_batch, read_model_file};
+use crate::frontend::pipeline::{CsvSource, DEFAULT_NA_VALUES, FileFormat, Source, SourceKind};
+use crate::frontend::span::{Span, Spanned};
 use std::path::Path;
 
 pub fn predict_file(model: &Path, input: &Path, output: &Path) -> Result<usize, String> {

@@ -5,13 +5,13 @@
 //! written files, per-step times, peak memory) or a [`RunFailure`].
 //! Must not: print (the CLI does) or decide exit codes.
 
-use crate::frontend::pipeline::{FileFormat, OutputKind};
 use crate::ml::metrics;
 use crate::plan::{dot, render};
 use crate::runtime::executor::{self, Observer, Options, TaskRecord};
 use crate::runtime::failure::RunError;
 use crate::runtime::kernels::{EvalResult, PipelineKernels, Receipt, RunContext};
 use crate::runtime::value::Value;
+use crate::frontend::pipeline::{FileFormat, OutputKind};
 use crate::workspace::{self, CheckOptions, Report};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,8 +145,8 @@ fn prepare(
     // The hash in model files is over the canonical form, so a .dagml file and
     // its .toml twin write the same bytes.
     let file = &report.parsed.file;
-    let canonical = crate::frontend::emit::canonical(&file.path, &file.text)
-        .unwrap_or_else(|| file.text.clone());
+    let canonical =
+        crate::frontend::emit::canonical(&file.path, &file.text).unwrap_or_else(|| file.text.clone());
     let files = files_of(&checked.pipeline, &base);
     let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, base);
     for o in &checked.pipeline.outputs {

@@ -9,8 +9,8 @@
 
 use super::diag::{Code, Diagnostic, did_you_mean, suggest};
 use super::expr;
-use super::node::{Node, Table, Value};
 use super::pipeline::*;
+use super::node::{Node, Table, Value};
 use super::span::{Span, Spanned};
 
 pub const SECTIONS: &[&str] = &[

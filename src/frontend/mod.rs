@@ -10,8 +10,8 @@ pub mod dsl;
 pub mod emit;
 pub mod expr;
 pub mod lower;
-pub mod node;
 pub mod pipeline;
+pub mod node;
 pub mod span;
 pub mod toml_front;
 

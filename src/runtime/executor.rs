@@ -24,11 +24,8 @@ pub trait Kernels: Sync {
     type Value: Send + Sync + 'static;
     /// Run one task. `inputs` are in `task.inputs` order; the result must have
     /// one value per `task.outputs` entry, in that order.
-    fn run(
-        &self,
-        task: &Task,
-        inputs: Vec<Arc<Self::Value>>,
-    ) -> Result<Vec<Self::Value>, TaskError>;
+    fn run(&self, task: &Task, inputs: Vec<Arc<Self::Value>>)
+    -> Result<Vec<Self::Value>, TaskError>;
 }
 
 /// What the executor reports as it goes (progress bars, log lines, tests).
@@ -124,7 +121,11 @@ pub fn run<K: Kernels>(
     opts: &Options,
 ) -> Result<Outcome<K::Value>, RunError> {
     let start = Instant::now();
-    let mut g: RunGraph<()> = graph_of(plan, &|_, o| opts.keep.contains(o), opts.max_attempts)?;
+    let mut g: RunGraph<()> = graph_of(
+        plan,
+        &|_, o| opts.keep.contains(o),
+        opts.max_attempts,
+    )?;
     let threads = opts.threads.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -199,10 +200,7 @@ pub fn run<K: Kernels>(
         return Err(f.clone());
     }
     if !g.is_complete() {
-        let at = g
-            .stuck_at()
-            .map(|t| g.name(t).to_string())
-            .unwrap_or_default();
+        let at = g.stuck_at().map(|t| g.name(t).to_string()).unwrap_or_default();
         return Err(RunError::of_run(
             FailureKind::Internal,
             format!("no task can run (at `{at}`)"),
@@ -335,11 +333,7 @@ mod tests {
         let p = plan(vec![task("a1", &["nowhere"])]);
         let err = run(&p, &Sum, &Quiet, &Options::default()).err().unwrap();
         assert_eq!(err.kind, FailureKind::Internal);
-        assert!(
-            err.cause
-                .contains("reads `nowhere`, which no task produces"),
-            "{err}"
-        );
+        assert!(err.cause.contains("reads `nowhere`, which no task produces"), "{err}");
     }
 
     /// Records the thread of every task and of every parallel step inside it.
@@ -352,20 +346,12 @@ mod tests {
                 .into_par_iter()
                 .map(|_| {
                     std::thread::sleep(Duration::from_millis(1));
-                    std::thread::current()
-                        .name()
-                        .unwrap_or("unnamed")
-                        .to_string()
+                    std::thread::current().name().unwrap_or("unnamed").to_string()
                 })
                 .collect();
             let mut seen = self.0.lock().unwrap();
             seen.extend(names);
-            seen.insert(
-                std::thread::current()
-                    .name()
-                    .unwrap_or("unnamed")
-                    .to_string(),
-            );
+            seen.insert(std::thread::current().name().unwrap_or("unnamed").to_string());
             Ok(vec![1])
         }
     }
@@ -375,25 +361,10 @@ mod tests {
         let p = plan((0..8).map(|i| task(&format!("t{i}"), &[])).collect());
         for threads in [1, 2, 3] {
             let k = Threads(Default::default());
-            run(
-                &p,
-                &k,
-                &Quiet,
-                &Options {
-                    threads,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            run(&p, &k, &Quiet, &Options { threads, ..Default::default() }).unwrap();
             let seen = k.0.into_inner().unwrap();
-            assert!(
-                seen.len() <= threads,
-                "{threads} threads asked, ran on {seen:?}"
-            );
-            assert!(
-                seen.iter().all(|n| n.starts_with("dagml-task-")),
-                "{seen:?}"
-            );
+            assert!(seen.len() <= threads, "{threads} threads asked, ran on {seen:?}");
+            assert!(seen.iter().all(|n| n.starts_with("dagml-task-")), "{seen:?}");
         }
     }
 
@@ -412,21 +383,10 @@ mod tests {
     #[test]
     fn a_panicking_task_fails_the_run_with_an_internal_error() {
         let p = plan(vec![task("a1", &[]), task("boom", &["a1"])]);
-        let err = run(
-            &p,
-            &Boom,
-            &Quiet,
-            &Options {
-                threads: 2,
-                ..Default::default()
-            },
-        )
-        .err()
-        .unwrap();
-        assert_eq!(
-            (err.task.as_str(), err.kind),
-            ("boom", FailureKind::Internal)
-        );
+        let err = run(&p, &Boom, &Quiet, &Options { threads: 2, ..Default::default() })
+            .err()
+            .unwrap();
+        assert_eq!((err.task.as_str(), err.kind), ("boom", FailureKind::Internal));
         assert!(err.cause.contains("kaboom"), "{err}");
     }
 }

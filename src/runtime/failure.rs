@@ -69,9 +69,7 @@ impl FailureKind {
             FailureKind::BadData => {
                 "fix the data or the step's settings; `dagml check --data` checks files before a run"
             }
-            FailureKind::Io => {
-                "check that the file exists and can be read (or written) from every worker"
-            }
+            FailureKind::Io => "check that the file exists and can be read (or written) from every worker",
             FailureKind::CorruptPartition => {
                 "a partition was damaged in transfer or on disk; check the workers' disks (spill folder)"
             }
@@ -82,9 +80,7 @@ impl FailureKind {
             FailureKind::PlanMismatch => {
                 "run the same dagml version everywhere, with the same files visible to every process"
             }
-            FailureKind::Internal => {
-                "this is a bug in dagml; please report it with the pipeline file"
-            }
+            FailureKind::Internal => "this is a bug in dagml; please report it with the pipeline file",
         }
     }
 }

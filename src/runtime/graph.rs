@@ -44,10 +44,7 @@ pub enum TaskState<W> {
 pub enum PartState<W> {
     /// Not computed yet, or lost with its worker.
     Pending,
-    Held {
-        worker: W,
-        bytes: u64,
-    },
+    Held { worker: W, bytes: u64 },
     /// Freed after its last reader was done.
     Released,
 }
@@ -311,13 +308,10 @@ impl<W: Worker> RunGraph<W> {
     }
 
     pub fn running(&self) -> impl Iterator<Item = (TaskIx, &W, u32)> + '_ {
-        self.tasks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| match &t.state {
-                TaskState::Running { worker, attempt } => Some((TaskIx(i), worker, *attempt)),
-                _ => None,
-            })
+        self.tasks.iter().enumerate().filter_map(|(i, t)| match &t.state {
+            TaskState::Running { worker, attempt } => Some((TaskIx(i), worker, *attempt)),
+            _ => None,
+        })
     }
 
     pub fn running_count(&self) -> usize {
@@ -334,13 +328,10 @@ impl<W: Worker> RunGraph<W> {
 
     /// The partitions kept to the end (the results), with their holders.
     pub fn kept(&self) -> impl Iterator<Item = (PartIx, &W)> + '_ {
-        self.parts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match &p.state {
-                PartState::Held { worker, .. } if p.keep => Some((PartIx(i), worker)),
-                _ => None,
-            })
+        self.parts.iter().enumerate().filter_map(|(i, p)| match &p.state {
+            PartState::Held { worker, .. } if p.keep => Some((PartIx(i), worker)),
+            _ => None,
+        })
     }
 
     /// The first task not done, when nothing is ready or running: the run can
@@ -436,10 +427,7 @@ impl<W: Worker> RunGraph<W> {
         }
         let want = self.tasks[t.0].outputs.len();
         if bytes.len() != want {
-            let cause = format!(
-                "the task returned {} outputs but declares {want}",
-                bytes.len()
-            );
+            let cause = format!("the task returned {} outputs but declares {want}", bytes.len());
             return match self.failed(t, worker, attempt, FailureKind::Internal, cause) {
                 Ok(v) => Finished::Failed(v),
                 Err(Stale) => Finished::Stale,
@@ -744,22 +732,15 @@ mod tests {
     /// A random DAG: task i reads outputs of earlier tasks; some outputs kept.
     fn dag() -> impl Strategy<Value = Vec<(Vec<usize>, usize, bool)>> {
         prop::collection::vec(
-            (
-                prop::collection::vec(any::<prop::sample::Index>(), 0..3),
-                1..3usize,
-                any::<bool>(),
-            ),
+            (prop::collection::vec(any::<prop::sample::Index>(), 0..3), 1..3usize, any::<bool>()),
             1..14,
         )
         .prop_map(|raw| {
             raw.into_iter()
                 .enumerate()
                 .map(|(i, (ins, outs, keep))| {
-                    let ins: BTreeSet<usize> = if i == 0 {
-                        BTreeSet::new()
-                    } else {
-                        ins.iter().map(|x| x.index(i)).collect()
-                    };
+                    let ins: BTreeSet<usize> =
+                        if i == 0 { BTreeSet::new() } else { ins.iter().map(|x| x.index(i)).collect() };
                     (ins.into_iter().collect(), outs, keep)
                 })
                 .collect()
@@ -815,21 +796,13 @@ mod tests {
                     assert!(!p.keep, "a result was released");
                     for r in &p.readers {
                         // Nothing still to run reads a freed partition.
-                        assert_eq!(
-                            g.tasks[r.0].state,
-                            TaskState::Done,
-                            "freed while a reader needs it"
-                        );
+                        assert_eq!(g.tasks[r.0].state, TaskState::Done, "freed while a reader needs it");
                     }
                 }
                 PartState::Pending => {}
             }
         }
-        let done = g
-            .tasks
-            .iter()
-            .filter(|t| t.state == TaskState::Done)
-            .count();
+        let done = g.tasks.iter().filter(|t| t.state == TaskState::Done).count();
         assert_eq!(done, g.done);
     }
 
