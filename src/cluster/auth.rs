@@ -6,7 +6,8 @@
 //!
 //! In: the token and TLS files (from the environment, once at start) and each
 //! call's metadata. Out: the call, or `Status::unauthenticated`; channels to
-//! peers. Must not: log the token.
+//! peers, with a connect timeout and HTTP/2 keepalive (a silent peer fails
+//! the calls to it in bounded time). Must not: log the token.
 
 use super::ClusterError;
 use std::path::PathBuf;
@@ -167,11 +168,21 @@ impl Attach {
         })
     }
 
-    /// A lazily connecting channel to `addr` (host:port), over TLS when on.
+    /// A lazily connecting channel to `addr` (host:port), over TLS when on,
+    /// that notices a silent peer: a TCP connect fails after
+    /// [`CONNECT_TIMEOUT`](super::CONNECT_TIMEOUT), and an HTTP/2 ping goes out
+    /// after [`KEEPALIVE_INTERVAL`](super::KEEPALIVE_INTERVAL) without news
+    /// (idle or not); one unanswered for
+    /// [`KEEPALIVE_TIMEOUT`](super::KEEPALIVE_TIMEOUT) closes the connection
+    /// and fails every call on it.
     pub fn channel(&self, addr: &str) -> Result<Channel, ClusterError> {
         let uri = super::addr::uri(addr, self.tls.is_some())?;
         let mut ep = Channel::from_shared(uri)
-            .map_err(|e| ClusterError::Address(addr.into(), e.to_string()))?;
+            .map_err(|e| ClusterError::Address(addr.into(), e.to_string()))?
+            .connect_timeout(super::CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(super::KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(super::KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         if let Some(t) = &self.tls {
             ep = ep
                 .tls_config(t.clone())

@@ -2,8 +2,10 @@
 //!
 //! In: a pipeline file and the scheduler's address. Out: the same [`RunReport`]
 //! an in-process run gives, built from the scheduler's events and final values.
-//! Must not: run tasks (the workers do); on Ctrl-C it drops the stream, and the
-//! scheduler cancels the run's tasks on every worker.
+//! Must not: run tasks (the workers do), or wait on a silent scheduler (the
+//! channel's keepalive ends the stream in bounded time, with a message naming
+//! it); on Ctrl-C it drops the stream, and the scheduler cancels the run's
+//! tasks on every worker.
 
 use super::auth::Attach;
 use super::proto::run_event::Event;
@@ -63,13 +65,7 @@ pub async fn run_file(
             plan_hash: super::plan_hash(&plan),
         })
         .await
-        .map_err(|s| {
-            RunFailure::Other(format!(
-                "the scheduler at {}: {}",
-                opts.scheduler,
-                s.message()
-            ))
-        })?
+        .map_err(|s| RunFailure::Other(lost_scheduler(&opts.scheduler, &s)))?
         .into_inner();
     let by_id: HashMap<String, &crate::plan::Task> =
         plan.tasks.iter().map(|t| (t.id.to_string(), t)).collect();
@@ -90,7 +86,7 @@ pub async fn run_file(
                     "the scheduler ended the run without a result".into(),
                 ));
             }
-            Err(s) => return Err(RunFailure::Other(format!("the scheduler: {}", s.message()))),
+            Err(s) => return Err(RunFailure::Other(lost_scheduler(&opts.scheduler, &s))),
         };
         match ev {
             Event::Started(s) => {
@@ -162,6 +158,21 @@ pub async fn run_file(
     })
 }
 
+/// Why the stream from the scheduler at `addr` ended with `s`: for a
+/// transport failure (the channel's keepalive found it silent, or the
+/// connection was closed), that it stopped answering.
+fn lost_scheduler(addr: &str, s: &tonic::Status) -> String {
+    use tonic::Code;
+    match s.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => format!(
+            "the scheduler at {addr} stopped answering (no keepalive reply within {}s, or the connection was closed): {}",
+            super::SILENT_PEER_BOUND.as_secs(),
+            super::status_cause(s)
+        ),
+        _ => format!("the scheduler at {addr}: {}", s.message()),
+    }
+}
+
 /// Ask the scheduler which workers it has.
 pub async fn status(
     scheduler: &str,
@@ -169,7 +180,16 @@ pub async fn status(
     tls: &super::auth::Tls,
 ) -> Result<ClusterStatusReply, super::ClusterError> {
     let mut c = scheduler_client(scheduler, Attach::new(token, tls)?)?;
-    Ok(c.cluster_status(ClusterStatusRequest {})
-        .await?
-        .into_inner())
+    let r = tokio::time::timeout(
+        super::RPC_TIMEOUT,
+        c.cluster_status(ClusterStatusRequest {}),
+    )
+    .await
+    .map_err(|_| {
+        super::ClusterError::Connect(
+            scheduler.into(),
+            format!("no answer in {}s", super::RPC_TIMEOUT.as_secs()),
+        )
+    })??;
+    Ok(r.into_inner())
 }

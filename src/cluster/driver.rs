@@ -14,7 +14,7 @@
 use super::proto::*;
 use super::scheduler::{Client, Shared, WorkerEntry};
 use super::worker::{FAILURE_KIND, LOST_PEER};
-use super::{DEFAULT_MAX_ATTEMPTS, START_RUN_TIMEOUT, plan_hash};
+use super::{DEFAULT_MAX_ATTEMPTS, RPC_TIMEOUT, START_RUN_TIMEOUT, plan_hash, status_cause};
 use crate::plan::TaskKind;
 use crate::runtime::executor::graph_of;
 use crate::runtime::failure::{FailureKind, RunError};
@@ -22,7 +22,7 @@ use crate::runtime::graph::{Finished, RunGraph, TaskIx, Verdict, Worker};
 use crate::runtime::value::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
 use tonic::{Code, Status};
 
@@ -92,11 +92,9 @@ impl Driver<'_> {
             let mut c = w.client.clone();
             let run_id = self.run_id.to_string();
             async move {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    c.cancel_run(CancelRunRequest { run_id }),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(RPC_TIMEOUT, c.cancel_run(CancelRunRequest { run_id }))
+                        .await;
             }
         });
         futures::future::join_all(calls).await;
@@ -518,7 +516,7 @@ impl Run<'_, '_> {
                             format!("worker `{name}` refused the run: {}", s.message()),
                         ));
                     }
-                    Err(s) => self.d.shared.declare_lost(id, s.message()),
+                    Err(s) => self.d.shared.declare_lost(id, &status_cause(&s)),
                 }
             }
             Event::Task {
@@ -583,7 +581,7 @@ impl Run<'_, '_> {
                         let run_id = self.d.run_id.to_string();
                         tokio::spawn(async move {
                             let _ = tokio::time::timeout(
-                                Duration::from_secs(10),
+                                RPC_TIMEOUT,
                                 c.drop_partitions(DropPartitionsRequest { run_id, partitions }),
                             )
                             .await;
@@ -618,15 +616,13 @@ impl Run<'_, '_> {
         } else if let Some(k) = kind_of(&s) {
             k
         } else if is_transport_failure(&s) {
-            self.d.shared.declare_lost(worker.id, s.message());
+            self.d.shared.declare_lost(worker.id, &status_cause(&s));
             FailureKind::WorkerLost
         } else {
             FailureKind::Internal
         };
-        match self
-            .g
-            .failed(t, worker, attempt, kind, s.message().to_string())
-        {
+        let cause = status_cause(&s);
+        match self.g.failed(t, worker, attempt, kind, cause.clone()) {
             Err(_) => Ok(()),
             Ok(Verdict::RunFailed(f)) => Err(f),
             Ok(Verdict::Retry) => {
@@ -635,7 +631,7 @@ impl Run<'_, '_> {
                         task: self.g.name(t).to_string(),
                         worker: worker.name.clone(),
                         attempt,
-                        cause: format!("{kind}: {}", s.message()),
+                        cause: format!("{kind}: {cause}"),
                     }))
                     .await;
                 Ok(())

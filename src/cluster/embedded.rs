@@ -2,102 +2,24 @@
 //! loopback gRPC and Flight exactly as separate processes do.
 //!
 //! In: a worker count, threads and memory limit per worker, TLS files, and two
-//! testing hooks from the environment (`DAGML_EMBEDDED_FAULT`,
-//! `DAGML_EMBEDDED_HOLD`). Out: a running cluster whose scheduler address and
+//! testing hooks from the environment (`DAGML_EMBEDDED_FAULT`: kill or silence
+//! one worker; `DAGML_EMBEDDED_HOLD`). Out: a running cluster whose scheduler address and
 //! token a client submits with. Must not: take any shortcut the multi-process
 //! cluster does not (every partition still moves by Flight, every call carries
 //! the token), or reuse `DAGML_TOKEN` (its token is its own, fresh each run).
 
 use super::ClusterError;
+pub use super::fault::{Action, FAULT_ENV, Fault};
 use super::scheduler::{self, SchedulerConfig, SchedulerHandle};
 use super::worker::{self, WorkerConfig, WorkerFault, WorkerHandle};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Testing hook: stop one embedded worker abruptly, as if its process were
-/// killed (see [`Fault`]).
-pub const FAULT_ENV: &str = "DAGML_EMBEDDED_FAULT";
 /// Testing hook: once the embedded servers are up (and, with `--events`, their
 /// addresses printed), wait until this path exists before submitting the run.
 pub const HOLD_ENV: &str = "DAGML_EMBEDDED_HOLD";
 /// How long [`HOLD_ENV`] waits before the run fails.
 pub const HOLD_LIMIT: Duration = Duration::from_secs(120);
-
-/// `kill-worker:WHICH:WHEN`: WHICH is a worker's index (`embedded-I`) or `any`;
-/// WHEN is `after-tasks:N` (the worker dies when handed a task after N) or
-/// `at-task:PREFIX` (when handed a task whose id starts with PREFIX). It fires
-/// once: the chosen worker's servers stop taking calls, its connections are
-/// shut, its heartbeats stop, and the task it was handed never returns.
-#[derive(Debug)]
-pub struct Fault {
-    which: Option<usize>,
-    when: When,
-    fired: AtomicBool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum When {
-    AfterTasks(u32),
-    AtTask(String),
-}
-
-impl Fault {
-    pub fn parse(s: &str) -> Result<Fault, String> {
-        let bad = |why: &str| {
-            format!(
-                "{FAULT_ENV}=`{s}`: {why} (expected kill-worker:INDEX|any:after-tasks:N or kill-worker:INDEX|any:at-task:PREFIX)"
-            )
-        };
-        let mut parts = s.splitn(4, ':');
-        if parts.next() != Some("kill-worker") {
-            return Err(bad("only kill-worker is known"));
-        }
-        let which = match parts.next() {
-            Some("any") => None,
-            Some(i) => Some(i.parse().map_err(|_| bad("bad worker index"))?),
-            None => return Err(bad("no worker")),
-        };
-        let when = match (parts.next(), parts.next()) {
-            (Some("after-tasks"), Some(n)) => {
-                When::AfterTasks(n.parse().map_err(|_| bad("bad task count"))?)
-            }
-            (Some("at-task"), Some(p)) if !p.is_empty() => When::AtTask(p.to_string()),
-            _ => return Err(bad("no after-tasks:N or at-task:PREFIX")),
-        };
-        Ok(Fault {
-            which,
-            when,
-            fired: AtomicBool::new(false),
-        })
-    }
-
-    /// From `DAGML_EMBEDDED_FAULT` (unset or empty: none).
-    pub fn from_env() -> Result<Option<Arc<Fault>>, String> {
-        match std::env::var(FAULT_ENV) {
-            Ok(s) if !s.is_empty() => Fault::parse(&s).map(|f| Some(Arc::new(f))),
-            _ => Ok(None),
-        }
-    }
-
-    /// Whether worker `index`, handed its `handed`-th task (from 1) `task`,
-    /// dies now. True at most once.
-    pub fn fires(&self, index: usize, handed: u32, task: &str) -> bool {
-        if self.which.is_some_and(|w| w != index) {
-            return false;
-        }
-        let due = match &self.when {
-            When::AfterTasks(n) => handed > *n,
-            When::AtTask(prefix) => task.starts_with(prefix.as_str()),
-        };
-        due && !self.fired.swap(true, Ordering::SeqCst)
-    }
-
-    /// Whether it can ever fire on worker `index`.
-    pub fn targets(&self, index: usize) -> bool {
-        self.which.is_none_or(|w| w == index)
-    }
-}
 
 /// Wait (at most [`HOLD_LIMIT`]) for the path in `DAGML_EMBEDDED_HOLD`, if set.
 pub async fn hold_from_env() -> Result<(), ClusterError> {
@@ -218,37 +140,5 @@ impl Embedded {
             w.stop().await;
         }
         self.scheduler.stop().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Fault;
-
-    #[test]
-    fn a_fault_fires_once_on_the_worker_and_task_it_names() {
-        let f = Fault::parse("kill-worker:1:after-tasks:2").unwrap();
-        assert!(!f.fires(0, 5, "x"));
-        assert!(!f.fires(1, 2, "x"));
-        assert!(f.fires(1, 3, "x"));
-        assert!(!f.fires(1, 4, "x"));
-        assert!(f.targets(1) && !f.targets(0));
-
-        let f = Fault::parse("kill-worker:any:at-task:fit:forest/").unwrap();
-        assert!(f.targets(0) && f.targets(7));
-        assert!(!f.fires(2, 1, "source:blobs/0"));
-        assert!(f.fires(2, 2, "fit:forest/3"));
-        assert!(!f.fires(0, 1, "fit:forest/4"));
-
-        for bad in [
-            "",
-            "kill-worker",
-            "kill-worker:x:after-tasks:1",
-            "kill-worker:0:after-tasks:many",
-            "kill-worker:0:at-task:",
-            "pause-worker:0:after-tasks:1",
-        ] {
-            assert!(Fault::parse(bad).is_err(), "{bad}");
-        }
     }
 }

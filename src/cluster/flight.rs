@@ -4,8 +4,10 @@
 //! one such key for `do_put`. Out: `list_flights` lists every partition held
 //! (ticket, rows, bytes, schema); `do_get` streams a partition's record batches.
 //! Must not: read or write files itself (the store does, under the data root),
-//! or accept a partition it cannot decode.
+//! accept a partition it cannot decode, or wait on a transfer any message of
+//! which takes longer than `FLIGHT_STALL` (both directions).
 
+use super::FLIGHT_STALL;
 use super::auth::Attach;
 use super::store::Store;
 use crate::runtime::value::Value;
@@ -28,6 +30,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Longest ticket accepted.
 const MAX_KEY: usize = 4096;
+
+fn stalled_put() -> Status {
+    Status::deadline_exceeded(format!(
+        "do_put: no message for {}s (a stalled Flight transfer)",
+        FLIGHT_STALL.as_secs()
+    ))
+}
 
 pub struct FlightStore {
     pub store: Arc<Store>,
@@ -122,9 +131,9 @@ impl FlightService for FlightStore {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
+        let first = tokio::time::timeout(FLIGHT_STALL, stream.message())
+            .await
+            .map_err(|_| stalled_put())??
             .ok_or_else(|| Status::invalid_argument("empty do_put"))?;
         let key = match &first.flight_descriptor {
             Some(d) if d.path.len() == 1 => key_of(d.path[0].as_bytes())?,
@@ -138,7 +147,10 @@ impl FlightService for FlightStore {
             futures::stream::once(async { Ok(first) }).chain(stream.map_err(FlightError::from));
         let mut batches = FlightRecordBatchStream::new_from_flight_data(all);
         let mut got = Vec::new();
-        while let Some(b) = batches.next().await {
+        while let Some(b) = tokio::time::timeout(FLIGHT_STALL, batches.next())
+            .await
+            .map_err(|_| stalled_put())?
+        {
             got.push(b.map_err(Status::from)?);
         }
         let value = one_value(got, batches.schema().cloned()).map_err(Status::invalid_argument)?;
@@ -221,21 +233,33 @@ impl Peers {
             .remove(addr);
     }
 
-    /// Fetch one partition from the worker at `addr`.
+    /// Fetch one partition from the worker at `addr`. Fails when the call or
+    /// any message of the stream takes longer than [`FLIGHT_STALL`] to arrive
+    /// (and sooner when the channel's keepalive finds the peer silent).
     pub async fn fetch(&self, addr: &str, key: &str) -> Result<Value, String> {
+        let stalled = || {
+            format!(
+                "{addr} sent nothing for {}s (a stalled Flight transfer)",
+                FLIGHT_STALL.as_secs()
+            )
+        };
         let channel = self.channel(addr)?;
         let mut client = FlightServiceClient::with_interceptor(channel, self.attach.clone())
             .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
-        let stream = client
-            .do_get(Ticket::new(key.to_string()))
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner();
+        let stream =
+            tokio::time::timeout(FLIGHT_STALL, client.do_get(Ticket::new(key.to_string())))
+                .await
+                .map_err(|_| stalled())?
+                .map_err(|s| s.message().to_string())?
+                .into_inner();
         let mut batches =
             FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from));
         let mut got = Vec::new();
-        while let Some(b) = batches.next().await {
+        while let Some(b) = tokio::time::timeout(FLIGHT_STALL, batches.next())
+            .await
+            .map_err(|_| stalled())?
+        {
             got.push(b.map_err(|e| e.to_string())?);
         }
         one_value(got, batches.schema().cloned())

@@ -5,8 +5,11 @@
 //! cluster) to the scheduler, which plans it and hands tasks to workers. Out: the
 //! run's task events and its final values (models, metrics, receipts), the same
 //! bytes an in-process run gives for the same file and seed.
-//! Must not: ship code (workers get the pipeline text and plan it themselves), or
-//! move a data set through the scheduler (partitions go worker to worker).
+//! Must not: ship code (workers get the pipeline text and plan it themselves),
+//! move a data set through the scheduler (partitions go worker to worker), or
+//! wait on a peer without bound: every call and Flight transfer has a deadline
+//! or a keepalive (the constants below), so a silent peer is found in bounded
+//! time.
 //!
 //! Files: `proto` (generated gRPC types), `addr` (ADDR parsing), `auth`
 //! (DAGML_TOKEN, message limits), `store` (partitions in memory or spilled),
@@ -19,6 +22,7 @@ pub mod auth;
 pub mod client;
 pub mod driver;
 pub mod embedded;
+pub mod fault;
 pub mod flight;
 pub mod proto;
 pub mod scheduler;
@@ -28,16 +32,37 @@ pub mod worker;
 
 use std::time::Duration;
 
-/// Attempts per task before a run fails (a lost worker's tasks do not count).
+/// Attempts per task before a run fails (a task running on a worker that is
+/// lost, or whose input could not be fetched from a lost peer, counts one).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// How often workers heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// A worker silent this long is declared lost.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An HTTP/2 ping goes to a peer after this long without hearing from it, on
+/// every channel (client side, idle or not) and every accepted connection
+/// (server side).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// A ping unanswered this long closes the connection: every call on it fails
+/// (a `RunTask` with `Unavailable`, as from a killed process).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A silent peer is noticed within this: every RPC and Flight transfer to a
+/// peer that stops answering fails within it.
+pub const SILENT_PEER_BOUND: Duration =
+    Duration::from_secs(KEEPALIVE_INTERVAL.as_secs() + KEEPALIVE_TIMEOUT.as_secs());
+/// A TCP connection not established in this long fails (a host whose packets
+/// are dropped never answers the SYN).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline of the short control calls: register, heartbeat, drop, cancel,
+/// status.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of `StartRun` (the worker plans the pipeline).
+pub const START_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// No message of a Flight transfer may take longer than this to arrive (a big
+/// partition may take long in all; each of its messages may not).
+pub const FLIGHT_STALL: Duration = Duration::from_secs(10);
 /// With no worker left, a run waits this long for one before failing.
 pub const NO_WORKER_GRACE: Duration = Duration::from_secs(10);
-/// How long a worker may take to plan a run it is sent before it counts as lost.
-pub const START_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long fetching a run's result values (metrics, receipts) may take.
 pub const RESULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest gRPC / Flight message accepted or sent (a partition is split into
@@ -78,6 +103,23 @@ pub fn plan_hash(plan: &crate::plan::PhysicalPlan) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A failed call's message followed by the chain of errors under it (a
+/// transport failure's message alone is only "http2 error"; under it is,
+/// e.g., "keep-alive timed out").
+pub fn status_cause(s: &tonic::Status) -> String {
+    let mut out = s.message().to_string();
+    let mut next = std::error::Error::source(s);
+    while let Some(e) = next {
+        let m = e.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        next = e.source();
+    }
+    out
 }
 
 /// Parse a memory size: `6GB`, `512MB`, `1.5GiB`, `1000000` (bytes); the same

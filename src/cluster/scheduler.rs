@@ -122,6 +122,19 @@ impl Scheduler for Service {
         let address = super::addr::host_port(&r.address)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let client = worker_client(&address, self.0.attach.clone())?;
+        // A worker registering again at an address already known (it was
+        // silent, or restarted) replaces the old entry: what the old id held
+        // is gone.
+        let stale: Vec<u64> = self
+            .0
+            .live()
+            .into_iter()
+            .filter(|(_, w)| w.address == address)
+            .map(|(id, _)| id)
+            .collect();
+        for old in stale {
+            self.0.declare_lost(old, "registered again");
+        }
         let id = self.0.next_worker.fetch_add(1, Ordering::SeqCst) + 1;
         if self.0.log {
             eprintln!(

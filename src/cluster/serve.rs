@@ -3,7 +3,7 @@
 //! server and its background loop (heartbeats or the watchdog).
 //!
 //! In: a `host:port` to listen on, TLS files. Out: a listener and its
-//! advertised address; a `Served` handle. Must not: know the services served.
+//! advertised address; a server builder with HTTP/2 keepalive; a `Served` handle. Must not: know the services served.
 
 use super::ClusterError;
 use super::auth::Tls;
@@ -27,9 +27,15 @@ pub async fn bind(listen: &str) -> Result<(TcpListener, String), ClusterError> {
     Ok((listener, advertised))
 }
 
-/// A server builder, with TLS when the files say so.
+/// A server builder, with TLS when the files say so, that pings every
+/// connection after [`KEEPALIVE_INTERVAL`](super::KEEPALIVE_INTERVAL) without
+/// news and closes one whose peer leaves a ping unanswered for
+/// [`KEEPALIVE_TIMEOUT`](super::KEEPALIVE_TIMEOUT) (its streams end, so a
+/// run whose client went silent is cancelled).
 pub fn builder(tls: &Tls) -> Result<Server, ClusterError> {
-    let mut b = Server::builder();
+    let mut b = Server::builder()
+        .http2_keepalive_interval(Some(super::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(super::KEEPALIVE_TIMEOUT));
     if let Some(cfg) = tls.server()? {
         b = b.tls_config(cfg)?;
     }
@@ -44,13 +50,20 @@ pub struct Served {
 }
 
 impl Served {
-    /// Stop the loop and the server, and wait for the server to end.
+    /// Stop the loop and the server, and wait for the server to end: at most
+    /// [`RPC_TIMEOUT`](super::RPC_TIMEOUT) for its connections to close (a
+    /// silent client holds one open forever), then it is aborted.
     pub async fn stop(mut self) {
         self.companion.abort();
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
-        let _ = (&mut self.server).await;
+        if tokio::time::timeout(super::RPC_TIMEOUT, &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
     }
 
     /// Serve until the server stops.

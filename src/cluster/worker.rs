@@ -5,9 +5,11 @@
 //! In: `StartRun` (the pipeline's text and base folder, once per run), `RunTask`
 //! (a task as JSON plus where each input partition is held). Out: the task's
 //! outputs, kept in the store under `<run>/<partition>` for peers and the
-//! scheduler to fetch by Flight. Must not: run code it was sent (it plans the
-//! pipeline text itself), take more tasks than its threads, or write outside its
-//! data root (spills go to `<data root>/spill`).
+//! scheduler to fetch by Flight. A worker the scheduler declared lost (it was
+//! silent) forgets its runs and registers again when it hears so. Must not: run
+//! code it was sent (it plans the pipeline text itself), take more tasks than
+//! its threads, write outside its data root (spills go to `<data root>/spill`),
+//! or wait on the scheduler or a peer without a deadline.
 
 use super::auth::{Attach, Check};
 use super::flight::{FlightStore, Peers};
@@ -15,7 +17,7 @@ use super::proto::scheduler_client::SchedulerClient;
 use super::proto::worker_server::{Worker, WorkerServer};
 use super::proto::*;
 use super::store::Store;
-use super::{ClusterError, HEARTBEAT, MAX_MESSAGE_BYTES};
+use super::{ClusterError, HEARTBEAT, MAX_MESSAGE_BYTES, RPC_TIMEOUT};
 use crate::plan::Task;
 use crate::runtime::executor::Kernels;
 use crate::runtime::failure::FailureKind;
@@ -66,9 +68,10 @@ pub struct WorkerConfig {
     /// (the embedded cluster's workers share one pool; see embedded.rs).
     pub pool: Option<Arc<rayon::ThreadPool>>,
     /// The embedded cluster's testing hook: when it fires, this worker stops
-    /// as a killed process would (see [`super::embedded::Fault`]).
+    /// as a killed process would (see [`super::fault::Fault`]).
     pub fault: Option<WorkerFault>,
-    /// Print each spill on stderr.
+    /// Print each spill, and re-registering after being declared lost, on
+    /// stderr.
     pub log_spills: bool,
 }
 
@@ -76,12 +79,16 @@ pub struct WorkerConfig {
 #[derive(Clone, Debug)]
 pub struct WorkerFault {
     pub index: usize,
-    pub fault: Arc<super::embedded::Fault>,
+    pub fault: Arc<super::fault::Fault>,
 }
 
 /// Stopping a worker as if its process were killed: its server and heartbeats
 /// are aborted, every connection it accepted is shut (aborting the server task
 /// alone leaves them open), and calls still arriving are refused.
+///
+/// Or silencing it as a network partition would: its heartbeats stop and every
+/// connection it accepted (and accepts) stays open with nothing read or
+/// written, until it heals (if ever).
 #[derive(Default)]
 struct Kill {
     dead: AtomicBool,
@@ -89,11 +96,55 @@ struct Kill {
     /// Duplicates of the accepted sockets, to shut them (kept only when a
     /// fault may fire here).
     conns: Mutex<Vec<std::net::TcpStream>>,
+    silent: AtomicBool,
+    /// Connections waiting for the silence to end.
+    wakers: Mutex<Vec<std::task::Waker>>,
+    /// Sockets the server let go of while silent: kept open (a partitioned
+    /// host closes nothing) until the silence ends.
+    held: Mutex<Vec<tokio::net::TcpStream>>,
 }
 
 impl Kill {
     fn dead(&self) -> bool {
         self.dead.load(Ordering::SeqCst)
+    }
+
+    fn silent(&self) -> bool {
+        self.silent.load(Ordering::SeqCst)
+    }
+
+    /// Go silent; heal after `heal_after` when given.
+    fn silence(self: &Arc<Self>, heal_after: Option<std::time::Duration>) {
+        self.silent.store(true, Ordering::SeqCst);
+        if let Some(d) = heal_after {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                me.heal();
+            });
+        }
+    }
+
+    fn heal(&self) {
+        self.silent.store(false, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Pending while silent (woken when it heals).
+    fn poll_silence(&self, cx: &mut std::task::Context<'_>) -> bool {
+        if !self.silent() {
+            return false;
+        }
+        self.wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cx.waker().clone());
+        // It may have healed between the check and the push.
+        self.silent()
     }
 
     fn kill(&self) {
@@ -123,6 +174,84 @@ impl Kill {
     }
 }
 
+/// An accepted connection that reads and writes nothing while its worker is
+/// silent (the embedded partition fault); a plain socket otherwise.
+struct Conn {
+    tcp: Option<tokio::net::TcpStream>,
+    kill: Option<Arc<Kill>>,
+}
+
+impl Conn {
+    fn poll_io<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        io: impl FnOnce(
+            std::pin::Pin<&mut tokio::net::TcpStream>,
+            &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        if self.kill.as_ref().is_some_and(|k| k.poll_silence(cx)) {
+            return std::task::Poll::Pending;
+        }
+        match self.tcp.as_mut() {
+            Some(t) => io(std::pin::Pin::new(t), cx),
+            None => std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let (Some(k), Some(t)) = (&self.kill, self.tcp.take())
+            && k.silent()
+        {
+            k.held.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().poll_io(cx, |t, cx| t.poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.get_mut().poll_io(cx, |t, cx| t.poll_write(cx, buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().poll_io(cx, |t, cx| t.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().poll_io(cx, |t, cx| t.poll_shutdown(cx))
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = Option<tonic::transport::server::TcpConnectInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp.as_ref().map(|t| t.connect_info())
+    }
+}
+
 /// The token check, behind a stopped worker's refusal.
 #[derive(Clone)]
 struct Gate {
@@ -142,7 +271,7 @@ impl Interceptor for Gate {
 fn stopped() -> Status {
     Status::unavailable(format!(
         "this worker was stopped ({})",
-        super::embedded::FAULT_ENV
+        super::fault::FAULT_ENV
     ))
 }
 
@@ -167,6 +296,16 @@ struct State {
 }
 
 impl State {
+    /// Cancel every run here and drop its partitions (this worker was declared
+    /// lost: the scheduler no longer counts on any of it).
+    fn forget_all_runs(&self) {
+        let runs = std::mem::take(&mut *self.runs.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, run) in runs {
+            run.cancelled.store(true, Ordering::SeqCst);
+            self.store.remove_prefix(&format!("{id}/"));
+        }
+    }
+
     fn run(&self, id: &str) -> Result<Arc<RunState>, Status> {
         self.runs
             .lock()
@@ -269,8 +408,17 @@ impl Worker for Service {
         if let Some(f) = &self.0.fault {
             let handed = self.0.handed.fetch_add(1, Ordering::SeqCst) + 1;
             if f.fault.fires(f.index, handed, &task.id.to_string()) {
-                self.0.kill.kill();
-                return Err(stopped());
+                match f.fault.action() {
+                    super::fault::Action::Kill => {
+                        self.0.kill.kill();
+                        return Err(stopped());
+                    }
+                    // The task goes on; its answer waits in a silent
+                    // connection, as behind a cut link.
+                    super::fault::Action::Partition { heal_after } => {
+                        self.0.kill.silence(heal_after)
+                    }
+                }
             }
         }
         let places: HashMap<&str, &str> = r
@@ -406,14 +554,17 @@ pub struct WorkerHandle {
     pub address: String,
     pub name: String,
     served: super::serve::Served,
+    kill: Arc<Kill>,
     /// The data root this worker made for itself (no `--data-root`), removed
     /// when it is stopped.
     scratch: Option<PathBuf>,
 }
 
 impl WorkerHandle {
-    /// Stop serving and heartbeating; remove the spill folder it made.
+    /// Stop serving and heartbeating; remove the spill folder it made. A
+    /// silenced worker speaks again first, so that its connections can close.
     pub async fn stop(self) {
+        self.kill.heal();
         self.served.stop().await;
         if let Some(d) = self.scratch {
             let _ = std::fs::remove_dir_all(d);
@@ -494,8 +645,14 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     let incoming = futures::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         move |conn| match &track {
-            Some(k) => conn.and_then(|tcp| k.track(tcp)),
-            None => conn,
+            Some(k) => conn.and_then(|tcp| k.track(tcp)).map(|tcp| Conn {
+                tcp: Some(tcp),
+                kill: Some(k.clone()),
+            }),
+            None => conn.map(|tcp| Conn {
+                tcp: Some(tcp),
+                kill: None,
+            }),
         },
     );
     let server = tokio::spawn(
@@ -510,6 +667,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     let heartbeat = tokio::spawn(heartbeat_loop(
         cfg.clone(),
         state,
+        kill.clone(),
         advertised.clone(),
         threads as u32,
         attach,
@@ -525,6 +683,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
             server,
             companion: heartbeat,
         },
+        kill,
         scratch,
     })
 }
@@ -539,9 +698,15 @@ pub(crate) fn scheduler_client(
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
+/// Register, then heartbeat every [`HEARTBEAT`], each call with a deadline of
+/// [`RPC_TIMEOUT`] (a call that fails or times out is tried again at the next
+/// beat). When the scheduler no longer knows this worker (it was declared lost
+/// while silent), every run it held is forgotten (the scheduler has given its
+/// tasks and partitions to others) and it registers again, under a new id.
 async fn heartbeat_loop(
     cfg: WorkerConfig,
     state: Arc<State>,
+    kill: Arc<Kill>,
     address: String,
     threads: u32,
     attach: Attach,
@@ -553,9 +718,14 @@ async fn heartbeat_loop(
         );
         return;
     };
+    let log = cfg.log_spills;
     let mut id: Option<u64> = None;
     let mut warned = false;
     loop {
+        if kill.silent() {
+            tokio::time::sleep(HEARTBEAT).await;
+            continue;
+        }
         match id {
             None => {
                 let req = RegisterWorkerRequest {
@@ -564,22 +734,31 @@ async fn heartbeat_loop(
                     threads,
                     memory_limit: cfg.memory_limit,
                 };
-                match client.register_worker(req).await {
-                    Ok(r) => {
+                let r = tokio::time::timeout(RPC_TIMEOUT, client.register_worker(req)).await;
+                match r {
+                    Ok(Ok(r)) => {
                         id = Some(r.into_inner().worker_id);
                         warned = false;
                     }
-                    Err(e) => {
-                        if !warned {
-                            eprintln!(
-                                "worker {}: cannot register with {}: {}",
-                                state.name,
-                                cfg.scheduler,
-                                e.message()
-                            );
-                            warned = true;
-                        }
+                    Ok(Err(e)) if !warned => {
+                        eprintln!(
+                            "worker {}: cannot register with {}: {}",
+                            state.name,
+                            cfg.scheduler,
+                            e.message()
+                        );
+                        warned = true;
                     }
+                    Err(_) if !warned => {
+                        eprintln!(
+                            "worker {}: cannot register with {}: no answer in {}s",
+                            state.name,
+                            cfg.scheduler,
+                            RPC_TIMEOUT.as_secs()
+                        );
+                        warned = true;
+                    }
+                    _ => {}
                 }
             }
             Some(wid) => {
@@ -589,13 +768,76 @@ async fn heartbeat_loop(
                     memory_used: state.store.memory_used(),
                     paused: state.store.paused(),
                 };
-                match client.heartbeat(req).await {
-                    Ok(r) if r.get_ref().known => {}
-                    Ok(_) => id = None,
-                    Err(_) => {}
+                match tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(req)).await {
+                    Ok(Ok(r)) if !r.get_ref().known => {
+                        if log {
+                            eprintln!(
+                                "worker {}: the scheduler declared this worker lost; forgetting its runs and registering again",
+                                state.name
+                            );
+                        }
+                        state.forget_all_runs();
+                        id = None;
+                        continue;
+                    }
+                    // Answered; or not (a timeout or a transport error): the
+                    // next beat tries again.
+                    _ => {}
                 }
             }
         }
         tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Conn, Kill};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_silent_connection_reads_nothing_and_closes_nothing_until_healed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let kill = Arc::new(Kill::default());
+        let mut conn = Conn {
+            tcp: Some(server),
+            kill: Some(kill.clone()),
+        };
+        let mut buf = [0u8; 8];
+        kill.silence(None);
+        client.write_all(b"x").await.unwrap();
+        let short = Duration::from_millis(300);
+        assert!(
+            tokio::time::timeout(short, conn.read(&mut buf))
+                .await
+                .is_err()
+        );
+        kill.heal();
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"x");
+        // Let go of while silent: the peer sees neither data nor a close
+        // until the silence ends.
+        kill.silence(None);
+        drop(conn);
+        assert!(
+            tokio::time::timeout(short, client.read(&mut buf))
+                .await
+                .is_err()
+        );
+        kill.heal();
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0, "closed once healed");
     }
 }

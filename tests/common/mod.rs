@@ -1,7 +1,7 @@
 //! What the multi-process tests share: `Procs`, a guard that owns every process
 //! a test starts and kills (SIGKILL) and reaps them on drop, pass or fail; and
-//! starting a `dagml scheduler` / `dagml worker` with a bounded wait for its
-//! address.
+//! starting a `dagml scheduler` / `dagml worker` (on this host or inside a
+//! network namespace) with a bounded wait for its address.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
@@ -13,6 +13,32 @@ use std::time::Duration;
 
 /// A server's limit to print its address.
 pub const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// The `dagml` binary as a command, inside network namespace `netns` when
+/// given (`ip netns exec NS dagml ...`: `ip` execs it, so the child is
+/// `dagml` itself), with none of the test's own DAGML_* settings.
+pub fn dagml(netns: Option<&str>) -> Command {
+    let bin = env!("CARGO_BIN_EXE_dagml");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, bin]);
+            c
+        }
+        None => Command::new(bin),
+    };
+    for var in [
+        "DAGML_TOKEN",
+        "DAGML_TLS_CERT",
+        "DAGML_TLS_KEY",
+        "DAGML_TLS_CA",
+        "DAGML_EMBEDDED_FAULT",
+        "DAGML_EMBEDDED_HOLD",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 
 /// Kills (SIGKILL) and reaps every child on drop.
 #[derive(Default)]
@@ -43,24 +69,22 @@ impl Procs {
         env: &[(&str, &str)],
         log: Option<&Path>,
     ) -> String {
+        let mut cmd = dagml(None);
+        cmd.args(args).envs(env.iter().copied());
+        self.serve_command(name, cmd, log)
+    }
+
+    /// Start `cmd` (a `dagml` server, see [`dagml`]) and return the address
+    /// from its first line, waiting at most `START_LIMIT`; its stderr goes to
+    /// `log` when given.
+    pub fn serve_command(&mut self, name: &str, mut cmd: Command, log: Option<&Path>) -> String {
         let stderr = match log {
             Some(p) => Stdio::from(std::fs::File::create(p).expect("create log")),
             None => Stdio::null(),
         };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dagml"));
-        cmd.args(args)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
-        for var in [
-            "DAGML_TOKEN",
-            "DAGML_TLS_CERT",
-            "DAGML_TLS_KEY",
-            "DAGML_TLS_CA",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("start dagml");
         let stdout = child.stdout.take().expect("stdout");
         self.0.push((name.to_string(), child));
@@ -77,6 +101,11 @@ impl Procs {
             .rsplit_once("listening on ")
             .map(|(_, a)| a.to_string())
             .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
+    }
+
+    /// The process id of the process started as `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
     }
 
     /// Kill (SIGKILL) and reap the process started as `name`.
