@@ -138,6 +138,31 @@ impl TaskError {
     }
 }
 
+/// The kernels' own messages are about the data (a target with one class, a
+/// cast that does not fit): bad data, unless a kernel says otherwise.
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        TaskError::bad_data(message)
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(message: &str) -> Self {
+        TaskError::bad_data(message)
+    }
+}
+
+impl From<crate::data::DataError> for TaskError {
+    fn from(e: crate::data::DataError) -> Self {
+        use crate::data::DataError as D;
+        let kind = match &e {
+            D::Io { .. } | D::NoFiles(_) => FailureKind::Io,
+            _ => FailureKind::BadData,
+        };
+        TaskError::new(kind, e.to_string())
+    }
+}
+
 /// Why a run failed: the task, where it last ran, how often, and the cause.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub struct RunError {
@@ -196,6 +221,20 @@ mod tests {
             assert_eq!(FailureKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(FailureKind::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn a_missing_file_is_an_io_error_and_a_bad_row_bad_data() {
+        let missing = crate::data::DataError::io(
+            "data/x.csv",
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        );
+        assert_eq!(TaskError::from(missing).kind, FailureKind::Io);
+        let bad = crate::data::DataError::Csv {
+            path: "data/x.csv".into(),
+            reason: "line 4: expected 3 fields".into(),
+        };
+        assert_eq!(TaskError::from(bad).kind, FailureKind::BadData);
     }
 
     #[test]

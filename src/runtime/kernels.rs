@@ -11,7 +11,7 @@
 //! [`crate::plan::TaskId`] and [`crate::plan::PartitionId`].
 
 use super::executor::Kernels;
-use super::failure::TaskError;
+use super::failure::{FailureKind, TaskError};
 use super::value::Value;
 use crate::compile::logical::{Fanout, LOp};
 use crate::data::split::Part;
@@ -156,17 +156,19 @@ fn fail(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn batch_of(v: &Value) -> Result<&RecordBatch, String> {
+fn batch_of(v: &Value) -> Result<&RecordBatch, TaskError> {
     match v {
         Value::Batch(b) => Ok(b),
-        Value::Bytes(_) => Err("expected a data partition, got bytes".into()),
+        Value::Bytes(_) => Err(TaskError::internal("expected a data partition, got bytes")),
     }
 }
 
-fn bytes_of(v: &Value) -> Result<&[u8], String> {
+fn bytes_of(v: &Value) -> Result<&[u8], TaskError> {
     match v {
         Value::Bytes(b) => Ok(b),
-        Value::Batch(_) => Err("expected a model or metrics, got a data partition".into()),
+        Value::Batch(_) => Err(TaskError::internal(
+            "expected a model or metrics, got a data partition",
+        )),
     }
 }
 
@@ -182,8 +184,13 @@ fn encode<T: Serialize>(v: &T) -> Result<Value, String> {
     postcard::to_allocvec(v).map(Value::Bytes).map_err(fail)
 }
 
-fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
-    postcard::from_bytes(b).map_err(|e| format!("corrupt intermediate value: {e}"))
+fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, TaskError> {
+    postcard::from_bytes(b).map_err(|e| {
+        TaskError::new(
+            FailureKind::CorruptPartition,
+            format!("corrupt intermediate value: {e}"),
+        )
+    })
 }
 
 /// A task's data inputs grouped by dataset (input order) and its byte inputs.
@@ -342,7 +349,7 @@ impl PipelineKernels {
         self.cx.base.join(p)
     }
 
-    fn run_task(&self, task: &Task, inputs: &[Arc<Value>]) -> Result<Vec<Value>, String> {
+    fn run_task(&self, task: &Task, inputs: &[Arc<Value>]) -> Result<Vec<Value>, TaskError> {
         let op = self.op(task)?;
         let cx = &self.cx;
         match (&task.kind, op) {
@@ -360,8 +367,7 @@ impl PipelineKernels {
                         data::source::read_listed(source, f, p, columns.as_deref(), &cx.base)
                     }
                     None => data::source::read(source, p, cx.seed, columns.as_deref(), &cx.base),
-                }
-                .map_err(fail)?;
+                }?;
                 Ok(vec![Value::Batch(b)])
             }
             (TaskKind::Transform, LOp::Transform { steps, .. }) => {
@@ -390,7 +396,7 @@ impl PipelineKernels {
                             .ok_or_else(|| format!("the split's input `{id}` is not data"))?;
                         Ok((d.to_string(), batch_of(v)?.clone()))
                     })
-                    .collect::<Result<_, String>>()?;
+                    .collect::<Result<_, TaskError>>()?;
                 let mut parts = split::split(sp, cx.seed, &ins).map_err(fail)?;
                 task.outputs
                     .iter()
@@ -400,10 +406,12 @@ impl PipelineKernels {
                             .and_then(DatasetId::split_part)
                             .map(|(_, part)| part)
                             .ok_or_else(|| format!("the split's output `{o}` is not a part"))?;
-                        parts
-                            .remove(part)
-                            .map(Value::Batch)
-                            .ok_or_else(|| format!("the split made no part `{}`", part.label()))
+                        parts.remove(part).map(Value::Batch).ok_or_else(|| {
+                            TaskError::internal(format!(
+                                "the split made no part `{}`",
+                                part.label()
+                            ))
+                        })
                     })
                     .collect()
             }
@@ -436,7 +444,9 @@ impl PipelineKernels {
                             .map(|(id, v)| {
                                 let Some(TaskPart::Shard(shard)) = id.task().map(|t| &t.part)
                                 else {
-                                    return Err(format!("input `{id}` is not a shard's fit"));
+                                    return Err(TaskError::internal(format!(
+                                        "input `{id}` is not a shard's fit"
+                                    )));
                                 };
                                 if shard == split::ANY_SHARD {
                                     // Every shard found in the data, fitted by one task.
@@ -444,7 +454,7 @@ impl PipelineKernels {
                                 }
                                 Ok(vec![(shard.clone(), decode::<TrainedModel>(bytes_of(v)?)?)])
                             })
-                            .collect::<Result<Vec<_>, String>>()?
+                            .collect::<Result<Vec<_>, TaskError>>()?
                             .into_iter()
                             .flatten()
                             .collect();
@@ -454,7 +464,7 @@ impl PipelineKernels {
                         let parts = inputs
                             .iter()
                             .map(|v| decode::<ForestPart>(bytes_of(v)?))
-                            .collect::<Result<Vec<_>, String>>()?;
+                            .collect::<Result<Vec<_>, TaskError>>()?;
                         model::combine_forest(parts).map_err(fail)?
                     }
                 };
@@ -491,7 +501,7 @@ impl PipelineKernels {
                 let parts = inputs
                     .iter()
                     .map(|v| decode::<LinearPart>(bytes_of(v)?))
-                    .collect::<Result<Vec<_>, String>>()?;
+                    .collect::<Result<Vec<_>, TaskError>>()?;
                 Ok(vec![encode(
                     &model::solve_linear(spec, parts).map_err(fail)?,
                 )?])
@@ -605,7 +615,9 @@ impl PipelineKernels {
                         }
                     }
                     if parts.is_empty() {
-                        return Err(format!("no data for `{want}` reached the evaluation"));
+                        return Err(TaskError::internal(format!(
+                            "no data for `{want}` reached the evaluation"
+                        )));
                     }
                     for (d, b) in parts {
                         if let model::Body::Ensemble { members, .. } = &model.body {
@@ -671,7 +683,7 @@ impl PipelineKernels {
                             })
                             .unwrap_or_default();
                         let file = model_file_bytes(cx, &model, spec_params)?;
-                        write::write_bytes(&path, &file).map_err(fail)?;
+                        write::write_bytes(&path, &file)?;
                     }
                     OutputKind::Metrics { .. } => {
                         let evals = bytes
@@ -685,7 +697,7 @@ impl PipelineKernels {
                         });
                         let mut text = serde_json::to_vec_pretty(&doc).map_err(fail)?;
                         text.push(b'\n');
-                        write::write_bytes(&path, &text).map_err(fail)?;
+                        write::write_bytes(&path, &text)?;
                     }
                     OutputKind::Predictions { format, .. } => {
                         let (_, mb) = bytes.first().ok_or("no model to predict with")?;
@@ -697,7 +709,7 @@ impl PipelineKernels {
                         let out = predictions_batch(&b, &pred)?;
                         receipt.rows = Some(out.num_rows() as u64);
                         let f = write::format_of(&path, format.value);
-                        write::write_batch(&path, &out, f).map_err(fail)?;
+                        write::write_batch(&path, &out, f)?;
                     }
                     OutputKind::Dataset { format, .. } => {
                         receipt.paths.clear();
@@ -707,7 +719,7 @@ impl PipelineKernels {
                         for (_, parts) in &data {
                             for b in parts {
                                 let p = path.join(write::part_file_name(i, format.value));
-                                write::write_batch(&p, b, format.value).map_err(fail)?;
+                                write::write_batch(&p, b, format.value)?;
                                 rows += b.num_rows() as u64;
                                 receipt.paths.push(p.display().to_string());
                                 i += 1;
@@ -720,17 +732,17 @@ impl PipelineKernels {
                             .pictures
                             .get(&output.name.value)
                             .ok_or("the plan picture was not rendered")?;
-                        write::write_bytes(&path, pic).map_err(fail)?;
+                        write::write_bytes(&path, pic)?;
                     }
                 }
                 Ok(vec![Value::Bytes(
                     serde_json::to_vec(&receipt).map_err(fail)?,
                 )])
             }
-            (kind, op) => Err(format!(
+            (kind, op) => Err(TaskError::internal(format!(
                 "task kind {kind:?} does not apply to a {} step",
                 op.kind()
-            )),
+            ))),
         }
     }
 }
@@ -739,7 +751,7 @@ impl Kernels for PipelineKernels {
     type Value = Value;
 
     fn run(&self, task: &Task, inputs: Vec<Arc<Value>>) -> Result<Vec<Value>, TaskError> {
-        self.run_task(task, &inputs).map_err(TaskError::bad_data)
+        self.run_task(task, &inputs)
     }
 }
 
