@@ -33,7 +33,7 @@ THREADS = 2
 def dagml_run(pipeline, threads=None):
     """Run a pipeline; return the timings JSON."""
     timings = os.path.join(WORK, "timings.json")
-    # In this process (issue 4 measures the estimators; bench/cluster_overhead.sh
+    # In this process (issue 4 measures the estimators; bench/embedded_overhead.sh
     # measures what the embedded cluster, the default, adds).
     cmd = [DAGML, "run", pipeline, "--in-process", "--quiet", "--timings", timings]
     if threads:
