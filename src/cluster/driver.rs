@@ -639,12 +639,13 @@ impl Run<'_, '_> {
         }
     }
 
-    /// The final values the client reports: evaluations and write receipts.
+    /// The final values the client reports: evaluations and write receipts,
+    /// fetched several at a time (a run may have a receipt per partition).
     async fn collect(
         &self,
         live: &BTreeMap<u64, WorkerEntry>,
     ) -> Result<Vec<ResultValue>, (u64, String)> {
-        let mut out = Vec::new();
+        use futures::{StreamExt, TryStreamExt};
         let results: BTreeSet<String> = self
             .plan
             .tasks
@@ -652,6 +653,7 @@ impl Run<'_, '_> {
             .filter(|t| matches!(t.kind, TaskKind::Evaluate | TaskKind::Write))
             .flat_map(|t| t.outputs.iter().map(|o| o.to_string()))
             .collect();
+        let mut wanted = Vec::new();
         for (p, holder) in self.g.kept() {
             let name = self.g.part_name(p);
             if !results.contains(name) {
@@ -660,33 +662,35 @@ impl Run<'_, '_> {
             let Some(w) = live.get(&holder.id) else {
                 return Err((holder.id, "gone before its results were fetched".into()));
             };
-            let key = format!("{}/{name}", self.d.run_id);
-            let v = match tokio::time::timeout(
-                super::RESULT_FETCH_TIMEOUT,
-                self.d.shared.peers.fetch(&w.address, &key),
-            )
-            .await
-            {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err((holder.id, e)),
-                Err(_) => {
-                    return Err((
-                        holder.id,
+            wanted.push((holder.id, w.address.clone(), name.to_string()));
+        }
+        let peers = &self.d.shared.peers;
+        let run_id = self.d.run_id;
+        let fetched: Vec<Option<ResultValue>> =
+            futures::stream::iter(wanted.into_iter().map(|(id, address, name)| async move {
+                let key = format!("{run_id}/{name}");
+                match tokio::time::timeout(super::RESULT_FETCH_TIMEOUT, peers.fetch(&address, &key))
+                    .await
+                {
+                    Ok(Ok(Value::Bytes(data))) => Ok(Some(ResultValue {
+                        partition: name,
+                        data,
+                    })),
+                    Ok(Ok(Value::Batch(_))) => Ok(None),
+                    Ok(Err(e)) => Err((id, e)),
+                    Err(_) => Err((
+                        id,
                         format!(
                             "no answer fetching the results in {} s",
                             super::RESULT_FETCH_TIMEOUT.as_secs()
                         ),
-                    ));
+                    )),
                 }
-            };
-            if let Value::Bytes(data) = v {
-                out.push(ResultValue {
-                    partition: name.to_string(),
-                    data,
-                });
-            }
-        }
-        Ok(out)
+            }))
+            .buffered(super::PARALLEL_FETCHES)
+            .try_collect()
+            .await?;
+        Ok(fetched.into_iter().flatten().collect())
     }
 }
 

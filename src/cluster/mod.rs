@@ -61,6 +61,9 @@ pub const START_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// No message of a Flight transfer may take longer than this to arrive (a big
 /// partition may take long in all; each of its messages may not).
 pub const FLIGHT_STALL: Duration = Duration::from_secs(10);
+/// Input partitions a worker fetches from its peers at once for one task (and
+/// result values the scheduler fetches at once at the end of a run).
+pub const PARALLEL_FETCHES: usize = 8;
 /// With no worker left, a run waits this long for one before failing.
 pub const NO_WORKER_GRACE: Duration = Duration::from_secs(10);
 /// How long fetching a run's result values (metrics, receipts) may take.

@@ -355,7 +355,10 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
         .set_serving::<SchedulerServer<Service>>()
         .await;
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = futures::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        super::serve::no_delay,
+    );
     let server = tokio::spawn(
         super::serve::builder(&cfg.tls)?
             .add_service(InterceptedService::new(svc, check.clone()))

@@ -23,6 +23,7 @@ use crate::runtime::executor::Kernels;
 use crate::runtime::failure::FailureKind;
 use crate::runtime::kernels::PipelineKernels;
 use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::TryStreamExt;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -426,32 +427,58 @@ impl Worker for Service {
             .iter()
             .map(|l| (l.partition.as_str(), l.address.as_str()))
             .collect();
-        let mut inputs = Vec::with_capacity(task.inputs.len());
-        for id in &task.inputs {
-            let key = format!("{}/{id}", r.run_id);
-            if let Some(v) = self.0.store.get(&key).map_err(Status::internal)? {
-                inputs.push(v);
-                continue;
-            }
-            let Some(addr) = places.get(id.to_string().as_str()) else {
-                return Err(Status::invalid_argument(format!(
-                    "no location for input `{id}`"
-                )));
-            };
-            match self.0.peers.fetch(addr, &key).await {
-                Ok(v) => inputs.push(Arc::new(v)),
-                Err(e) => {
-                    self.0.peers.forget(addr);
-                    let mut s = Status::aborted(format!(
-                        "input `{id}` could not be fetched from {addr}: {e}"
-                    ));
-                    if let Ok(v) = addr.parse() {
-                        s.metadata_mut().insert(LOST_PEER, v);
+        // Inputs held here are taken from the store; the others are fetched
+        // from their holders, several at a time (each fetch of a small value
+        // is a round trip), in input order.
+        let owned: HashMap<String, String> = places
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let owned = Arc::new(owned);
+        let fetches: Vec<_> = task
+            .inputs
+            .iter()
+            .cloned()
+            .map(|id| {
+                let key = format!("{}/{id}", r.run_id);
+                let places = owned.clone();
+                let state = self.0.clone();
+                async move {
+                    let local = state.store.get(&key).map_err(|e| {
+                        failure(
+                            tonic::Code::Internal,
+                            FailureKind::CorruptPartition,
+                            format!("input `{id}` could not be read back here: {e}"),
+                        )
+                    })?;
+                    if let Some(v) = local {
+                        return Ok(v);
                     }
-                    return Err(s);
+                    let Some(addr) = places.get(id.to_string().as_str()) else {
+                        return Err(Status::invalid_argument(format!(
+                            "no location for input `{id}`"
+                        )));
+                    };
+                    match state.peers.fetch(addr, &key).await {
+                        Ok(v) => Ok(Arc::new(v)),
+                        Err(e) => {
+                            state.peers.forget(addr);
+                            let mut s = Status::aborted(format!(
+                                "input `{id}` could not be fetched from {addr}: {e}"
+                            ));
+                            if let Ok(v) = addr.parse() {
+                                s.metadata_mut().insert(LOST_PEER, v);
+                            }
+                            Err(s)
+                        }
+                    }
                 }
-            }
-        }
+            })
+            .collect();
+        let inputs: Vec<Arc<crate::runtime::value::Value>> =
+            futures::StreamExt::buffered(futures::stream::iter(fetches), super::PARALLEL_FETCHES)
+                .try_collect()
+                .await?;
         let _permit = self
             .0
             .slots
@@ -645,11 +672,13 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     let incoming = futures::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         move |conn| match &track {
-            Some(k) => conn.and_then(|tcp| k.track(tcp)).map(|tcp| Conn {
-                tcp: Some(tcp),
-                kill: Some(k.clone()),
-            }),
-            None => conn.map(|tcp| Conn {
+            Some(k) => super::serve::no_delay(conn)
+                .and_then(|tcp| k.track(tcp))
+                .map(|tcp| Conn {
+                    tcp: Some(tcp),
+                    kill: Some(k.clone()),
+                }),
+            None => super::serve::no_delay(conn).map(|tcp| Conn {
                 tcp: Some(tcp),
                 kill: None,
             }),
