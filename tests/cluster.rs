@@ -721,3 +721,89 @@ fn ctrl_c_on_the_client_cancels_the_run_on_the_cluster() {
     let again = dagml_run(d.path(), &["--scheduler", &sched], None);
     assert_same_as_in_process(d.path(), &again);
 }
+
+/// Shards by file, run on a scheduler and workers started in another folder
+/// than the client's: every process lists the files of the run's folder (the
+/// client's), not of its own working folder, and the metrics are the
+/// in-process run's bytes.
+#[test]
+fn shards_by_file_list_the_runs_folder_on_every_process() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let regions = d.path().join("regions");
+    std::fs::create_dir(&regions).expect("mkdir");
+    for (name, slope, n) in [("east", 2.0, 40), ("north", -3.0, 55), ("west", 0.5, 47)] {
+        let rows: String = (0..n)
+            .map(|i| {
+                let x = i as f64 / 7.0 - 3.0;
+                format!("{x},{name},{}\n", slope * x + 1.0)
+            })
+            .collect();
+        std::fs::write(
+            regions.join(format!("{name}.csv")),
+            format!("x,region,y\n{rows}"),
+        )
+        .expect("write");
+    }
+    std::fs::write(
+        d.path().join("pipeline.toml"),
+        r#"
+[pipeline]
+name = "files"
+seed = 3
+
+[sources.rows]
+kind = "csv"
+path = "regions"
+
+[splits.regions]
+kind = "shards"
+input = "rows"
+by = "file"
+
+[models.lines]
+estimator = "linear_regression"
+per_shard = true
+combine = "average"
+input = "regions"
+target = "y"
+features = ["x"]
+
+[evaluations.matrix]
+model = "lines"
+data = "regions"
+metrics = ["rmse"]
+
+[outputs.metrics]
+kind = "metrics"
+path = "out/metrics.json"
+"#,
+    )
+    .expect("write");
+    let run = |extra: &[&str]| {
+        let out = dagml_cmd(d.path(), extra, None)
+            .output()
+            .expect("run dagml");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        std::fs::read(d.path().join("out/metrics.json")).expect("metrics written")
+    };
+    let reference = run(&["--in-process"]);
+    // The servers' working folder has no `regions/`: before, the scheduler
+    // listed its own folder and planned no shard at all.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let mut procs = Procs::default();
+    let mut sched_cmd = common::dagml(None);
+    sched_cmd
+        .args(["scheduler", "--listen", "127.0.0.1:0"])
+        .current_dir(elsewhere.path());
+    let sched = procs.serve_command("scheduler", sched_cmd, None);
+    for i in 0..2 {
+        let name = format!("w{i}");
+        let mut cmd = common::dagml(None);
+        cmd.args(["worker", &sched, "--name", &name, "--listen", "127.0.0.1:0"])
+            .current_dir(elsewhere.path());
+        procs.serve_command(&name, cmd, None);
+    }
+    assert_eq!(run(&["--scheduler", &sched]), reference);
+    assert_eq!(run(&["--workers", "2"]), reference);
+}
