@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::Procs;
+use common::{FIXTURE, Procs, assert_same_as_in_process, workdir};
 use dagml::cluster::auth::{Attach, Tls};
 use dagml::cluster::proto::CancelRunRequest;
 use dagml::cluster::proto::worker_client::WorkerClient;
@@ -17,16 +17,6 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/cluster_forest.toml"
-);
-const OUTPUTS: [&str; 3] = [
-    "out/forest.model",
-    "out/metrics.json",
-    "out/predictions.parquet",
-];
 
 /// The two kinds of cluster the tests here run against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,13 +129,6 @@ impl Procs {
     }
 }
 
-/// A fresh folder holding the fixture as `pipeline.toml`.
-fn workdir() -> tempfile::TempDir {
-    let d = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(FIXTURE, d.path().join("pipeline.toml")).expect("copy fixture");
-    d
-}
-
 /// `dagml run pipeline.toml --quiet EXTRA` in `dir`, with DAGML_TOKEN set to
 /// `token` (unset when None) and none of the test's own DAGML_* settings.
 fn dagml_cmd(dir: &Path, extra: &[&str], token: Option<&str>) -> Command {
@@ -165,50 +148,6 @@ fn dagml_cmd(dir: &Path, extra: &[&str], token: Option<&str>) -> Command {
 
 fn dagml_run(dir: &Path, extra: &[&str], token: Option<&str>) -> Output {
     dagml_cmd(dir, extra, token).output().expect("run dagml")
-}
-
-fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    OUTPUTS
-        .iter()
-        .map(|p| {
-            let bytes = std::fs::read(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
-            (p.to_string(), bytes)
-        })
-        .collect()
-}
-
-/// The in-process run's stdout and files (computed once per test binary).
-/// A run's stdout and its output files (name, bytes).
-type RunBytes = (Vec<u8>, Vec<(String, Vec<u8>)>);
-
-fn reference() -> &'static RunBytes {
-    static REF: std::sync::OnceLock<RunBytes> = std::sync::OnceLock::new();
-    REF.get_or_init(|| {
-        let d = workdir();
-        let out = dagml_run(d.path(), &["--in-process"], None);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.stdout, outputs(d.path()))
-    })
-}
-
-fn assert_same_as_in_process(dir: &Path, out: &Output) {
-    assert!(
-        out.status.success(),
-        "cluster run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (stdout, files) = reference();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(stdout)
-    );
-    for ((name, want), (_, got)) in files.iter().zip(outputs(dir)) {
-        assert!(*want == got, "{name} differs from the in-process run");
-    }
 }
 
 #[test]

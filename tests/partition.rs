@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{Procs, dagml};
+use common::{Procs, assert_same_as_in_process, dagml, reference, workdir};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -21,74 +21,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/cluster_forest.toml"
-);
-const OUTPUTS: [&str; 3] = [
-    "out/forest.model",
-    "out/metrics.json",
-    "out/predictions.parquet",
-];
 /// Longest a run may take with a peer gone silent: detection is bounded by
 /// HEARTBEAT_TIMEOUT and the keepalive (5 s each), the rest is recomputing
 /// on a loaded debug build. The runs hung for 10 minutes.
 const RUN_BOUND: Duration = Duration::from_secs(90);
 /// Longest a silenced worker that speaks again may take to register again.
 const REREGISTER_BOUND: Duration = Duration::from_secs(30);
-
-/// A fresh folder holding the fixture as `pipeline.toml`.
-fn workdir() -> tempfile::TempDir {
-    let d = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(FIXTURE, d.path().join("pipeline.toml")).expect("copy fixture");
-    d
-}
-
-fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    OUTPUTS
-        .iter()
-        .map(|p| {
-            let bytes = std::fs::read(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
-            (p.to_string(), bytes)
-        })
-        .collect()
-}
-
-/// A run's stdout and its output files (name, bytes).
-type RunBytes = (Vec<u8>, Vec<(String, Vec<u8>)>);
-
-/// The in-process run's stdout and files (computed once per test binary).
-fn reference() -> &'static RunBytes {
-    static REF: std::sync::OnceLock<RunBytes> = std::sync::OnceLock::new();
-    REF.get_or_init(|| {
-        let d = workdir();
-        let out = run_cmd(None, d.path(), &["--in-process"])
-            .output()
-            .expect("run dagml");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.stdout, outputs(d.path()))
-    })
-}
-
-fn assert_same_as_in_process(dir: &Path, out: &Output) {
-    assert!(
-        out.status.success(),
-        "cluster run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (stdout, files) = reference();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(stdout)
-    );
-    for ((name, want), (_, got)) in files.iter().zip(outputs(dir)) {
-        assert!(*want == got, "{name} differs from the in-process run");
-    }
-}
 
 /// `dagml run pipeline.toml --quiet EXTRA` in `dir` (inside `netns` if given).
 fn run_cmd(netns: Option<&str>, dir: &Path, extra: &[&str]) -> Command {

@@ -182,7 +182,9 @@ impl Attach {
             .connect_timeout(super::CONNECT_TIMEOUT)
             .http2_keep_alive_interval(super::KEEPALIVE_INTERVAL)
             .keep_alive_timeout(super::KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(super::STREAM_WINDOW)
+            .initial_connection_window_size(super::CONNECTION_WINDOW);
         if let Some(t) = &self.tls {
             ep = ep
                 .tls_config(t.clone())

@@ -63,6 +63,10 @@ pub(super) struct Driver<'a> {
 /// How the run ended, for the scheduler to report.
 pub(super) type Ended = Result<(RunResult, BTreeSet<u64>), (RunError, BTreeSet<u64>)>;
 
+/// Input bytes a task may fetch from peers and still count as local work in
+/// the first placement pass (a model, partial sums, a receipt).
+const LOCAL_ENOUGH: u64 = 1 << 20;
+
 /// A failed `RunTask` that says the worker (not the task) is gone: the call did
 /// not reach it or got no answer.
 fn is_transport_failure(s: &Status) -> bool {
@@ -329,74 +333,115 @@ impl Run<'_, '_> {
         live: &BTreeMap<u64, WorkerEntry>,
         etx: &mpsc::UnboundedSender<Event>,
     ) {
+        // Two passes: first every task that a free worker can run with its
+        // inputs (nearly) all at hand, then the rest anywhere free. A worker
+        // that frees up thus takes the work whose data it holds, and a
+        // partition moves only when there is nothing local left to do.
         let ready: Vec<TaskIx> = self.g.ready().collect();
+        let mut later = Vec::new();
         for t in ready {
-            let pick = self
-                .started
-                .keys()
-                .filter_map(|id| live.get(id).map(|w| (*id, w)))
-                .filter(|(id, w)| {
-                    !w.paused && self.assigned.get(id).copied().unwrap_or(0) < w.threads
-                })
-                .map(|(id, _)| {
-                    let local: u64 = self
-                        .g
-                        .inputs(t)
-                        .iter()
-                        .filter_map(|p| self.g.location(*p))
-                        .filter(|(w, _)| w.id == id)
-                        .map(|(_, b)| b + 1)
-                        .sum();
-                    let busy = self.assigned.get(&id).copied().unwrap_or(0);
-                    (local, std::cmp::Reverse(busy), std::cmp::Reverse(id))
-                })
-                .max();
-            let Some((_, _, std::cmp::Reverse(wid))) = pick else {
-                break;
-            };
-            let (Some(w), Some(wref)) = (live.get(&wid), self.started.get(&wid).cloned()) else {
-                break;
-            };
-            let inputs = self
-                .g
-                .inputs(t)
-                .iter()
-                .filter_map(|p| {
-                    let (holder, _) = self.g.location(*p)?;
-                    Some(InputLocation {
-                        partition: self.g.part_name(*p).to_string(),
-                        address: live.get(&holder.id)?.address.clone(),
-                    })
-                })
-                .collect();
-            let Ok(attempt) = self.g.start(t, wref.clone()) else {
-                continue;
-            };
-            *self.assigned.entry(wid).or_default() += 1;
-            self.d
-                .send(run_event::Event::Started(TaskStarted {
-                    task: self.g.name(t).to_string(),
-                    worker: w.name.clone(),
-                    attempt,
-                }))
-                .await;
-            let req = RunTaskRequest {
-                run_id: self.d.run_id.to_string(),
-                task_json: self.task_json[t.0].clone(),
-                inputs,
-            };
-            let mut c = w.client.clone();
-            let etx = etx.clone();
-            tokio::spawn(async move {
-                let result = c.run_task(req).await.map(|r| r.into_inner());
-                let _ = etx.send(Event::Task {
-                    t,
-                    worker: wref,
-                    attempt,
-                    result,
-                });
-            });
+            // Launched at once, so the next pick sees this worker's new load.
+            match self.best_worker(t, live) {
+                Some((wid, remote)) if remote <= LOCAL_ENOUGH => {
+                    self.launch(t, wid, live, etx).await
+                }
+                Some(_) => later.push(t),
+                None => break,
+            }
         }
+        for t in later {
+            let Some((wid, _)) = self.best_worker(t, live) else {
+                break;
+            };
+            self.launch(t, wid, live, etx).await;
+        }
+    }
+
+    /// The free worker to run `t` on (the one holding most of its input
+    /// bytes, then the least busy), and the input bytes it would fetch.
+    fn best_worker(&self, t: TaskIx, live: &BTreeMap<u64, WorkerEntry>) -> Option<(u64, u64)> {
+        let total: u64 = self
+            .g
+            .inputs(t)
+            .iter()
+            .filter_map(|p| self.g.location(*p))
+            .map(|(_, b)| b)
+            .sum();
+        self.started
+            .keys()
+            .filter_map(|id| live.get(id).map(|w| (*id, w)))
+            .filter(|(id, w)| !w.paused && self.assigned.get(id).copied().unwrap_or(0) < w.threads)
+            .map(|(id, _)| {
+                let held: Vec<u64> = self
+                    .g
+                    .inputs(t)
+                    .iter()
+                    .filter_map(|p| self.g.location(*p))
+                    .filter(|(w, _)| w.id == id)
+                    .map(|(_, b)| b)
+                    .collect();
+                let local: u64 = held.iter().map(|b| b + 1).sum();
+                let remote = total - held.iter().sum::<u64>();
+                let busy = self.assigned.get(&id).copied().unwrap_or(0);
+                (
+                    (local, std::cmp::Reverse(busy), std::cmp::Reverse(id)),
+                    remote,
+                )
+            })
+            .max_by_key(|(k, _)| *k)
+            .map(|((_, _, std::cmp::Reverse(id)), remote)| (id, remote))
+    }
+
+    /// Start `t` on worker `wid`: the graph, the client's event, the call.
+    async fn launch(
+        &mut self,
+        t: TaskIx,
+        wid: u64,
+        live: &BTreeMap<u64, WorkerEntry>,
+        etx: &mpsc::UnboundedSender<Event>,
+    ) {
+        let (Some(w), Some(wref)) = (live.get(&wid), self.started.get(&wid).cloned()) else {
+            return;
+        };
+        let inputs = self
+            .g
+            .inputs(t)
+            .iter()
+            .filter_map(|p| {
+                let (holder, _) = self.g.location(*p)?;
+                Some(InputLocation {
+                    partition: self.g.part_name(*p).to_string(),
+                    address: live.get(&holder.id)?.address.clone(),
+                })
+            })
+            .collect();
+        let Ok(attempt) = self.g.start(t, wref.clone()) else {
+            return;
+        };
+        *self.assigned.entry(wid).or_default() += 1;
+        self.d
+            .send(run_event::Event::Started(TaskStarted {
+                task: self.g.name(t).to_string(),
+                worker: w.name.clone(),
+                attempt: self.g.attempts(t),
+            }))
+            .await;
+        let req = RunTaskRequest {
+            run_id: self.d.run_id.to_string(),
+            task_json: self.task_json[t.0].clone(),
+            inputs,
+        };
+        let mut c = w.client.clone();
+        let etx = etx.clone();
+        tokio::spawn(async move {
+            let result = c.run_task(req).await.map(|r| r.into_inner());
+            let _ = etx.send(Event::Task {
+                t,
+                worker: wref,
+                attempt,
+                result,
+            });
+        });
     }
 
     /// With nothing running: how long to wait for a worker (or for paused
@@ -630,7 +675,7 @@ impl Run<'_, '_> {
                     .send(run_event::Event::Retried(TaskRetried {
                         task: self.g.name(t).to_string(),
                         worker: worker.name.clone(),
-                        attempt,
+                        attempt: self.g.attempts(t),
                         cause: format!("{kind}: {cause}"),
                     }))
                     .await;

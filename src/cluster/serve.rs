@@ -48,7 +48,9 @@ pub fn no_delay(
 pub fn builder(tls: &Tls) -> Result<Server, ClusterError> {
     let mut b = Server::builder()
         .http2_keepalive_interval(Some(super::KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(super::KEEPALIVE_TIMEOUT));
+        .http2_keepalive_timeout(Some(super::KEEPALIVE_TIMEOUT))
+        .initial_stream_window_size(super::STREAM_WINDOW)
+        .initial_connection_window_size(super::CONNECTION_WINDOW);
     if let Some(cfg) = tls.server()? {
         b = b.tls_config(cfg)?;
     }

@@ -54,7 +54,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// What scores are made of, summed over rows: a tally of one batch merges with
 /// the tally of the next, so a dataset is scored partition by partition without
 /// gathering it (and the scores are those of the whole).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Tally {
     Classes {
         classes: Vec<String>,

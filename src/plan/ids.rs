@@ -28,6 +28,9 @@ pub enum TaskPart {
     /// The fit on every fold of a k-fold split but one, for cross-validation:
     /// `without-{split}.fold{fold}`.
     WithoutFold { split: String, fold: u32 },
+    /// An evaluation's scoring of partition `index` of dataset `data`, tallied
+    /// where the partition is: `score-{data}.p{index}`.
+    Score { data: String, index: u32 },
     /// The node's one task, or the one gathering its parts: `out`.
     Out,
 }
@@ -153,6 +156,7 @@ impl fmt::Display for TaskPart {
                 TaskPart::Group(g) => write!(f, "trees-{g}"),
                 TaskPart::Shard(s) => write!(f, "member[{s}]"),
                 TaskPart::WithoutFold { split, fold } => write!(f, "cv[{split}~{fold}]"),
+                TaskPart::Score { data, index } => write!(f, "tally[{data}#{index}]"),
                 TaskPart::Out => f.write_str("result"),
             };
         }
@@ -161,6 +165,7 @@ impl fmt::Display for TaskPart {
             TaskPart::Group(g) => write!(f, "g{g}"),
             TaskPart::Shard(s) => write!(f, "shard-{s}"),
             TaskPart::WithoutFold { split, fold } => write!(f, "without-{split}.fold{fold}"),
+            TaskPart::Score { data, index } => write!(f, "score-{data}.p{index}"),
             TaskPart::Out => f.write_str("out"),
         }
     }

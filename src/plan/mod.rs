@@ -45,6 +45,9 @@ pub enum TaskKind {
         split: String,
         fold: u32,
     },
+    /// Score one partition of a dataset an evaluation reads whole, where the
+    /// partition is: the tally goes to the evaluation, the rows stay put.
+    ScorePartition,
     Evaluate,
     Write,
 }
@@ -455,6 +458,47 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 };
                 let mut inputs = all_inputs.clone();
                 if kind == TaskKind::Evaluate {
+                    // A dataset of many partitions (not a split's part) is
+                    // scored partition by partition where each is, and only
+                    // the tallies travel to the evaluation.
+                    let mut scored = Vec::new();
+                    for (s, p, rows, bytes) in &data_in {
+                        let parts = in_parts(&(*s, p.clone()));
+                        if matches!(g[*s].op, LOp::Split { .. }) || parts.len() < 2 {
+                            continue;
+                        }
+                        let k = parts.len() as u64;
+                        for part in parts {
+                            let PartitionId::Data { dataset, index } = &part else {
+                                continue;
+                            };
+                            let tid = TaskId::new(
+                                &id,
+                                TaskPart::Score {
+                                    data: dataset.to_string(),
+                                    index: *index,
+                                },
+                            );
+                            scored.push((part.clone(), tid.clone()));
+                            new_tasks.push(Task {
+                                id: tid.clone(),
+                                node: id.clone(),
+                                kind: TaskKind::ScorePartition,
+                                inputs: std::iter::once(part.clone())
+                                    .chain(other_in.iter().cloned())
+                                    .collect(),
+                                outputs: vec![tid.into()],
+                                est_rows: rows.map(|r| r / k),
+                                est_bytes: bytes.map(|b| b / k),
+                                worker: place(*index),
+                            });
+                        }
+                    }
+                    for (part, tid) in scored {
+                        if let Some(at) = inputs.iter().position(|x| *x == part) {
+                            inputs[at] = tid.into();
+                        }
+                    }
                     for t in cross_fits(g, n, &produced) {
                         inputs.push(t.id.clone().into());
                         // Two evaluations of one model over one split share its fits.

@@ -31,7 +31,9 @@ pub enum TaskState<W> {
     Waiting,
     /// Every input is held: it can start.
     Ready,
-    /// Started on `worker`; `attempt` counts from 1.
+    /// Started on `worker`. `attempt` names this start of the task, unique
+    /// over the run (1, 2, ...), so an answer from an earlier start is told
+    /// apart; the attempts counted against the bound are [`RunGraph::attempts`].
     Running { worker: W, attempt: u32 },
     /// Its outputs were computed (each is held, or was released after its last
     /// reader, see [`PartState`]).
@@ -93,7 +95,10 @@ struct TaskNode<W> {
     inputs: Vec<PartIx>,
     outputs: Vec<PartIx>,
     state: TaskState<W>,
+    /// Starts since the task last succeeded: counted against the bound.
     attempts: u32,
+    /// Starts over the whole run: the token of the running one.
+    starts: u32,
     /// The last failure: (worker, kind, message).
     last: Option<(Option<W>, FailureKind, String)>,
 }
@@ -199,6 +204,7 @@ impl<W: Worker> RunGraph<W> {
                 outputs,
                 state: TaskState::Waiting,
                 attempts: 0,
+                starts: 0,
                 last: None,
             });
         }
@@ -408,7 +414,9 @@ impl<W: Worker> RunGraph<W> {
         }
     }
 
-    /// Start a ready task on `worker`; returns the attempt number.
+    /// Start a ready task on `worker`; returns the token naming this start
+    /// (answers carry it back). [`RunGraph::attempts`] says which attempt
+    /// against the bound it is.
     pub fn start(&mut self, t: TaskIx, worker: W) -> Result<u32, Stale> {
         if self.failure.is_some() || self.tasks[t.0].state != TaskState::Ready {
             return Err(Stale);
@@ -416,11 +424,12 @@ impl<W: Worker> RunGraph<W> {
         self.ready.remove(&t);
         let node = &mut self.tasks[t.0];
         node.attempts += 1;
+        node.starts += 1;
         node.state = TaskState::Running {
             worker,
-            attempt: node.attempts,
+            attempt: node.starts,
         };
-        Ok(node.attempts)
+        Ok(node.starts)
     }
 
     fn is_current(&self, t: TaskIx, worker: &W, attempt: u32) -> bool {
@@ -804,9 +813,9 @@ mod tests {
                         assert!(g.location(*p).is_some(), "ready without input");
                     }
                 }
-                TaskState::Running { worker, attempt } => {
+                TaskState::Running { worker, .. } => {
                     assert!(live.contains(worker), "running on a lost worker");
-                    assert!(*attempt <= g.max_attempts);
+                    assert!(t.attempts <= g.max_attempts);
                 }
                 _ => assert!(!g.ready.contains(&TaskIx(i))),
             }
@@ -892,12 +901,7 @@ mod tests {
                         live.remove(&w);
                         live.insert(next_worker);
                         next_worker += 1;
-                        let before: Vec<bool> = (0..g.len()).map(|t| g.state(TaskIx(t)) == &TaskState::Done).collect();
-                        if let Ok(again) = g.worker_lost(&w, "lost") {
-                            for t in again {
-                                if before[t.0] { reruns[t.0] += 1; }
-                            }
-                        }
+                        let _ = g.worker_lost(&w, "lost");
                     }
                     Ev::StaleFinish(i) => {
                         if old.is_empty() { return Ok(()); }
@@ -911,7 +915,15 @@ mod tests {
             };
             for ev in evs {
                 if g.failure().is_some() || g.is_complete() { break; }
+                // A task done before an event and not after it was undone (its
+                // outputs lost, or released and needed again by a retry).
+                let before: Vec<bool> = (0..g.len()).map(|t| g.state(TaskIx(t)) == &TaskState::Done).collect();
                 apply(&mut g, &mut live, ev)?;
+                for (t, was) in before.iter().enumerate() {
+                    if *was && g.state(TaskIx(t)) != &TaskState::Done {
+                        reruns[t] += 1;
+                    }
+                }
                 check(&g, &live);
             }
             // Then no more faults: the drivers' loop runs everything to the end.

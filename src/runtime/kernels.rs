@@ -297,6 +297,22 @@ fn tally(model: &TrainedModel, batch: &RecordBatch) -> Result<metrics::Tally, St
     })
 }
 
+/// An evaluation's model: the one output of a fit (not a fit per fold).
+fn model_input(
+    cx: &RunContext,
+    bytes: &[(&PartitionId, &[u8])],
+) -> Result<TrainedModel, TaskError> {
+    let (_, mb) = bytes
+        .iter()
+        .find(|(id, _)| {
+            id.task().is_some_and(|t| {
+                t.part == TaskPart::Out && matches!(cx.ops.get(&t.node), Some(LOp::Fit { .. }))
+            })
+        })
+        .ok_or("the evaluation has no model input")?;
+    decode(mb)
+}
+
 /// The model file's bytes: header and postcard payload.
 pub fn model_file_bytes(
     cx: &RunContext,
@@ -524,22 +540,44 @@ impl PipelineKernels {
                 m.name = format!("{} without {split}.fold{fold}", spec.name.value);
                 Ok(vec![encode(&m)?])
             }
+            (TaskKind::ScorePartition, LOp::Evaluate { .. }) => {
+                let (data, bytes) = split_inputs(task, inputs)?;
+                let model = model_input(cx, &bytes)?;
+                let b = data
+                    .first()
+                    .and_then(|(_, ps)| ps.first())
+                    .ok_or_else(|| TaskError::internal("no partition to score"))?;
+                Ok(vec![encode(&tally(&model, b)?)?])
+            }
             (TaskKind::Evaluate, LOp::Evaluate { evaluation }) => {
                 let (data, bytes) = split_inputs(task, inputs)?;
-                // The model: the one output of a fit (not a fit per fold).
-                let (_, mb) = bytes
-                    .iter()
-                    .find(|(id, _)| {
-                        id.task().is_some_and(|t| {
-                            t.part == TaskPart::Out
-                                && matches!(cx.ops.get(&t.node), Some(LOp::Fit { .. }))
-                        })
-                    })
-                    .ok_or("the evaluation has no model input")?;
-                let model: TrainedModel = decode(mb)?;
+                let model = model_input(cx, &bytes)?;
                 let mut results = Vec::new();
                 for r in &evaluation.data {
                     let want = r.value.as_str();
+                    // A dataset scored partition by partition: its tallies, in
+                    // partition order, merged as `score_parts` merges them.
+                    let tallies = bytes
+                        .iter()
+                        .filter(|(id, _)| {
+                            matches!(id.task().map(|t| &t.part),
+                                Some(TaskPart::Score { data, .. }) if data == want)
+                        })
+                        .map(|(_, b)| decode::<metrics::Tally>(b))
+                        .collect::<Result<Vec<_>, TaskError>>()?;
+                    if let Some((first, rest)) = tallies.split_first() {
+                        let mut total = first.clone();
+                        for t in rest {
+                            total.merge(t)?;
+                        }
+                        results.push(EvalEntry {
+                            data: want.to_string(),
+                            model: model.name.clone(),
+                            scores: total.scores(),
+                            std: None,
+                        });
+                        continue;
+                    }
                     // The reference names a dataset as its id shows it.
                     let exact: Vec<&(&DatasetId, Vec<&RecordBatch>)> =
                         data.iter().filter(|(d, _)| d.to_string() == want).collect();

@@ -1,7 +1,8 @@
 //! What the multi-process tests share: `Procs`, a guard that owns every process
-//! a test starts and kills (SIGKILL) and reaps them on drop, pass or fail; and
+//! a test starts and kills (SIGKILL) and reaps them on drop, pass or fail;
 //! starting a `dagml scheduler` / `dagml worker` (on this host or inside a
-//! network namespace) with a bounded wait for its address.
+//! network namespace) with a bounded wait for its address; and the forest
+//! fixture with its in-process bytes, which every cluster run must give.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
@@ -10,6 +11,78 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// The pipeline the cluster tests run: a small forest, its metrics and
+/// predictions.
+pub const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/cluster_forest.toml"
+);
+/// The files it writes.
+pub const OUTPUTS: [&str; 3] = [
+    "out/forest.model",
+    "out/metrics.json",
+    "out/predictions.parquet",
+];
+
+/// A run's stdout and its output files (name, bytes).
+pub type RunBytes = (Vec<u8>, Vec<(String, Vec<u8>)>);
+
+/// A fresh folder holding the fixture as `pipeline.toml`.
+pub fn workdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(FIXTURE, d.path().join("pipeline.toml")).expect("copy fixture");
+    d
+}
+
+/// The fixture's output files in `dir`.
+pub fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    OUTPUTS
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+            (p.to_string(), bytes)
+        })
+        .collect()
+}
+
+/// The in-process run's stdout and files (computed once per test binary).
+pub fn reference() -> &'static RunBytes {
+    static REF: std::sync::OnceLock<RunBytes> = std::sync::OnceLock::new();
+    REF.get_or_init(|| {
+        let d = workdir();
+        let out = dagml(None)
+            .current_dir(d.path())
+            .args(["run", "pipeline.toml", "--quiet", "--in-process"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run dagml");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.stdout, outputs(d.path()))
+    })
+}
+
+/// A cluster run of the fixture in `dir` succeeded with the in-process run's
+/// stdout and files, byte for byte.
+pub fn assert_same_as_in_process(dir: &Path, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "cluster run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (stdout, files) = reference();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(stdout)
+    );
+    for ((name, want), (_, got)) in files.iter().zip(outputs(dir)) {
+        assert!(*want == got, "{name} differs from the in-process run");
+    }
+}
 
 /// A server's limit to print its address.
 pub const START_LIMIT: Duration = Duration::from_secs(60);
