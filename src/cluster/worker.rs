@@ -422,26 +422,23 @@ impl Worker for Service {
                 }
             }
         }
-        let places: HashMap<&str, &str> = r
-            .inputs
-            .iter()
-            .map(|l| (l.partition.as_str(), l.address.as_str()))
-            .collect();
+        // Where each input is held, by partition name.
+        let places: Arc<HashMap<String, String>> = Arc::new(
+            r.inputs
+                .iter()
+                .map(|l| (l.partition.clone(), l.address.clone()))
+                .collect(),
+        );
         // Inputs held here are taken from the store; the others are fetched
         // from their holders, several at a time (each fetch of a small value
         // is a round trip), in input order.
-        let owned: HashMap<String, String> = places
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let owned = Arc::new(owned);
         let fetches: Vec<_> = task
             .inputs
             .iter()
             .cloned()
             .map(|id| {
                 let key = format!("{}/{id}", r.run_id);
-                let places = owned.clone();
+                let places = places.clone();
                 let state = self.0.clone();
                 async move {
                     let local = state.store.get(&key).map_err(|e| {

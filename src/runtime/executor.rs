@@ -12,9 +12,9 @@
 //! `threads` threads of the pool, so `--threads N` bounds the run.
 
 use super::failure::{FailureKind, RunError, TaskError};
-use super::graph::{Finished, RunGraph, TaskIx, TaskSpec};
+use super::graph::{Finished, PartIx, RunGraph, TaskIx, TaskSpec};
 use crate::plan::{PartitionId, PhysicalPlan, Task};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -128,8 +128,8 @@ pub fn run<K: Kernels>(
         .thread_name(|i| format!("dagml-task-{i}"))
         .build()
         .map_err(|e| RunError::of_run(FailureKind::Internal, format!("no thread pool: {e}")))?;
-    // The values of held partitions, by the graph's partition names.
-    let mut store: BTreeMap<String, Arc<K::Value>> = BTreeMap::new();
+    // The values of held partitions.
+    let mut store: HashMap<PartIx, Arc<K::Value>> = HashMap::new();
     let mut records = Vec::new();
     let (tx, rx) = mpsc::channel::<Answer<K::Value>>();
     pool.in_place_scope(|scope| {
@@ -143,7 +143,7 @@ pub fn run<K: Kernels>(
                 let inputs: Vec<Arc<K::Value>> = g
                     .inputs(t)
                     .iter()
-                    .filter_map(|p| store.get(g.part_name(*p)).cloned())
+                    .filter_map(|p| store.get(p).cloned())
                     .collect();
                 observer.started(task);
                 let tx = tx.clone();
@@ -177,10 +177,10 @@ pub fn run<K: Kernels>(
                                 elapsed,
                             });
                             for (p, v) in g.outputs(t).iter().zip(values) {
-                                store.insert(g.part_name(*p).to_string(), Arc::new(v));
+                                store.insert(*p, Arc::new(v));
                             }
                             for (p, ()) in release {
-                                store.remove(g.part_name(p));
+                                store.remove(&p);
                             }
                         }
                         Finished::Stale | Finished::Failed(_) => {}
@@ -208,8 +208,9 @@ pub fn run<K: Kernels>(
     let values = g
         .kept()
         .filter_map(|(p, ())| {
-            let name = g.part_name(p);
-            store.get(name).map(|v| (name.to_string(), v.clone()))
+            store
+                .get(&p)
+                .map(|v| (g.part_name(p).to_string(), v.clone()))
         })
         .collect();
     Ok(Outcome {
