@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime"],
     &["workspace"],
     &["run", "predict", "cluster"],
+    &["serve"],
     &["cli"],
 ];
 

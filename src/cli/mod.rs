@@ -11,6 +11,7 @@ mod fmt;
 mod plan;
 mod predict;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ enum Command {
     Run(run::Args),
     /// Predict with a model file on a Parquet, CSV or Arrow file.
     Predict(predict::Args),
+    /// Serve model files over HTTP with the Open Inference Protocol (KServe v2).
+    Serve(serve::Args),
     /// Serve a cluster scheduler.
     Scheduler(cluster::SchedulerArgs),
     /// Serve a cluster worker and register it with a scheduler.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Fmt(a) => fmt::run(a),
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Scheduler(a) => cluster::scheduler(a),
         Command::Worker(a) => cluster::worker(a),
     }

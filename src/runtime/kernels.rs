@@ -230,30 +230,46 @@ pub fn predictions_batch(batch: &RecordBatch, pred: &Prediction) -> Result<Recor
         .map(|f| f.as_ref().clone())
         .collect();
     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    for (f, c) in prediction_columns(pred) {
+        fields.push(f);
+        cols.push(c);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(fail)
+}
+
+/// The columns a prediction adds: `prediction` (the label, or the value) and,
+/// for classifiers, `probability` of the predicted class. `dagml predict`'s
+/// file and the model server's answers are both made of these.
+pub fn prediction_columns(pred: &Prediction) -> Vec<(Field, ArrayRef)> {
     match pred {
         Prediction::Classes { proba, classes } => {
             let k = classes.len().max(1);
             let idx = pred.argmax();
             let labels: StringArray = idx
                 .iter()
-                .map(|&i| Some(classes[i as usize].as_str()))
+                .map(|&i| classes.get(i as usize).map(String::as_str))
                 .collect();
             let p: Float32Array = idx
                 .iter()
                 .enumerate()
-                .map(|(r, &i)| Some(proba[r * k + i as usize]))
+                .map(|(r, &i)| proba.get(r * k + i as usize).copied())
                 .collect();
-            fields.push(Field::new("prediction", DataType::Utf8, false));
-            cols.push(Arc::new(labels));
-            fields.push(Field::new("probability", DataType::Float32, false));
-            cols.push(Arc::new(p));
+            vec![
+                (
+                    Field::new("prediction", DataType::Utf8, false),
+                    Arc::new(labels) as ArrayRef,
+                ),
+                (
+                    Field::new("probability", DataType::Float32, false),
+                    Arc::new(p) as ArrayRef,
+                ),
+            ]
         }
-        Prediction::Values(v) => {
-            fields.push(Field::new("prediction", DataType::Float64, false));
-            cols.push(Arc::new(Float64Array::from(v.clone())));
-        }
+        Prediction::Values(v) => vec![(
+            Field::new("prediction", DataType::Float64, false),
+            Arc::new(Float64Array::from(v.clone())) as ArrayRef,
+        )],
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(fail)
 }
 
 /// Score `model` on `batch`.
