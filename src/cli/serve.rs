@@ -56,7 +56,7 @@ pub fn run(a: Args) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        println!("dagml serve listening on http://{}", server.address);
+        println!("dagml serve listening on {}", server.address);
         eprintln!("serving {}", names.join(", "));
         let _ = std::io::stdout().flush();
         shutdown_signal().await;

@@ -163,21 +163,25 @@ fn error(e: ServeError) -> Response {
     (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
 }
 
-async fn authorize<B: Backend>(State(app): State<Arc<App<B>>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &app.token {
-        if !req.uri().path().starts_with("/v2/health/") {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-                return error(ServeError::Unauthorized(
-                    "this server needs `Authorization: Bearer TOKEN` (the cluster's DAGML_TOKEN)"
-                        .into(),
-                ));
-            }
+async fn authorize<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &app.token
+        && !req.uri().path().starts_with("/v2/health/")
+    {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return error(ServeError::Unauthorized(
+                "this server needs `Authorization: Bearer TOKEN` (the cluster's DAGML_TOKEN)"
+                    .into(),
+            ));
         }
     }
     next.run(req).await
@@ -240,13 +244,13 @@ fn find<B: Backend>(
                 .join(", ")
         )));
     };
-    if let Some(v) = version {
-        if !info.versions.iter().any(|x| x == v) {
-            return Err(ServeError::NotFound(format!(
-                "model `{name}` has no version `{v}`; it has {}",
-                info.versions.join(", ")
-            )));
-        }
+    if let Some(v) = version
+        && !info.versions.iter().any(|x| x == v)
+    {
+        return Err(ServeError::NotFound(format!(
+            "model `{name}` has no version `{v}`; it has {}",
+            info.versions.join(", ")
+        )));
     }
     Ok(info)
 }
@@ -353,7 +357,11 @@ async fn answer<B: Backend>(
     let answer = run(app, name, batch).await?;
     let wanted: Vec<String> = match &parsed.request.outputs {
         Some(o) => o.iter().map(|o| o.name.clone()).collect(),
-        None => answer.columns.iter().map(|(f, _)| f.name().clone()).collect(),
+        None => answer
+            .columns
+            .iter()
+            .map(|(f, _)| f.name().clone())
+            .collect(),
     };
     let mut outputs = Vec::with_capacity(wanted.len());
     let mut tail: Vec<u8> = Vec::new();
@@ -390,7 +398,10 @@ async fn answer<B: Backend>(
         .map_err(|e| ServeError::Internal(format!("cannot write the answer: {e}")))?;
     if tail.is_empty() {
         return Ok((
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             json,
         )
             .into_response());
@@ -425,7 +436,8 @@ async fn run<B: Backend>(
 }
 
 fn read_arrow(body: &[u8]) -> Result<Vec<(String, ArrayRef)>, ServeError> {
-    let bad = |e: String| ServeError::BadRequest(format!("the body is not an Arrow IPC stream: {e}"));
+    let bad =
+        |e: String| ServeError::BadRequest(format!("the body is not an Arrow IPC stream: {e}"));
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
         .map_err(|e| bad(e.to_string()))?;
     let schema = reader.schema();
@@ -446,8 +458,11 @@ fn arrow_response(columns: &[(Field, ArrayRef)]) -> Result<Response, ServeError>
     let schema = Arc::new(Schema::new(
         columns.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns.iter().map(|(_, c)| c.clone()).collect())
-        .map_err(|e| ServeError::Internal(e.to_string()))?;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.iter().map(|(_, c)| c.clone()).collect(),
+    )
+    .map_err(|e| ServeError::Internal(e.to_string()))?;
     let mut out = Vec::new();
     {
         let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema)

@@ -124,7 +124,13 @@ impl ModelInfo {
                 "model `{}` has no input {}; its inputs are {}",
                 self.name,
                 quoted(&extra),
-                quoted(&self.features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>())
+                quoted(
+                    &self
+                        .features
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                )
             )));
         }
         let missing: Vec<&str> = self
@@ -230,7 +236,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether `name` can answer now.
     fn ready(&self, name: &str) -> bool;
     /// Predict on a batch already conformed to the model's features.
-    fn infer(&self, name: &str, batch: RecordBatch) -> BoxFuture<'static, Result<Answer, ServeError>>;
+    fn infer(
+        &self,
+        name: &str,
+        batch: RecordBatch,
+    ) -> BoxFuture<'static, Result<Answer, ServeError>>;
 }
 
 /// Model files served from this process.
@@ -313,7 +323,11 @@ impl Backend for LocalModels {
         self.models.contains_key(name)
     }
 
-    fn infer(&self, name: &str, batch: RecordBatch) -> BoxFuture<'static, Result<Answer, ServeError>> {
+    fn infer(
+        &self,
+        name: &str,
+        batch: RecordBatch,
+    ) -> BoxFuture<'static, Result<Answer, ServeError>> {
         let local = self.models.get(name).cloned();
         Box::pin(async move {
             let local = local.ok_or_else(|| ServeError::NotFound("no such model".into()))?;

@@ -9,8 +9,8 @@
 
 use super::ServeError;
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int8Array, Int16Array,
-    Int32Array, Int64Array, StringArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int8Array, Int16Array, Int32Array,
+    Int64Array, StringArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::DataType;
 use serde::{Deserialize, Serialize};
@@ -224,7 +224,8 @@ pub fn parse<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<Parsed<'
 
 impl Parsed<'_> {
     /// Every input as a named Arrow column of `rows` elements, in request
-    /// order. Floating-point NaN is a missing value (JSON `null` is too).
+    /// order. Missing values: NaN in FP32/FP64, an empty BYTES element (as an
+    /// empty CSV cell), and JSON `null` in any datatype.
     pub fn columns(&self) -> Result<Vec<(String, ArrayRef)>, ServeError> {
         let mut offset = 0usize;
         let mut rows: Option<(usize, &str)> = None;
@@ -329,15 +330,15 @@ fn elements(name: &str, shape: &[i64]) -> Result<usize, ServeError> {
 }
 
 fn from_binary(name: &str, dt: Datatype, n: usize, b: &[u8]) -> Result<ArrayRef, ServeError> {
-    if let Some(w) = dt.width() {
-        if n.checked_mul(w) != Some(b.len()) {
-            return Err(bad(format!(
-                "input `{name}`: {n} elements of {} take {} bytes, the request has {}",
-                dt.name(),
-                n.saturating_mul(w),
-                b.len()
-            )));
-        }
+    if let Some(w) = dt.width()
+        && n.checked_mul(w) != Some(b.len())
+    {
+        return Err(bad(format!(
+            "input `{name}`: {n} elements of {} take {} bytes, the request has {}",
+            dt.name(),
+            n.saturating_mul(w),
+            b.len()
+        )));
     }
     macro_rules! fixed {
         ($arr:ty, $t:ty, $w:expr) => {{
@@ -387,7 +388,7 @@ fn from_binary(name: &str, dt: Datatype, n: usize, b: &[u8]) -> Result<ArrayRef,
             nan_to_null(a)
         }
         Datatype::Bytes => {
-            let mut v: Vec<String> = Vec::with_capacity(n.min(b.len() / 4));
+            let mut v: Vec<Option<String>> = Vec::with_capacity(n.min(b.len() / 4));
             let mut rest = b;
             while rest.len() >= 4 {
                 let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
@@ -402,7 +403,8 @@ fn from_binary(name: &str, dt: Datatype, n: usize, b: &[u8]) -> Result<ArrayRef,
                 let s = std::str::from_utf8(&rest[..len]).map_err(|_| {
                     bad(format!("input `{name}`: element {} is not UTF-8", v.len()))
                 })?;
-                v.push(s.to_string());
+                // An empty element is a missing value, as an empty CSV cell is.
+                v.push((!s.is_empty()).then(|| s.to_string()));
                 rest = &rest[len..];
             }
             if !rest.is_empty() || v.len() != n {
@@ -537,6 +539,7 @@ fn from_json(name: &str, dt: Datatype, n: usize, data: &Value) -> Result<ArrayRe
             for (i, x) in items.iter().enumerate() {
                 v.push(match x {
                     Value::Null => None,
+                    Value::String(s) if s.is_empty() => None,
                     Value::String(s) => Some(s.as_str()),
                     _ => return Err(wrong(i, x)),
                 });
@@ -670,6 +673,7 @@ mod tests {
         assert_eq!(cols[0].1.null_count(), 1);
         let s = cols[1].1.as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!((s.value(0), s.value(2)), ("ab", "c"));
+        assert!(s.is_null(1), "an empty BYTES element is missing");
         assert!(p.binary_output("prediction"));
     }
 

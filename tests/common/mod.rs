@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod python;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
