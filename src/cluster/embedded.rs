@@ -111,6 +111,7 @@ impl Embedded {
                     pool: Some(pool.clone()),
                     fault,
                     log_spills: o.log_spills,
+                    health_listen: None,
                 })
                 .await?,
             );

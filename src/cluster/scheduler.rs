@@ -36,6 +36,8 @@ pub(super) struct WorkerEntry {
     pub memory_limit: u64,
     pub last_seen: Instant,
     pub paused: bool,
+    /// It got SIGTERM: no new tasks; it leaves once its running ones are done.
+    pub draining: bool,
     pub running: u32,
     pub memory_used: u64,
     pub client: Client,
@@ -155,6 +157,7 @@ impl Scheduler for Service {
                     memory_limit: r.memory_limit,
                     last_seen: Instant::now(),
                     paused: false,
+                    draining: false,
                     running: 0,
                     memory_used: 0,
                     client,
@@ -172,20 +175,33 @@ impl Scheduler for Service {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let r = request.into_inner();
-        let (known, flipped) = {
+        let (known, flipped, began_draining) = {
             let mut g = self.0.workers.lock().unwrap_or_else(|p| p.into_inner());
             match g.get_mut(&r.worker_id) {
                 Some(w) => {
-                    let flipped = w.paused != r.paused;
+                    let flipped = w.paused != r.paused || w.draining != r.draining;
+                    let began = r.draining && !w.draining;
                     w.last_seen = Instant::now();
                     w.paused = r.paused;
+                    // Draining is one way: a worker does not take it back.
+                    w.draining |= r.draining;
                     w.running = r.running;
                     w.memory_used = r.memory_used;
-                    (true, flipped)
+                    (
+                        true,
+                        flipped,
+                        began.then(|| (w.name.clone(), w.address.clone())),
+                    )
                 }
-                None => (false, false),
+                None => (false, false, None),
             }
         };
+        if let (Some((name, address)), true) = (began_draining, self.0.log) {
+            eprintln!(
+                "scheduler: worker {name} ({address}) draining: no new tasks; {} running",
+                r.running
+            );
+        }
         if flipped {
             self.0.changed();
         }
@@ -269,6 +285,23 @@ impl Scheduler for Service {
         }
     }
 
+    async fn leave_cluster(
+        &self,
+        request: Request<LeaveClusterRequest>,
+    ) -> Result<Response<LeaveClusterReply>, Status> {
+        let r = request.into_inner();
+        let reason = if r.reason.is_empty() {
+            "left the cluster".to_string()
+        } else {
+            r.reason
+        };
+        // As for a lost worker: what it ran runs again elsewhere and what it
+        // held is recomputed where a run still needs it.
+        self.0
+            .declare_lost(r.worker_id, &format!("drained: {reason}"));
+        Ok(Response::new(LeaveClusterReply {}))
+    }
+
     async fn cluster_status(
         &self,
         _request: Request<ClusterStatusRequest>,
@@ -286,6 +319,7 @@ impl Scheduler for Service {
                 running: w.running,
                 memory_used: w.memory_used,
                 paused: w.paused,
+                draining: w.draining,
             })
             .collect();
         Ok(Response::new(ClusterStatusReply { workers }))
@@ -301,6 +335,9 @@ pub struct SchedulerConfig {
     pub grace: Duration,
     /// Log registrations, lost workers and runs on stderr.
     pub log: bool,
+    /// Also serve the health service alone here, plain and without a token
+    /// (for probes that can send neither).
+    pub health_listen: Option<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -311,12 +348,15 @@ impl Default for SchedulerConfig {
             tls: Default::default(),
             grace: NO_WORKER_GRACE,
             log: true,
+            health_listen: None,
         }
     }
 }
 
 pub struct SchedulerHandle {
     pub address: String,
+    /// Where the plain health service listens (`health_listen`).
+    pub health_address: Option<String>,
     served: super::serve::Served,
 }
 
@@ -354,6 +394,13 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
     health_reporter
         .set_serving::<SchedulerServer<Service>>()
         .await;
+    let (health_address, health_plain) = match &cfg.health_listen {
+        Some(l) => {
+            let (a, t) = super::health::serve_plain(l, health_reporter.clone()).await?;
+            (Some(a), Some(t))
+        }
+        None => (None, None),
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = futures::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -384,10 +431,12 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
     });
     Ok(SchedulerHandle {
         address,
+        health_address,
         served: super::serve::Served {
             shutdown: Some(tx),
             server,
             companion: watchdog,
+            health: health_plain,
         },
     })
 }
