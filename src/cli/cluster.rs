@@ -34,6 +34,11 @@ pub struct WorkerArgs {
     /// host:port to listen on; port 0 picks a free one.
     #[arg(long, default_value = cluster::addr::DEFAULT_LISTEN)]
     listen: String,
+    /// host:port the scheduler and peers dial to reach this worker (default:
+    /// the bound address), e.g. a StatefulSet pod's DNS name that a TLS
+    /// certificate names.
+    #[arg(long)]
+    advertise: Option<String>,
     #[arg(long)]
     name: Option<String>,
     /// Spill files go here; a run's folder must be inside it.
@@ -145,6 +150,7 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
     let cfg = worker::WorkerConfig {
         scheduler: a.scheduler,
         listen: a.listen,
+        advertise: a.advertise,
         name: a.name,
         threads: a.nthreads,
         memory_limit,

@@ -56,6 +56,11 @@ pub struct WorkerConfig {
     pub scheduler: String,
     /// Where to listen (default 127.0.0.1 on a free port).
     pub listen: String,
+    /// The host:port to register with the scheduler, for peers and the
+    /// scheduler to dial (default: the bound address; 127.0.0.1 for
+    /// 0.0.0.0). A name here, such as a StatefulSet pod's stable DNS name,
+    /// is what a TLS certificate can name.
+    pub advertise: Option<String>,
     pub name: Option<String>,
     pub threads: usize,
     /// Bytes; 0: no limit.
@@ -746,7 +751,11 @@ impl WorkerHandle {
 
 /// Bind, serve, and register with the scheduler (retrying until it answers).
 pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
-    let (listener, advertised) = super::serve::bind(&cfg.listen).await?;
+    let (listener, bound) = super::serve::bind(&cfg.listen).await?;
+    let advertised = match &cfg.advertise {
+        Some(a) => super::addr::host_port(a)?,
+        None => bound,
+    };
     let name = cfg
         .name
         .clone()
