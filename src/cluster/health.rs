@@ -77,3 +77,40 @@ pub async fn not_serving(reporter: &HealthReporter, service: &str) {
         .set_service_status(service, ServingStatus::NotServing)
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::auth::Tls;
+
+    #[tokio::test]
+    async fn the_plain_port_answers_without_a_token_and_follows_the_reporter() {
+        let (reporter, _) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("dagml.v1.Worker", ServingStatus::Serving)
+            .await;
+        let (addr, task) = serve_plain("127.0.0.1:0", reporter.clone()).await.unwrap();
+        let plain = || Attach::new(None, &Tls::default()).unwrap();
+        assert_eq!(
+            check(&addr, WHOLE_PROCESS, plain()).await.unwrap(),
+            "SERVING"
+        );
+        assert_eq!(
+            check(&addr, "dagml.v1.Worker", plain()).await.unwrap(),
+            "SERVING"
+        );
+        not_serving(&reporter, "dagml.v1.Worker").await;
+        assert_eq!(
+            check(&addr, "dagml.v1.Worker", plain()).await.unwrap(),
+            "NOT_SERVING"
+        );
+        // The process stays serving while the worker drains.
+        assert_eq!(
+            check(&addr, WHOLE_PROCESS, plain()).await.unwrap(),
+            "SERVING"
+        );
+        let unknown = check(&addr, "no.such.Service", plain()).await;
+        assert!(unknown.is_err(), "{unknown:?}");
+        task.abort();
+    }
+}

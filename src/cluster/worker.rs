@@ -682,7 +682,11 @@ impl WorkerHandle {
         );
         // Done when the scheduler has heard (so no new task is on its way)
         // and nothing is in flight; or never registered at all.
+        // A task the scheduler sent just before it heard travels on another
+        // connection than the heartbeat's answer: idle must hold for two
+        // looks in a row before the worker leaves.
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut idle_looks = 0;
         loop {
             let registered = st
                 .worker_id
@@ -691,7 +695,12 @@ impl WorkerHandle {
                 .is_some();
             let idle = st.inflight.load(Ordering::SeqCst) == 0;
             if idle && (st.drain_heard.load(Ordering::SeqCst) || !registered) {
-                break;
+                idle_looks += 1;
+                if idle_looks >= 2 {
+                    break;
+                }
+            } else {
+                idle_looks = 0;
             }
             if tokio::time::Instant::now() >= deadline {
                 break;
