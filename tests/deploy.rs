@@ -7,8 +7,8 @@
 //!   `env` their manifests give: `$(VAR)` references expanded as Kubernetes
 //!   does, the Downward API values computed from the pod's resources as the
 //!   kubelet does (CPU rounded up to whole CPUs, memory in bytes), the
-//!   Secrets' values made here (a random token, a certificate with the names
-//!   docs/deploy.md gives). The Services' DNS names resolve through each
+//!   Secrets' values made here (a random token, a CA and a certificate it
+//!   signs for the names docs/deploy.md gives). The Services' DNS names resolve through each
 //!   host's `/etc/netns/NS/hosts`, so TLS checks the same names as in a
 //!   cluster. Volume paths are the manifests' own: each host sees its own
 //!   folder at the data root's path (a private mount namespace), as a pod sees
@@ -701,20 +701,28 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
         "the ConfigMap's pipeline is tests/fixtures/cluster_forest.toml"
     );
 
-    // The Secrets: a token, and one certificate (its own CA) naming the
-    // Services' names, as docs/deploy.md makes it.
+    // The Secrets: a token, and a CA and the one certificate it signs for
+    // the Services' names, as docs/deploy.md makes them.
     let t = tempfile::tempdir().expect("tempdir");
     let tls = t.path().join("tls");
     std::fs::create_dir_all(&tls).expect("tls dir");
-    let ck = rcgen::generate_simple_self_signed(vec![
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec![
         "dagml-scheduler".to_string(),
         format!("dagml-scheduler.{NAMESPACE}.svc.cluster.local"),
         format!("*.dagml-worker.{NAMESPACE}.svc.cluster.local"),
     ])
+    .expect("params")
+    .signed_by(&leaf_key, &issuer)
     .expect("a certificate");
-    std::fs::write(tls.join("tls.crt"), ck.cert.pem()).expect("write");
-    std::fs::write(tls.join("ca.crt"), ck.cert.pem()).expect("write");
-    std::fs::write(tls.join("tls.key"), ck.signing_key.serialize_pem()).expect("write");
+    std::fs::write(tls.join("tls.crt"), leaf.pem()).expect("write");
+    std::fs::write(tls.join("ca.crt"), ca.pem()).expect("write");
+    std::fs::write(tls.join("tls.key"), leaf_key.serialize_pem()).expect("write");
     let token = dagml::cluster::auth::random_token();
     let secrets: HashMap<(String, String), String> =
         HashMap::from([(("dagml-token".into(), "token".into()), token)]);
