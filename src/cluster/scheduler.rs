@@ -2,8 +2,10 @@
 //! hands ready tasks to workers with free threads (preferring the one holding
 //! most of the task's input bytes), retries failed tasks up to a bound, and on a
 //! lost worker re-runs its tasks and recomputes its partitions from the DAG.
+//! A worker whose heartbeat says it is draining gets no new tasks; when it
+//! leaves (`LeaveCluster`) it is forgotten as a lost worker.
 //!
-//! In: `RegisterWorker`/`Heartbeat` from workers, `SubmitRun` (a pipeline's text)
+//! In: `RegisterWorker`/`Heartbeat`/`LeaveCluster` from workers, `SubmitRun` (a pipeline's text)
 //! from clients. Out: a stream of task events ending with the run's result (the
 //! evaluation and write-receipt values, fetched from workers by Flight) or a
 //! failure naming the task, the worker, the attempts and the cause.
@@ -179,8 +181,8 @@ impl Scheduler for Service {
             let mut g = self.0.workers.lock().unwrap_or_else(|p| p.into_inner());
             match g.get_mut(&r.worker_id) {
                 Some(w) => {
-                    let flipped = w.paused != r.paused || w.draining != r.draining;
                     let began = r.draining && !w.draining;
+                    let flipped = w.paused != r.paused || began;
                     w.last_seen = Instant::now();
                     w.paused = r.paused;
                     // Draining is one way: a worker does not take it back.

@@ -6,7 +6,9 @@
 //! (a task as JSON plus where each input partition is held). Out: the task's
 //! outputs, kept in the store under `<run>/<partition>` for peers and the
 //! scheduler to fetch by Flight. A worker the scheduler declared lost (it was
-//! silent) forgets its runs and registers again when it hears so. Must not: run
+//! silent) forgets its runs and registers again when it hears so. Drained
+//! (SIGTERM, `WorkerHandle::drain`): it says so in its heartbeats, lets its
+//! tasks finish within a timeout, then leaves (`LeaveCluster`). Must not: run
 //! code it was sent (it plans the pipeline text itself), take more tasks than
 //! its threads, write outside its data root (spills go to `<data root>/spill`),
 //! or wait on the scheduler or a peer without a deadline.
