@@ -241,6 +241,10 @@ def check_k8s(dagml):
         check(any(t["metadata"]["name"] == "data" for t in sts["spec"].get("volumeClaimTemplates", [])),
               f"k8s/{name}: each worker has a volume of its own for its data root")
         check(("PodDisruptionBudget", "dagml-worker") in by, f"k8s/{name}: workers have a PodDisruptionBudget")
+        root = [a.split("=", 1)[1] for a in args if a.startswith("--data-root=")]
+        wd = pod_spec(job)["containers"][0].get("workingDir", "")
+        check(bool(root) and wd.startswith(root[0].rstrip("/") + "/"),
+              f"k8s/{name}: the Job starts in a folder inside the workers' data root ({wd})")
 
 
 def parse_qty(q):
