@@ -33,11 +33,11 @@ pub async fn check(addr: &str, service: &str, attach: Attach) -> Result<String, 
         .await
         .map_err(|_| {
             ClusterError::Other(format!(
-                "{addr}: no answer within {} s",
+                "no answer within {} s",
                 super::RPC_TIMEOUT.as_secs()
             ))
         })?
-        .map_err(|s| ClusterError::Other(format!("{addr}: {}", s.message())))?;
+        .map_err(|s| ClusterError::Other(s.message().to_string()))?;
     let status = reply.into_inner().status;
     Ok(
         match tonic_health::pb::health_check_response::ServingStatus::try_from(status) {
