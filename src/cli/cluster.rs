@@ -1,4 +1,8 @@
 //! `dagml scheduler --listen ADDR` and `dagml worker SCHEDULER --nthreads N ...`
+//!
+//! In: flags and the environment (token, TLS). Out: a server serving until it
+//! fails, Ctrl-C, or SIGTERM (the scheduler stops; a worker drains first, see
+//! `cluster::worker::WorkerHandle::drain`). Must not: hold cluster logic.
 
 use dagml::cluster::{self, ClusterError, auth, scheduler, worker};
 use std::io::Write;
@@ -10,6 +14,11 @@ pub struct SchedulerArgs {
     /// host:port to listen on (http:// or tcp:// accepted); port 0 picks a free one.
     #[arg(long, default_value = cluster::addr::DEFAULT_LISTEN)]
     listen: String,
+    /// Also serve the gRPC health service alone on this host:port, plain TCP
+    /// without a token (for probes that can send neither, such as
+    /// Kubernetes' `grpc:` probe).
+    #[arg(long)]
+    health_listen: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -25,11 +34,49 @@ pub struct WorkerArgs {
     /// host:port to listen on; port 0 picks a free one.
     #[arg(long, default_value = cluster::addr::DEFAULT_LISTEN)]
     listen: String,
+    /// host:port the scheduler and peers dial to reach this worker (default:
+    /// the bound address), e.g. a StatefulSet pod's DNS name that a TLS
+    /// certificate names.
+    #[arg(long)]
+    advertise: Option<String>,
     #[arg(long)]
     name: Option<String>,
     /// Spill files go here; a run's folder must be inside it.
     #[arg(long)]
     data_root: Option<PathBuf>,
+    /// Also serve the gRPC health service alone on this host:port, plain TCP
+    /// without a token (for probes that can send neither, such as
+    /// Kubernetes' `grpc:` probe).
+    #[arg(long)]
+    health_listen: Option<String>,
+    /// On SIGTERM, how long to let running tasks finish before handing them
+    /// back and leaving, in seconds (e.g. 20 or 20s).
+    #[arg(long, default_value = "20s", value_parser = parse_seconds)]
+    drain_timeout: std::time::Duration,
+}
+
+/// `20`, `20s`, `1.5s` → a duration (at most a day).
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let n = s.trim().strip_suffix('s').unwrap_or(s.trim());
+    match n.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => {
+            Ok(std::time::Duration::from_secs_f64(v))
+        }
+        _ => Err(format!("`{s}` is not a number of seconds like 20 or 20s")),
+    }
+}
+
+/// The first SIGTERM (never, where there are no Unix signals).
+async fn sigterm() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut s) = signal(SignalKind::terminate()) {
+            s.recv().await;
+            return;
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
@@ -66,6 +113,7 @@ where
                 Err(e) => { eprintln!("error: {e}"); ExitCode::from(1) }
             },
             _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+            _ = sigterm() => ExitCode::SUCCESS,
         }
     })
 }
@@ -75,10 +123,14 @@ pub fn scheduler(a: SchedulerArgs) -> ExitCode {
         listen: a.listen,
         token: auth::token_from_env(),
         tls: auth::Tls::from_env(),
+        health_listen: a.health_listen,
         ..Default::default()
     };
     serve(async move {
         let h = scheduler::start(cfg).await?;
+        if let Some(hl) = &h.health_address {
+            eprintln!("dagml scheduler: health service (plain, no token) on {hl}");
+        }
         Ok((
             format!("dagml scheduler listening on {}", h.address),
             h.wait(),
@@ -98,6 +150,7 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
     let cfg = worker::WorkerConfig {
         scheduler: a.scheduler,
         listen: a.listen,
+        advertise: a.advertise,
         name: a.name,
         threads: a.nthreads,
         memory_limit,
@@ -107,10 +160,42 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
         pool: None,
         fault: None,
         log_spills: true,
+        health_listen: a.health_listen,
     };
-    serve(async move {
-        let h = worker::start(cfg).await?;
-        let banner = format!("dagml worker {} listening on {}", h.name, h.address);
-        Ok((banner, h.wait()))
+    let drain_timeout = a.drain_timeout;
+    let Ok(rt) = runtime() else {
+        eprintln!("error: cannot start the async runtime");
+        return ExitCode::from(1);
+    };
+    rt.block_on(async move {
+        let mut h = match worker::start(cfg).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        println!("dagml worker {} listening on {}", h.name, h.address);
+        let _ = std::io::stdout().flush();
+        if let Some(hl) = &h.health_address {
+            eprintln!(
+                "dagml worker {}: health service (plain, no token) on {hl}",
+                h.name
+            );
+        }
+        tokio::select! {
+            r = h.finished() => return match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => { eprintln!("error: {e}"); ExitCode::from(1) }
+            },
+            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            _ = sigterm() => {}
+        }
+        // SIGTERM: drain (a second SIGTERM or Ctrl-C stops at once).
+        tokio::select! {
+            _ = h.drain(drain_timeout) => ExitCode::SUCCESS,
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+            _ = sigterm() => ExitCode::SUCCESS,
+        }
     })
 }

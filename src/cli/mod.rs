@@ -8,6 +8,7 @@ mod check;
 mod cluster;
 mod convert;
 mod fmt;
+mod health;
 mod plan;
 mod predict;
 mod run;
@@ -47,6 +48,8 @@ enum Command {
     Scheduler(cluster::SchedulerArgs),
     /// Serve a cluster worker and register it with a scheduler.
     Worker(cluster::WorkerArgs),
+    /// Ask a scheduler or worker whether it is serving (exit 0) or not (1).
+    Health(health::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Scheduler(a) => cluster::scheduler(a),
         Command::Worker(a) => cluster::worker(a),
+        Command::Health(a) => health::run(a),
     }
 }
 

@@ -299,7 +299,7 @@ impl Run<'_, '_> {
     /// New workers get the pipeline; their answers come back as events.
     fn start_new(&mut self, live: &BTreeMap<u64, WorkerEntry>, etx: &mpsc::UnboundedSender<Event>) {
         for (id, w) in live {
-            if self.started.contains_key(id) || self.starting.contains(id) {
+            if self.started.contains_key(id) || self.starting.contains(id) || w.draining {
                 continue;
             }
             self.starting.insert(*id);
@@ -370,7 +370,9 @@ impl Run<'_, '_> {
         self.started
             .keys()
             .filter_map(|id| live.get(id).map(|w| (*id, w)))
-            .filter(|(id, w)| !w.paused && self.assigned.get(id).copied().unwrap_or(0) < w.threads)
+            .filter(|(id, w)| {
+                !w.paused && !w.draining && self.assigned.get(id).copied().unwrap_or(0) < w.threads
+            })
             .map(|(id, _)| {
                 let held: Vec<u64> = self
                     .g
@@ -464,6 +466,15 @@ impl Run<'_, '_> {
             return Ok(Some(since + grace));
         }
         self.no_worker_since = None;
+        // A draining worker leaves within its drain timeout (a membership
+        // change that wakes this loop): wait for it, and for the others.
+        let all_draining = self
+            .started
+            .keys()
+            .all(|id| live.get(id).is_none_or(|w| w.draining));
+        if all_draining {
+            return Ok(Some(Instant::now() + grace));
+        }
         let paused: Vec<String> = self
             .started
             .keys()

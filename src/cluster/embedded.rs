@@ -102,6 +102,7 @@ impl Embedded {
                 worker::start(WorkerConfig {
                     scheduler: scheduler.address.clone(),
                     listen: super::addr::DEFAULT_LISTEN.into(),
+                    advertise: None,
                     name: Some(format!("embedded-{i}")),
                     threads,
                     memory_limit: o.memory_limit,
@@ -111,6 +112,7 @@ impl Embedded {
                     pool: Some(pool.clone()),
                     fault,
                     log_spills: o.log_spills,
+                    health_listen: None,
                 })
                 .await?,
             );

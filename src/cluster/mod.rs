@@ -24,6 +24,7 @@ pub mod driver;
 pub mod embedded;
 pub mod fault;
 pub mod flight;
+pub mod health;
 pub mod proto;
 pub mod scheduler;
 pub mod serve;
@@ -69,6 +70,11 @@ pub const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 /// Input partitions a worker fetches from its peers at once for one task (and
 /// result values the scheduler fetches at once at the end of a run).
 pub const PARALLEL_FETCHES: usize = 8;
+/// How long a worker that got SIGTERM waits for its running tasks before it
+/// hands them back and leaves (`dagml worker --drain-timeout`): below
+/// Kubernetes' default `terminationGracePeriodSeconds` of 30 s, with room to
+/// leave and close its connections.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// With no worker left, a run waits this long for one before failing.
 pub const NO_WORKER_GRACE: Duration = Duration::from_secs(10);
 /// How long fetching a run's result values (metrics, receipts) may take.

@@ -2,8 +2,10 @@
 //! hands ready tasks to workers with free threads (preferring the one holding
 //! most of the task's input bytes), retries failed tasks up to a bound, and on a
 //! lost worker re-runs its tasks and recomputes its partitions from the DAG.
+//! A worker whose heartbeat says it is draining gets no new tasks; when it
+//! leaves (`LeaveCluster`) it is forgotten as a lost worker.
 //!
-//! In: `RegisterWorker`/`Heartbeat` from workers, `SubmitRun` (a pipeline's text)
+//! In: `RegisterWorker`/`Heartbeat`/`LeaveCluster` from workers, `SubmitRun` (a pipeline's text)
 //! from clients. Out: a stream of task events ending with the run's result (the
 //! evaluation and write-receipt values, fetched from workers by Flight) or a
 //! failure naming the task, the worker, the attempts and the cause.
@@ -36,6 +38,8 @@ pub(super) struct WorkerEntry {
     pub memory_limit: u64,
     pub last_seen: Instant,
     pub paused: bool,
+    /// It got SIGTERM: no new tasks; it leaves once its running ones are done.
+    pub draining: bool,
     pub running: u32,
     pub memory_used: u64,
     pub client: Client,
@@ -155,6 +159,7 @@ impl Scheduler for Service {
                     memory_limit: r.memory_limit,
                     last_seen: Instant::now(),
                     paused: false,
+                    draining: false,
                     running: 0,
                     memory_used: 0,
                     client,
@@ -172,20 +177,33 @@ impl Scheduler for Service {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let r = request.into_inner();
-        let (known, flipped) = {
+        let (known, flipped, began_draining) = {
             let mut g = self.0.workers.lock().unwrap_or_else(|p| p.into_inner());
             match g.get_mut(&r.worker_id) {
                 Some(w) => {
-                    let flipped = w.paused != r.paused;
+                    let began = r.draining && !w.draining;
+                    let flipped = w.paused != r.paused || began;
                     w.last_seen = Instant::now();
                     w.paused = r.paused;
+                    // Draining is one way: a worker does not take it back.
+                    w.draining |= r.draining;
                     w.running = r.running;
                     w.memory_used = r.memory_used;
-                    (true, flipped)
+                    (
+                        true,
+                        flipped,
+                        began.then(|| (w.name.clone(), w.address.clone())),
+                    )
                 }
-                None => (false, false),
+                None => (false, false, None),
             }
         };
+        if let (Some((name, address)), true) = (began_draining, self.0.log) {
+            eprintln!(
+                "scheduler: worker {name} ({address}) draining: no new tasks; {} running",
+                r.running
+            );
+        }
         if flipped {
             self.0.changed();
         }
@@ -269,6 +287,23 @@ impl Scheduler for Service {
         }
     }
 
+    async fn leave_cluster(
+        &self,
+        request: Request<LeaveClusterRequest>,
+    ) -> Result<Response<LeaveClusterReply>, Status> {
+        let r = request.into_inner();
+        let reason = if r.reason.is_empty() {
+            "left the cluster".to_string()
+        } else {
+            r.reason
+        };
+        // As for a lost worker: what it ran runs again elsewhere and what it
+        // held is recomputed where a run still needs it.
+        self.0
+            .declare_lost(r.worker_id, &format!("drained: {reason}"));
+        Ok(Response::new(LeaveClusterReply {}))
+    }
+
     async fn cluster_status(
         &self,
         _request: Request<ClusterStatusRequest>,
@@ -286,6 +321,7 @@ impl Scheduler for Service {
                 running: w.running,
                 memory_used: w.memory_used,
                 paused: w.paused,
+                draining: w.draining,
             })
             .collect();
         Ok(Response::new(ClusterStatusReply { workers }))
@@ -301,6 +337,9 @@ pub struct SchedulerConfig {
     pub grace: Duration,
     /// Log registrations, lost workers and runs on stderr.
     pub log: bool,
+    /// Also serve the health service alone here, plain and without a token
+    /// (for probes that can send neither).
+    pub health_listen: Option<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -311,12 +350,15 @@ impl Default for SchedulerConfig {
             tls: Default::default(),
             grace: NO_WORKER_GRACE,
             log: true,
+            health_listen: None,
         }
     }
 }
 
 pub struct SchedulerHandle {
     pub address: String,
+    /// Where the plain health service listens (`health_listen`).
+    pub health_address: Option<String>,
     served: super::serve::Served,
 }
 
@@ -354,6 +396,13 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
     health_reporter
         .set_serving::<SchedulerServer<Service>>()
         .await;
+    let (health_address, health_plain) = match &cfg.health_listen {
+        Some(l) => {
+            let (a, t) = super::health::serve_plain(l, health_reporter.clone()).await?;
+            (Some(a), Some(t))
+        }
+        None => (None, None),
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = futures::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -384,10 +433,12 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
     });
     Ok(SchedulerHandle {
         address,
+        health_address,
         served: super::serve::Served {
             shutdown: Some(tx),
             server,
             companion: watchdog,
+            health: health_plain,
         },
     })
 }

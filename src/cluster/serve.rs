@@ -62,6 +62,8 @@ pub struct Served {
     pub shutdown: Option<oneshot::Sender<()>>,
     pub server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     pub companion: tokio::task::JoinHandle<()>,
+    /// The plain health-only server (`--health-listen`), if any.
+    pub health: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Served {
@@ -70,6 +72,9 @@ impl Served {
     /// silent client holds one open forever), then it is aborted.
     pub async fn stop(mut self) {
         self.companion.abort();
+        if let Some(h) = self.health.take() {
+            h.abort();
+        }
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
@@ -82,10 +87,20 @@ impl Served {
     }
 
     /// Serve until the server stops.
-    pub async fn wait(self) -> Result<(), ClusterError> {
-        match self.server.await {
+    pub async fn wait(mut self) -> Result<(), ClusterError> {
+        self.finished().await
+    }
+
+    /// Wait until the server stops by itself (an error), keeping the handle
+    /// (to stop it otherwise meanwhile, select on this and something else).
+    pub async fn finished(&mut self) -> Result<(), ClusterError> {
+        let r = match (&mut self.server).await {
             Ok(r) => r.map_err(ClusterError::from),
             Err(e) => Err(ClusterError::Other(e.to_string())),
+        };
+        if let Some(h) = self.health.take() {
+            h.abort();
         }
+        r
     }
 }

@@ -6,7 +6,9 @@
 //! (a task as JSON plus where each input partition is held). Out: the task's
 //! outputs, kept in the store under `<run>/<partition>` for peers and the
 //! scheduler to fetch by Flight. A worker the scheduler declared lost (it was
-//! silent) forgets its runs and registers again when it hears so. Must not: run
+//! silent) forgets its runs and registers again when it hears so. Drained
+//! (SIGTERM, `WorkerHandle::drain`): it says so in its heartbeats, lets its
+//! tasks finish within a timeout, then leaves (`LeaveCluster`). Must not: run
 //! code it was sent (it plans the pipeline text itself), take more tasks than
 //! its threads, write outside its data root (spills go to `<data root>/spill`),
 //! or wait on the scheduler or a peer without a deadline.
@@ -56,6 +58,11 @@ pub struct WorkerConfig {
     pub scheduler: String,
     /// Where to listen (default 127.0.0.1 on a free port).
     pub listen: String,
+    /// The host:port to register with the scheduler, for peers and the
+    /// scheduler to dial (default: the bound address; 127.0.0.1 for
+    /// 0.0.0.0). A name here, such as a StatefulSet pod's stable DNS name,
+    /// is what a TLS certificate can name.
+    pub advertise: Option<String>,
     pub name: Option<String>,
     pub threads: usize,
     /// Bytes; 0: no limit.
@@ -74,6 +81,9 @@ pub struct WorkerConfig {
     /// Print each spill, and re-registering after being declared lost, on
     /// stderr.
     pub log_spills: bool,
+    /// Also serve the health service alone here, plain and without a token
+    /// (for probes that can send neither, e.g. Kubernetes' `grpc:` probe).
+    pub health_listen: Option<String>,
 }
 
 /// A fault that may fire on this worker, and the worker's index in its cluster.
@@ -294,6 +304,35 @@ struct State {
     /// Tasks handed to this worker so far.
     handed: AtomicU32,
     kill: Arc<Kill>,
+    /// `RunTask` calls being served (fetching inputs, waiting for a thread or
+    /// computing): a draining worker leaves when none is left.
+    inflight: AtomicU32,
+    /// Set by SIGTERM (`WorkerHandle::drain`): heartbeats say so, and the
+    /// worker does not register again.
+    draining: AtomicBool,
+    /// The scheduler has answered a heartbeat that said draining: it places
+    /// nothing new here from now on.
+    drain_heard: AtomicBool,
+    /// Wakes the heartbeat loop at once (the drain is news to send now).
+    beat: tokio::sync::Notify,
+    /// The id the scheduler knows this worker by, while registered.
+    worker_id: Mutex<Option<u64>>,
+}
+
+/// Counts a `RunTask` call as in flight while alive (dropped calls too).
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn new(n: &'a AtomicU32) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl State {
@@ -402,6 +441,7 @@ impl Worker for Service {
         &self,
         request: Request<RunTaskRequest>,
     ) -> Result<Response<RunTaskReply>, Status> {
+        let _inflight = InFlight::new(&self.0.inflight);
         let r = request.into_inner();
         let run = self.0.run(&r.run_id)?;
         let task: Task = serde_json::from_str(&r.task_json)
@@ -577,11 +617,28 @@ pub struct WorkerHandle {
     /// host:port it serves on.
     pub address: String,
     pub name: String,
+    /// Where the plain health service listens (`health_listen`).
+    pub health_address: Option<String>,
     served: super::serve::Served,
     kill: Arc<Kill>,
     /// The data root this worker made for itself (no `--data-root`), removed
     /// when it is stopped.
     scratch: Option<PathBuf>,
+    state: Arc<State>,
+    health: tonic_health::server::HealthReporter,
+    scheduler: String,
+    attach: Attach,
+}
+
+/// How a drain ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// Tasks still running when the drain timed out (handed back to the
+    /// scheduler, which runs them again elsewhere); 0 for a clean drain.
+    pub handed_back: u32,
+    /// Whether the scheduler heard that this worker left.
+    pub left: bool,
+    pub took: std::time::Duration,
 }
 
 impl WorkerHandle {
@@ -599,11 +656,117 @@ impl WorkerHandle {
     pub async fn wait(self) -> Result<(), ClusterError> {
         self.served.wait().await
     }
+
+    /// Serve until the server stops by itself (an error), keeping the handle
+    /// (for `dagml worker`, to drain it when SIGTERM comes first).
+    pub async fn finished(&mut self) -> Result<(), ClusterError> {
+        self.served.finished().await
+    }
+
+    /// Drain and stop (SIGTERM): tell the scheduler this worker is draining
+    /// (it places nothing new here; the health service `dagml.v1.Worker`
+    /// turns NOT_SERVING, the process itself stays SERVING), let the tasks it
+    /// has finish, at most `timeout`, then leave the cluster (`LeaveCluster`:
+    /// the scheduler runs what is still running here again elsewhere and
+    /// recomputes the partitions held here that a run still needs) and stop
+    /// serving (calls in progress, such as a peer's fetch, may finish).
+    pub async fn drain(self, timeout: std::time::Duration) -> Drained {
+        let t0 = Instant::now();
+        let st = self.state.clone();
+        st.draining.store(true, Ordering::SeqCst);
+        super::health::not_serving(&self.health, "dagml.v1.Worker").await;
+        st.beat.notify_one();
+        eprintln!(
+            "worker {}: draining: no new tasks; {} in flight; leaving within {} s",
+            st.name,
+            st.inflight.load(Ordering::SeqCst),
+            timeout.as_secs()
+        );
+        // Done when the scheduler has heard (so no new task is on its way)
+        // and nothing is in flight; or never registered at all.
+        // A task the scheduler sent just before it heard travels on another
+        // connection than the heartbeat's answer: idle must hold for two
+        // looks in a row before the worker leaves.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut idle_looks = 0;
+        loop {
+            let registered = st
+                .worker_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some();
+            let idle = st.inflight.load(Ordering::SeqCst) == 0;
+            if idle && (st.drain_heard.load(Ordering::SeqCst) || !registered) {
+                idle_looks += 1;
+                if idle_looks >= 2 {
+                    break;
+                }
+            } else {
+                idle_looks = 0;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let handed_back = st.inflight.load(Ordering::SeqCst);
+        let id = *st.worker_id.lock().unwrap_or_else(|p| p.into_inner());
+        let mut left = false;
+        if let Some(wid) = id {
+            let reason = if handed_back == 0 {
+                "its tasks finished".to_string()
+            } else {
+                format!(
+                    "its drain timed out after {} s with {handed_back} tasks running",
+                    timeout.as_secs()
+                )
+            };
+            if let Ok(mut c) = scheduler_client(&self.scheduler, self.attach.clone()) {
+                let req = LeaveClusterRequest {
+                    worker_id: wid,
+                    reason,
+                };
+                left = matches!(
+                    tokio::time::timeout(RPC_TIMEOUT, c.leave_cluster(req)).await,
+                    Ok(Ok(_))
+                );
+            }
+        }
+        let took = t0.elapsed();
+        if handed_back == 0 {
+            eprintln!(
+                "worker {}: drained in {:.1} s; {}",
+                st.name,
+                took.as_secs_f64(),
+                if left {
+                    "left the cluster"
+                } else {
+                    "the scheduler did not answer"
+                }
+            );
+        } else {
+            eprintln!(
+                "worker {}: drain timed out after {} s; {handed_back} tasks handed back to the scheduler",
+                st.name,
+                timeout.as_secs()
+            );
+        }
+        self.stop().await;
+        Drained {
+            handed_back,
+            left,
+            took,
+        }
+    }
 }
 
 /// Bind, serve, and register with the scheduler (retrying until it answers).
 pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
-    let (listener, advertised) = super::serve::bind(&cfg.listen).await?;
+    let (listener, bound) = super::serve::bind(&cfg.listen).await?;
+    let advertised = match &cfg.advertise {
+        Some(a) => super::addr::host_port(a)?,
+        None => bound,
+    };
     let name = cfg
         .name
         .clone()
@@ -649,6 +812,11 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         fault: cfg.fault.clone(),
         handed: AtomicU32::new(0),
         kill: kill.clone(),
+        inflight: AtomicU32::new(0),
+        draining: AtomicBool::new(false),
+        drain_heard: AtomicBool::new(false),
+        beat: tokio::sync::Notify::new(),
+        worker_id: Mutex::new(None),
     });
     let check = Gate {
         check: Check::new(cfg.token.as_deref()),
@@ -662,6 +830,13 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<WorkerServer<Service>>().await;
+    let (health_address, health_plain) = match &cfg.health_listen {
+        Some(l) => {
+            let (a, t) = super::health::serve_plain(l, health_reporter.clone()).await?;
+            (Some(a), Some(t))
+        }
+        None => (None, None),
+    };
     let (tx, rx) = oneshot::channel::<()>();
     // With a fault that may fire here, keep a handle on every connection to
     // shut it when the worker is stopped.
@@ -692,11 +867,11 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     );
     let heartbeat = tokio::spawn(heartbeat_loop(
         cfg.clone(),
-        state,
+        state.clone(),
         kill.clone(),
         advertised.clone(),
         threads as u32,
-        attach,
+        attach.clone(),
     ));
     let _ = kill
         .tasks
@@ -704,13 +879,19 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
     Ok(WorkerHandle {
         address: advertised,
         name,
+        health_address,
         served: super::serve::Served {
             shutdown: Some(tx),
             server,
             companion: heartbeat,
+            health: health_plain,
         },
         kill,
         scratch,
+        state,
+        health: health_reporter,
+        scheduler: cfg.scheduler.clone(),
+        attach,
     })
 }
 
@@ -752,7 +933,11 @@ async fn heartbeat_loop(
             tokio::time::sleep(HEARTBEAT).await;
             continue;
         }
+        *state.worker_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
+        let draining = state.draining.load(Ordering::SeqCst);
         match id {
+            // A draining worker does not join again.
+            None if draining => {}
             None => {
                 let req = RegisterWorkerRequest {
                     name: state.name.clone(),
@@ -764,6 +949,7 @@ async fn heartbeat_loop(
                 match r {
                     Ok(Ok(r)) => {
                         id = Some(r.into_inner().worker_id);
+                        *state.worker_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
                         warned = false;
                     }
                     Ok(Err(e)) if !warned => {
@@ -793,6 +979,7 @@ async fn heartbeat_loop(
                     running: state.running.load(Ordering::SeqCst),
                     memory_used: state.store.memory_used(),
                     paused: state.store.paused(),
+                    draining,
                 };
                 match tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(req)).await {
                     Ok(Ok(r)) if !r.get_ref().known => {
@@ -806,13 +993,17 @@ async fn heartbeat_loop(
                         id = None;
                         continue;
                     }
+                    Ok(Ok(_)) if draining => state.drain_heard.store(true, Ordering::SeqCst),
                     // Answered; or not (a timeout or a transport error): the
                     // next beat tries again.
                     _ => {}
                 }
             }
         }
-        tokio::time::sleep(HEARTBEAT).await;
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = state.beat.notified() => {}
+        }
     }
 }
 
