@@ -516,3 +516,119 @@ fn two_model_files_of_one_name_are_refused_at_start() {
     );
     let _: &Path = bogus.as_path();
 }
+
+#[test]
+fn over_tls_it_answers_https_and_refuses_plain_http() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("generate a certificate");
+    let cert = certs.path().join("cert.pem");
+    let key = certs.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let (c, k) = (cert.to_string_lossy(), key.to_string_lossy());
+    let mut procs = Procs::default();
+    let addr = serve(
+        &mut procs,
+        &[],
+        &[("DAGML_TLS_CERT", &c), ("DAGML_TLS_KEY", &k)],
+    );
+
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ck.cert.der().clone())
+        .expect("trust the certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).expect("client");
+    let tcp = TcpStream::connect(&addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(
+        format!("GET /v2/models/linear HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("write");
+    let mut got = Vec::new();
+    let _ = tls.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("\"name\":\"linear\""), "{got}");
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let _ = s.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut plain = Vec::new();
+    let _ = s.read_to_end(&mut plain);
+    assert!(
+        !plain.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&plain)
+    );
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits() {
+    let mut procs = Procs::default();
+    let addr = serve(&mut procs, &[], &[]);
+    let body = infer_body(linear_inputs()).to_string().into_bytes();
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "POST /v2/models/linear/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // Headers and half the body, then SIGTERM, then the rest.
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(&body[..body.len() / 2]).expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = procs.pid("serve").expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&body[body.len() / 2..])
+        .expect("write the rest");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 200"),
+        "the request in flight was dropped: {got:?}"
+    );
+    assert!(got.contains("\"prediction\""), "{got}");
+    // Then it exits by itself, with success.
+    let child = &mut procs
+        .0
+        .iter_mut()
+        .find(|(n, _)| n == "serve")
+        .expect("serve")
+        .1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    // New connections are refused now.
+    assert!(TcpStream::connect(&addr).is_err());
+}

@@ -30,11 +30,26 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let tls = auth::Tls::from_env();
+    let tls = match (tls.cert, tls.key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            eprintln!(
+                "error: TLS needs both {} and {}",
+                auth::TLS_CERT_ENV,
+                auth::TLS_KEY_ENV
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let cfg = http::ServerConfig {
         listen: a.listen,
         token: auth::token_from_env(),
         max_body: a.max_body,
         max_concurrency: a.max_concurrency,
+        tls,
     };
     let Ok(rt) = super::cluster::runtime() else {
         eprintln!("error: cannot start the async runtime");
@@ -57,7 +72,7 @@ pub fn run(a: Args) -> ExitCode {
             }
         };
         println!("dagml serve listening on {}", server.address);
-        eprintln!("serving {}", names.join(", "));
+        eprintln!("serving {} over {scheme}", names.join(", "));
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
         eprintln!("stopping: finishing the requests in flight");

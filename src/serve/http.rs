@@ -27,6 +27,9 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, oneshot};
 
+/// How long a stopping server waits for the requests in flight.
+pub const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The media type of a body that is an Arrow IPC stream.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -40,6 +43,8 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Requests predicted at once; more wait their turn.
     pub max_concurrency: usize,
+    /// PEM certificate and key: serve HTTPS instead of HTTP.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +54,7 @@ impl Default for ServerConfig {
             token: None,
             max_body: 64 << 20,
             max_concurrency: 64,
+            tls: None,
         }
     }
 }
@@ -68,12 +74,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stop taking connections, finish the requests in flight, then return.
+    /// Stop taking connections, finish the requests in flight, then return:
+    /// at most [`STOP_LIMIT`] later (a client that never finishes its
+    /// request would hold the server forever), when the rest are dropped.
     pub async fn stop(mut self) {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
-        let _ = (&mut self.task).await;
+        if tokio::time::timeout(STOP_LIMIT, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
     }
 
     /// Serve until the server stops by itself (it does not, but for an I/O error).
@@ -98,19 +108,37 @@ pub async fn start<B: Backend>(cfg: ServerConfig, backend: Arc<B>) -> Result<Run
     } else {
         local.to_string()
     };
+    let acceptor = match &cfg.tls {
+        Some((cert, key)) => Some(super::tls::acceptor(cert, key)?),
+        None => None,
+    };
     let app = router(cfg, backend);
     let (tx, rx) = oneshot::channel::<()>();
-    let listener = listener.tap_io(|tcp| {
-        // Small answers go out at once, not after the peer's delayed ACK.
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
+    let stop = async {
+        let _ = rx.await;
+    };
+    let task = match acceptor {
+        Some(acceptor) => {
+            let listener = super::tls::TlsListener::new(listener, acceptor)
+                .map_err(|e| StartError::Other(format!("TLS: {e}")))?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
             })
-            .await
-    });
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                // Small answers go out at once, not after the peer's delayed ACK.
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            })
+        }
+    };
     Ok(Running {
         address,
         shutdown: Some(tx),

@@ -9,11 +9,12 @@
 //!
 //! Rooms: [`protocol`] (messages and tensors), [`models`] (what is served, and
 //! how a request's columns are made to fit a model's features), [`http`] (the
-//! axum server: routes, limits, the token, graceful shutdown).
+//! axum server: routes, limits, the token, graceful shutdown), [`tls`].
 
 pub mod http;
 pub mod models;
 pub mod protocol;
+pub mod tls;
 
 pub use models::{Answer, Backend, LocalModels, ModelInfo};
 
