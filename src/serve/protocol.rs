@@ -154,7 +154,9 @@ pub struct RequestInput {
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
     #[serde(default)]
-    pub data: Option<Value>,
+    /// Kept as text until its datatype is known: it then parses straight
+    /// into a typed vector (no tree of JSON values for a 1,000-row column).
+    pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,7 +276,7 @@ impl Parsed<'_> {
                     offset = end;
                     from_binary(&input.name, dt, n, bytes)?
                 }
-                (None, Some(data)) => from_json(&input.name, dt, n, data)?,
+                (None, Some(data)) => from_raw_json(&input.name, dt, n, data)?,
                 (Some(_), Some(_)) => {
                     return Err(bad(format!(
                         "input `{}` has both `data` and binary_data_size: give one",
@@ -462,6 +464,42 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>, depth: usize) -> Result<(
             Ok(())
         }
     }
+}
+
+/// A flat `data` array parses straight into its type; anything else (nested
+/// arrays, a wrong element) goes the general way, which also words the error.
+fn from_raw_json(
+    name: &str,
+    dt: Datatype,
+    n: usize,
+    raw: &serde_json::value::RawValue,
+) -> Result<ArrayRef, ServeError> {
+    let text = raw.get();
+    let fast: Option<ArrayRef> = match dt {
+        Datatype::F64 => serde_json::from_str::<Vec<Option<f64>>>(text)
+            .ok()
+            .filter(|v| v.len() == n)
+            .map(|v| Arc::new(Float64Array::from(v)) as ArrayRef),
+        Datatype::F32 => serde_json::from_str::<Vec<Option<f64>>>(text)
+            .ok()
+            .filter(|v| v.len() == n)
+            .map(|v| {
+                Arc::new(Float32Array::from(
+                    v.into_iter().map(|x| x.map(|y| y as f32)).collect::<Vec<_>>(),
+                )) as ArrayRef
+            }),
+        Datatype::I64 => serde_json::from_str::<Vec<Option<i64>>>(text)
+            .ok()
+            .filter(|v| v.len() == n)
+            .map(|v| Arc::new(Int64Array::from(v)) as ArrayRef),
+        _ => None,
+    };
+    if let Some(a) = fast {
+        return Ok(a);
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| bad(format!("input `{name}`: `data` is not JSON: {e}")))?;
+    from_json(name, dt, n, &value)
 }
 
 fn from_json(name: &str, dt: Datatype, n: usize, data: &Value) -> Result<ArrayRef, ServeError> {
