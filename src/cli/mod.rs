@@ -8,6 +8,7 @@ mod check;
 mod cluster;
 mod convert;
 mod fmt;
+mod inspect;
 mod plan;
 mod predict;
 mod run;
@@ -40,6 +41,8 @@ enum Command {
     Run(run::Args),
     /// Predict with a model file on a Parquet, CSV or Arrow file.
     Predict(predict::Args),
+    /// Show what a model file holds: header, features, preprocessing, learned state.
+    Inspect(inspect::Args),
     /// Serve a cluster scheduler.
     Scheduler(cluster::SchedulerArgs),
     /// Serve a cluster worker and register it with a scheduler.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Fmt(a) => fmt::run(a),
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Scheduler(a) => cluster::scheduler(a),
         Command::Worker(a) => cluster::worker(a),
     }

@@ -2,6 +2,7 @@
 
 pub mod bins;
 pub mod glm;
+pub mod inspect;
 pub mod metrics;
 pub mod model;
 pub mod model_file;
