@@ -251,3 +251,47 @@ fn a_file_that_is_not_a_model_is_an_error_not_a_panic() {
     let o = dagml(&["inspect", "missing.model"], dir.path());
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// gauss_linreg at 200,000 rows instead of 10^8: the run prints the
+/// coefficient and intercept it fitted, and the metrics JSON holds them.
+#[test]
+fn run_prints_a_linear_models_coefficients_and_the_metrics_json_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/gauss_linreg.toml"),
+    )
+    .unwrap()
+    .replace("rows = 100_000_000", "rows = 200_000")
+    .replace("partitions = 100", "partitions = 4");
+    assert!(
+        text.contains("rows = 200_000"),
+        "the pipeline's rows line moved"
+    );
+    std::fs::write(dir.path().join("gauss_linreg.toml"), text).unwrap();
+    let out = ok(&dagml(
+        &["run", "gauss_linreg.toml", "--threads", "2", "--quiet"],
+        dir.path(),
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("linreg: intercept "))
+        .unwrap_or_else(|| panic!("no coefficients line in\n{out}"));
+    let num = |after: &str| -> f64 {
+        let rest = &line[line.find(after).unwrap() + after.len()..];
+        rest.split([',', ' ']).next().unwrap().parse().unwrap()
+    };
+    assert!((num("intercept ") - 3.0).abs() < 0.01, "{line}");
+    assert!((num("coef a ") - 4.0).abs() < 0.01, "{line}");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("out/gauss_linreg/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let learned = &m["evaluations"][0]["learned"];
+    assert_eq!(learned["kind"], "linear");
+    let intercept = learned["intercept"].as_f64().unwrap();
+    let coef = learned["coefficients"][0]["value"].as_f64().unwrap();
+    assert_eq!(learned["coefficients"][0]["feature"], "a");
+    assert!((intercept - 3.0).abs() < 0.01 && (coef - 4.0).abs() < 0.01);
+    // The text shows the JSON's numbers, to six places.
+    assert!(line.contains(&format!("intercept {intercept:.6}, coef a {coef:.6}")));
+}

@@ -17,6 +17,7 @@ use crate::compile::logical::{Fanout, LOp};
 use crate::data::split::Part;
 use crate::data::{self, split, write};
 use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem};
+use crate::ml::inspect::{self, Learned};
 use crate::ml::metrics::{self, Scores};
 use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
 use crate::ml::model_file;
@@ -125,6 +126,24 @@ pub struct EvalResult {
     pub classes: Vec<String>,
     pub metrics: Vec<String>,
     pub results: Vec<EvalEntry>,
+    /// What the evaluated model learned, when it is small enough to keep here:
+    /// a linear model's coefficients and intercept, a forest's shape and feature
+    /// importances (a per-shard ensemble: each member's). Logistic regressions
+    /// are left out (classes × features numbers; `dagml inspect` shows them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<Learned>,
+}
+
+/// The learned state an evaluation keeps (see [`EvalResult::learned`]).
+pub fn kept_learned(model: &TrainedModel) -> Option<Learned> {
+    fn small(l: &Learned) -> bool {
+        match l {
+            Learned::Logistic { .. } => false,
+            Learned::Ensemble { members, .. } => members.iter().all(|m| small(&m.learned)),
+            _ => true,
+        }
+    }
+    Some(inspect::learned(model)).filter(small)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -687,6 +706,7 @@ impl PipelineKernels {
                         .map(|m| m.value.name().to_string())
                         .collect(),
                     results,
+                    learned: kept_learned(&model),
                 };
                 Ok(vec![Value::Bytes(serde_json::to_vec(&res).map_err(fail)?)])
             }
