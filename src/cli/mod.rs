@@ -11,6 +11,7 @@ mod fmt;
 mod inspect;
 mod plan;
 mod predict;
+mod report;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     Predict(predict::Args),
     /// Show what a model file holds: header, features, preprocessing, learned state.
     Inspect(inspect::Args),
+    /// Draw a metrics JSON (and model files) as a self-contained HTML report.
+    Report(report::Args),
     /// Serve a cluster scheduler.
     Scheduler(cluster::SchedulerArgs),
     /// Serve a cluster worker and register it with a scheduler.
@@ -70,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Report(a) => report::run(a),
         Command::Scheduler(a) => cluster::scheduler(a),
         Command::Worker(a) => cluster::worker(a),
     }

@@ -1,6 +1,8 @@
 //! Estimators and metrics.
 
 pub mod bins;
+pub mod curves;
+pub mod evaluation;
 pub mod glm;
 pub mod inspect;
 pub mod metrics;

@@ -17,7 +17,6 @@ use crate::compile::logical::{Fanout, LOp};
 use crate::data::split::Part;
 use crate::data::{self, split, write};
 use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem};
-use crate::ml::inspect::{self, Learned};
 use crate::ml::metrics::{self, Scores};
 use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
 use crate::ml::model_file;
@@ -117,47 +116,7 @@ impl RunContext {
     }
 }
 
-/// One evaluation's results.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalResult {
-    pub evaluation: String,
-    pub model: String,
-    pub task: String,
-    pub classes: Vec<String>,
-    pub metrics: Vec<String>,
-    pub results: Vec<EvalEntry>,
-    /// What the evaluated model learned, when it is small enough to keep here:
-    /// a linear model's coefficients and intercept, a forest's shape and feature
-    /// importances (a per-shard ensemble: each member's). Logistic regressions
-    /// are left out (classes × features numbers; `dagml inspect` shows them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub learned: Option<Learned>,
-}
-
-/// The learned state an evaluation keeps (see [`EvalResult::learned`]).
-pub fn kept_learned(model: &TrainedModel) -> Option<Learned> {
-    fn small(l: &Learned) -> bool {
-        match l {
-            Learned::Logistic { .. } => false,
-            Learned::Ensemble { members, .. } => members.iter().all(|m| small(&m.learned)),
-            _ => true,
-        }
-    }
-    Some(inspect::learned(model)).filter(small)
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalEntry {
-    /// The dataset scored.
-    pub data: String,
-    /// The model that scored it: the whole model, or one shard's member.
-    pub model: String,
-    pub scores: Scores,
-    /// For the mean over the folds of a cross-validation: the standard deviation
-    /// of each scalar metric over the folds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub std: Option<BTreeMap<String, f64>>,
-}
+pub use crate::ml::evaluation::{EvalEntry, EvalResult, MetricsDoc, kept_learned};
 
 /// A written file, reported back to the runner.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -743,18 +702,27 @@ impl PipelineKernels {
                         let file = model_file_bytes(cx, &model, spec_params)?;
                         write::write_bytes(&path, &file)?;
                     }
-                    OutputKind::Metrics { .. } => {
-                        let evals = bytes
+                    OutputKind::Metrics { .. } | OutputKind::Report { .. } => {
+                        let evaluations = bytes
                             .iter()
                             .map(|(_, b)| serde_json::from_slice::<EvalResult>(b).map_err(fail))
                             .collect::<Result<Vec<_>, String>>()?;
-                        let doc = serde_json::json!({
-                            "pipeline": cx.pipeline,
-                            "pipeline_hash": cx.pipeline_hash,
-                            "evaluations": evals,
-                        });
-                        let mut text = serde_json::to_vec_pretty(&doc).map_err(fail)?;
-                        text.push(b'\n');
+                        let doc = MetricsDoc {
+                            pipeline: cx.pipeline.clone(),
+                            pipeline_hash: cx.pipeline_hash.clone(),
+                            evaluations,
+                        };
+                        let text = if matches!(output.kind, OutputKind::Report { .. }) {
+                            crate::report::render(&doc, &[]).map_err(fail)?.into_bytes()
+                        } else {
+                            // Keys sorted, as the metrics JSON always had them.
+                            let mut t = serde_json::to_vec_pretty(
+                                &serde_json::to_value(&doc).map_err(fail)?,
+                            )
+                            .map_err(fail)?;
+                            t.push(b'\n');
+                            t
+                        };
                         write::write_bytes(&path, &text)?;
                     }
                     OutputKind::Predictions { format, .. } => {
