@@ -33,6 +33,14 @@ fn finite(v: f64) -> f64 {
     if v.is_finite() { v } else { 0.0 }
 }
 
+/// `n` segments `0..n` (plotters' segmented range `0..m` has `m + 1`); a
+/// single one keeps an empty second.
+fn segments(
+    n: u32,
+) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordu32> {
+    (0..n.saturating_sub(1).max(1)).into_segmented()
+}
+
 /// White (0) to dark blue (1).
 fn heat(t: f64) -> RGBColor {
     let t = finite(t).clamp(0.0, 1.0);
@@ -60,7 +68,10 @@ pub fn heatmap(
 ) -> Result<String, DrawError> {
     let (nr, nc) = (rows.len().max(1) as u32, cols.len().max(1) as u32);
     let cell = (480 / nc.max(nr)).clamp(14, 60);
-    let w = 160 + cell * nc;
+    // Columns wide enough for their labels (about 7 px a character).
+    let longest = cols.iter().map(|c| c.chars().count()).max().unwrap_or(1) as u32;
+    let cw = cell.max(7 * longest + 12).min(220);
+    let w = (160 + cw * nc).max(20 + 8 * title.chars().count() as u32);
     let h = 120 + cell * nr;
     let all: Vec<f64> = values.iter().flatten().copied().map(finite).collect();
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
@@ -79,12 +90,14 @@ pub fn heatmap(
                 .margin(8)
                 .x_label_area_size(40)
                 .y_label_area_size(110)
-                .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())
+                .build_cartesian_2d(segments(nc), segments(nr))
         );
         tri!(
             what,
             chart
                 .configure_mesh()
+                .label_style((FONT, 12))
+                .axis_desc_style((FONT, 12))
                 .disable_mesh()
                 .x_labels(nc as usize)
                 .y_labels(nr as usize)
@@ -171,6 +184,8 @@ pub fn curves(
             what,
             chart
                 .configure_mesh()
+                .label_style((FONT, 12))
+                .axis_desc_style((FONT, 12))
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .light_line_style(WHITE.mix(0.0))
@@ -255,6 +270,8 @@ pub fn scatter(
             what,
             chart
                 .configure_mesh()
+                .label_style((FONT, 12))
+                .axis_desc_style((FONT, 12))
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .light_line_style(WHITE.mix(0.0))
@@ -297,7 +314,8 @@ pub fn hbars(
     let names: Vec<String> = bars.iter().rev().map(|b| b.0.clone()).collect();
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (560, 80 + 20 * n)).into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut out, (560, 100 + 22 * n.max(3))).into_drawing_area();
         tri!(what, root.fill(&WHITE));
         let mut chart = tri!(
             what,
@@ -306,12 +324,14 @@ pub fn hbars(
                 .margin(10)
                 .x_label_area_size(36)
                 .y_label_area_size(130)
-                .build_cartesian_2d(0f64..hi, (0..n).into_segmented())
+                .build_cartesian_2d(0f64..hi, segments(n))
         );
         tri!(
             what,
             chart
                 .configure_mesh()
+                .label_style((FONT, 12))
+                .axis_desc_style((FONT, 12))
                 .disable_y_mesh()
                 .y_labels(n as usize)
                 .y_label_formatter(&|v| label_of(&names, v))
@@ -363,12 +383,14 @@ pub fn vbars(
                 .margin(10)
                 .x_label_area_size(36)
                 .y_label_area_size(56)
-                .build_cartesian_2d((0..n).into_segmented(), lo..hi + span * 0.12)
+                .build_cartesian_2d(segments(n), lo..hi + span * 0.12)
         );
         tri!(
             what,
             chart
                 .configure_mesh()
+                .label_style((FONT, 12))
+                .axis_desc_style((FONT, 12))
                 .disable_x_mesh()
                 .x_labels(n as usize)
                 .x_label_formatter(&|v| label_of(&names, v))

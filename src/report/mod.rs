@@ -572,3 +572,64 @@ pub fn render(doc: &MetricsDoc, models: &[(String, Learned)]) -> Result<String, 
     out.push_str("</body></html>\n");
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::inspect::Spread;
+
+    fn doc(features: Vec<String>) -> MetricsDoc {
+        let n = features.len() as f64;
+        let importances = features
+            .into_iter()
+            .enumerate()
+            .map(|(i, feature)| Weight {
+                feature,
+                value: 2.0 * (i + 1) as f64 / (n * (n + 1.0)),
+            })
+            .collect();
+        MetricsDoc {
+            pipeline: "p<&>".into(),
+            pipeline_hash: "00".into(),
+            evaluations: vec![EvalResult {
+                evaluation: "e".into(),
+                model: "forest".into(),
+                task: "classification".into(),
+                classes: vec![],
+                metrics: vec![],
+                results: vec![],
+                learned: Some(Learned::Trees {
+                    trees: 3,
+                    depth: Spread {
+                        min: 1,
+                        mean: 1.0,
+                        max: 1,
+                    },
+                    leaves: Spread {
+                        min: 2,
+                        mean: 2.0,
+                        max: 2,
+                    },
+                    importances,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn pixel_inputs_get_an_importance_image_and_other_inputs_do_not() {
+        let pixels = (0..784).map(|i| format!("pixel{i}")).collect();
+        let html = render(&doc(pixels), &[]).unwrap();
+        assert_eq!(html.matches("data-kind=\"importance-image\"").count(), 1);
+        assert_eq!(html.matches("data-kind=\"importances\"").count(), 1);
+        // 784 cells of the image.
+        let image = &html[html.find("data-kind=\"importance-image\"").unwrap()..];
+        assert!(image.matches("<rect").count() >= 784);
+        let other = (0..784).map(|i| format!("f{i}")).collect();
+        let html = render(&doc(other), &[]).unwrap();
+        assert_eq!(html.matches("data-kind=\"importance-image\"").count(), 0);
+        // The largest importance is at the top of the bars; text is escaped.
+        assert!(html.contains("f783") && !html.contains("f0<"));
+        assert!(html.contains("p&lt;&amp;&gt;"));
+    }
+}
