@@ -1,7 +1,7 @@
 //! dagml: compile and run declarative machine-learning pipelines.
 //!
 //! Phases, each a module that only uses the ones before it (docs/ARCHITECTURE.md):
-//! `spec` (text → model) → `compile` (model → checked DAG) → ... → `cli`.
+//! `frontend` (text → model) → `compile` (model → checked DAG) → ... → `cli`.
 
 // Diagnostics travel in `Err` only on the error path, where size does not matter.
 #![allow(clippy::result_large_err)]
