@@ -59,9 +59,9 @@ td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin
 figcaption{font-size:.85em;color:#555;max-width:540px}.note{color:#555;font-size:.9em}";
 
 fn figure(out: &mut String, kind: &str, svg: &str, caption: &str) {
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<figure data-kind=\"{kind}\">{svg}<figcaption>{}</figcaption></figure>\n",
+        "<figure data-kind=\"{kind}\">{svg}<figcaption>{}</figcaption></figure>",
         esc(caption)
     );
 }
@@ -334,7 +334,7 @@ fn metrics_table(out: &mut String, r: &EvalEntry) {
         }
         out.push_str("</tr>");
     }
-    let _ = write!(out, "<tr><td>rows</td><td>{}</td></tr></table>\n", s.rows);
+    let _ = writeln!(out, "<tr><td>rows</td><td>{}</td></tr></table>", s.rows);
 }
 
 fn classification_table(out: &mut String, r: &EvalEntry) {
@@ -537,9 +537,9 @@ pub fn render(doc: &MetricsDoc, models: &[(String, Learned)]) -> Result<String, 
         crate::ml::curves::SAMPLE,
     );
     for e in &doc.evaluations {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<section class=\"evaluation\" data-evaluation=\"{}\"><h2>{}: {} ({})</h2>\n",
+            "<section class=\"evaluation\" data-evaluation=\"{}\"><h2>{}: {} ({})</h2>",
             esc(&e.evaluation),
             esc(&e.evaluation),
             esc(&e.model),
@@ -550,9 +550,9 @@ pub fn render(doc: &MetricsDoc, models: &[(String, Learned)]) -> Result<String, 
         }
         matrix_chart(&mut out, e)?;
         for r in &e.results {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<section class=\"entry\" data-model=\"{}\" data-data=\"{}\"><h3>{} on {} ({} rows)</h3>\n",
+                "<section class=\"entry\" data-model=\"{}\" data-data=\"{}\"><h3>{} on {} ({} rows)</h3>",
                 esc(&r.model),
                 esc(&r.data),
                 esc(&r.model),
