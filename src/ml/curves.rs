@@ -156,11 +156,27 @@ fn keep_smallest(v: &mut Vec<(u64, f64, f64)>) {
 }
 
 impl Sample {
+    /// The sample of a batch, in one pass with at most [`SAMPLE`] pairs held
+    /// (a max-heap of the smallest keys seen).
     pub fn of(y: &[f64], pred: &[f64]) -> Sample {
-        let mut points: Vec<(u64, f64, f64)> = y
-            .iter()
-            .zip(pred)
-            .map(|(&a, &p)| (crate::data::rng::hash(0, &[a.to_bits(), p.to_bits()]), a, p))
+        let mut heap: std::collections::BinaryHeap<(u64, u64, u64)> =
+            std::collections::BinaryHeap::with_capacity(SAMPLE + 1);
+        for (&a, &p) in y.iter().zip(pred) {
+            let k = (
+                crate::data::rng::hash(0, &[a.to_bits(), p.to_bits()]),
+                a.to_bits(),
+                p.to_bits(),
+            );
+            if heap.len() < SAMPLE {
+                heap.push(k);
+            } else if heap.peek().is_some_and(|top| k < *top) {
+                heap.pop();
+                heap.push(k);
+            }
+        }
+        let mut points: Vec<(u64, f64, f64)> = heap
+            .into_iter()
+            .map(|(h, a, p)| (h, f64::from_bits(a), f64::from_bits(p)))
             .collect();
         keep_smallest(&mut points);
         Sample { points }
