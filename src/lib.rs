@@ -14,6 +14,7 @@ pub mod ml;
 pub mod optimize;
 pub mod plan;
 pub mod predict;
+pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod serve;

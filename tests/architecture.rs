@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["frontend"],
     &["data"],
     &["ml"],
-    &["compile"],
+    &["compile", "report"],
     &["optimize"],
     &["plan"],
     &["runtime"],

@@ -9,8 +9,10 @@ mod cluster;
 mod convert;
 mod fmt;
 mod health;
+mod inspect;
 mod plan;
 mod predict;
+mod report;
 mod run;
 mod serve;
 
@@ -44,6 +46,10 @@ enum Command {
     Predict(predict::Args),
     /// Serve model files over HTTP with the Open Inference Protocol (KServe v2).
     Serve(serve::Args),
+    /// Show what a model file holds: header, features, preprocessing, learned state.
+    Inspect(inspect::Args),
+    /// Draw a metrics JSON (and model files) as a self-contained HTML report.
+    Report(report::Args),
     /// Serve a cluster scheduler.
     Scheduler(cluster::SchedulerArgs),
     /// Serve a cluster worker and register it with a scheduler.
@@ -73,6 +79,8 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Report(a) => report::run(a),
         Command::Scheduler(a) => cluster::scheduler(a),
         Command::Worker(a) => cluster::worker(a),
         Command::Health(a) => health::run(a),

@@ -344,7 +344,7 @@ pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
         let (mut model, mut evals, mut data) = (None, Vec::new(), None);
         match &o.kind {
             OutputKind::Model { model: m } => model = cx.step(m, StepKind::Model, &mut diags),
-            OutputKind::Metrics { evaluations } => {
+            OutputKind::Metrics { evaluations } | OutputKind::Report { evaluations } => {
                 evals = evaluations
                     .iter()
                     .filter_map(|e| cx.step(e, StepKind::Evaluation, &mut diags))

@@ -1477,6 +1477,9 @@ fn lower_output(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Op
         "metrics" => Some(OutputKind::Metrics {
             evaluations: r.string_list(cx, "evaluations").unwrap_or_default(),
         }),
+        "report" => Some(OutputKind::Report {
+            evaluations: r.string_list(cx, "evaluations").unwrap_or_default(),
+        }),
         "predictions" => {
             let model = r.req_string(cx, "model");
             let data = r.req_string(cx, "data");

@@ -609,6 +609,8 @@ pub enum OutputKind {
     Model { model: Name },
     /// Metrics of the named evaluations (all when empty) as JSON.
     Metrics { evaluations: Vec<Name> },
+    /// The same evaluations drawn: one self-contained HTML file (`src/report`).
+    Report { evaluations: Vec<Name> },
     /// The input rows with a prediction column.
     Predictions {
         model: Name,
@@ -625,8 +627,14 @@ pub enum OutputKind {
 }
 
 impl OutputKind {
-    pub const NAMES: &'static [&'static str] =
-        &["model", "metrics", "predictions", "plan", "dataset"];
+    pub const NAMES: &'static [&'static str] = &[
+        "model",
+        "metrics",
+        "predictions",
+        "plan",
+        "dataset",
+        "report",
+    ];
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -5,6 +5,7 @@
 //! In: true targets and a [`Prediction`]. Out: [`Scores`], serializable to the
 //! metrics JSON and printable. Must not: round anything but the printed text.
 
+use super::curves::{ClassCurve, Sample, ScoreBins};
 use super::model::Prediction;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,14 @@ pub struct Scores {
     pub mae: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r2: Option<f64>,
+    /// One-vs-rest ROC and precision-recall curves per class, at the
+    /// probability bins' thresholds (see `ml::curves`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curves: Option<Vec<ClassCurve>>,
+    /// A regressor's sample of `[actual, predicted]` pairs (at most
+    /// `curves::SAMPLE`, the same whatever the partitioning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<Vec<[f64; 2]>>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -63,6 +72,8 @@ pub enum Tally {
         /// Sum over rows of −ln p(true class), clipped like scikit-learn.
         log_loss_sum: f64,
         rows: usize,
+        /// Probability histograms for the curves.
+        bins: ScoreBins,
     },
     Values {
         rows: usize,
@@ -73,6 +84,8 @@ pub enum Tally {
         /// (merged with Chan's formula).
         mean: f64,
         m2: f64,
+        /// A bounded sample of (actual, predicted) for the plots.
+        sample: Sample,
     },
 }
 
@@ -102,11 +115,13 @@ impl Tally {
                 -(p.clamp(eps, 1.0 - eps)).ln()
             })
             .sum::<f64>();
+        let bins = ScoreBins::of(y, proba, if proba.is_empty() { 0 } else { k });
         Tally::Classes {
             classes,
             confusion: cm,
             log_loss_sum,
             rows: y.len(),
+            bins,
         }
     }
 
@@ -120,6 +135,7 @@ impl Tally {
             sae: y.iter().zip(pred).map(|(a, b)| (a - b).abs()).sum(),
             mean,
             m2: y.iter().map(|a| (a - mean) * (a - mean)).sum(),
+            sample: Sample::of(y, pred),
         }
     }
 
@@ -132,12 +148,14 @@ impl Tally {
                     confusion,
                     log_loss_sum,
                     rows,
+                    bins,
                 },
                 Tally::Classes {
                     classes: c2,
                     confusion: m2,
                     log_loss_sum: l2,
                     rows: r2,
+                    bins: b2,
                 },
             ) if classes == c2 => {
                 for (a, b) in confusion.iter_mut().zip(m2) {
@@ -147,6 +165,7 @@ impl Tally {
                 }
                 *log_loss_sum += l2;
                 *rows += r2;
+                bins.merge(b2);
                 Ok(())
             }
             (
@@ -156,6 +175,7 @@ impl Tally {
                     sae,
                     mean,
                     m2,
+                    sample,
                 },
                 Tally::Values {
                     rows: nb,
@@ -163,6 +183,7 @@ impl Tally {
                     sae: sae_b,
                     mean: mean_b,
                     m2: m2_b,
+                    sample: sample_b,
                 },
             ) => {
                 let (na, nb) = (*rows as f64, *nb as f64);
@@ -175,6 +196,7 @@ impl Tally {
                 *rows += nb as usize;
                 *sse += sse_b;
                 *sae += sae_b;
+                sample.merge(sample_b);
                 Ok(())
             }
             _ => Err("cannot add up scores of different kinds or classes".into()),
@@ -188,6 +210,7 @@ impl Tally {
                 confusion: cm,
                 log_loss_sum,
                 rows: n,
+                bins,
             } => {
                 let k = cm.len();
                 let correct: u64 = (0..k).map(|i| cm[i][i]).sum();
@@ -229,11 +252,17 @@ impl Tally {
                     per_class: Some(rows),
                     confusion_matrix: Some(cm.clone()),
                     log_loss: Some(log_loss_sum / (*n).max(1) as f64),
+                    curves: Some(bins.curves(classes)).filter(|c| !c.is_empty()),
                     ..Scores::default()
                 }
             }
             Tally::Values {
-                rows, sse, sae, m2, ..
+                rows,
+                sse,
+                sae,
+                m2,
+                sample,
+                ..
             } => {
                 let n = (*rows).max(1) as f64;
                 Scores {
@@ -241,6 +270,7 @@ impl Tally {
                     rmse: Some((sse / n).sqrt()),
                     mae: Some(sae / n),
                     r2: Some(if *m2 > 0.0 { 1.0 - sse / m2 } else { 0.0 }),
+                    sample: Some(sample.pairs()),
                     ..Scores::default()
                 }
             }
@@ -441,6 +471,9 @@ pub fn mean_over_folds(folds: &[Scores]) -> (Scores, std::collections::BTreeMap<
             rmse,
             mae,
             r2,
+            // Each fold keeps its own curves and sample; the mean has none.
+            curves: None,
+            sample: None,
         },
         std,
     )

@@ -19,7 +19,9 @@
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"DAGMLMDL";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: trees carry their feature importances (the payload of version 1 has none
+/// and cannot be read as version 2).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureInfo {
@@ -58,6 +60,10 @@ pub enum ModelFileError {
         "the model file has format version {0}; this dagml reads up to {FORMAT_VERSION}: upgrade dagml"
     )]
     TooNew(u32),
+    #[error(
+        "the model file has format version {0}, older than this dagml's {FORMAT_VERSION} (trees now store feature importances): re-run the pipeline to rewrite it"
+    )]
+    TooOld(u32),
     #[error("the model header is not valid: {0}")]
     Header(String),
     #[error("the model payload is not valid: {0}")]
@@ -98,6 +104,9 @@ pub fn decode(bytes: &[u8]) -> Result<(ModelHeader, &[u8]), ModelFileError> {
     );
     if v > FORMAT_VERSION {
         return Err(ModelFileError::TooNew(v));
+    }
+    if v < FORMAT_VERSION {
+        return Err(ModelFileError::TooOld(v));
     }
     let hl = u32::from_le_bytes(
         take(&mut b, 4, "header length")?
@@ -168,6 +177,11 @@ mod tests {
         let mut newer = bytes.clone();
         newer[8] = 9;
         assert!(matches!(decode(&newer), Err(ModelFileError::TooNew(9))));
+        let mut older = bytes.clone();
+        older[8] = 1;
+        let e = decode(&older).unwrap_err();
+        assert!(matches!(e, ModelFileError::TooOld(1)));
+        assert!(e.to_string().contains("re-run the pipeline"), "{e}");
         assert_eq!(
             hash_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

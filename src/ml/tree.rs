@@ -69,6 +69,12 @@ pub struct Tree {
     /// Leaf values: class probabilities (`width` = classes) or the mean (`width` 1).
     pub values: Vec<f32>,
     pub width: u32,
+    /// Impurity-based feature importances of this tree, normalised to sum to 1
+    /// (empty for a single leaf): `(feature, importance)`, by feature, only the
+    /// features it splits on. scikit-learn's definition: each split adds
+    /// `w_node·impurity(node) − w_left·impurity(left) − w_right·impurity(right)`
+    /// (weights: the sample weights) to its feature.
+    pub importances: Vec<(u32, f64)>,
 }
 
 impl Tree {
@@ -107,6 +113,83 @@ impl Tree {
         }
         if self.nodes.is_empty() { 0 } else { d(self, 0) }
     }
+}
+
+/// A node's total sample weight and impurity from its statistics (gini:
+/// `1 − Σ p²`; entropy: `−Σ p ln p`; squared error: the weighted variance).
+fn impurity(c: Criterion, s: &[f64]) -> (f64, f64) {
+    match c {
+        Criterion::Gini | Criterion::Entropy => {
+            let w: f64 = s.iter().sum();
+            if w <= 0.0 {
+                return (0.0, 0.0);
+            }
+            let imp = match c {
+                Criterion::Gini => 1.0 - s.iter().map(|x| (x / w) * (x / w)).sum::<f64>(),
+                _ => -s
+                    .iter()
+                    .filter(|&&x| x > 0.0)
+                    .map(|&x| (x / w) * (x / w).ln())
+                    .sum::<f64>(),
+            };
+            (w, imp)
+        }
+        Criterion::SquaredError => {
+            let w = s[0];
+            if w <= 0.0 {
+                return (0.0, 0.0);
+            }
+            (w, (s[2] / w - (s[1] / w) * (s[1] / w)).max(0.0))
+        }
+    }
+}
+
+/// The weighted impurity decrease of a split (never negative).
+fn decrease(c: Criterion, node: &[f64], left: &[f64], right: &[f64]) -> f64 {
+    let (wn, n) = impurity(c, node);
+    let (wl, l) = impurity(c, left);
+    let (wr, r) = impurity(c, right);
+    (wn * n - wl * l - wr * r).max(0.0)
+}
+
+/// Sparse, normalised importances from a dense per-feature sum.
+fn normalised(dense: &[f64]) -> Vec<(u32, f64)> {
+    let total: f64 = dense.iter().sum();
+    if total <= 0.0 {
+        return Vec::new();
+    }
+    dense
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v > 0.0)
+        .map(|(f, v)| (f as u32, v / total))
+        .collect()
+}
+
+/// A forest's importances over `features` features, as scikit-learn's
+/// `feature_importances_`: the mean of the trees' normalised importances (trees
+/// that are a single leaf left out), normalised again. All zeros when no tree
+/// splits.
+pub fn forest_importances(trees: &[Tree], features: usize) -> Vec<f64> {
+    let mut sum = vec![0.0f64; features];
+    let mut n = 0usize;
+    for t in trees.iter().filter(|t| t.nodes.len() > 1) {
+        n += 1;
+        for &(f, v) in &t.importances {
+            if let Some(x) = sum.get_mut(f as usize) {
+                *x += v;
+            }
+        }
+    }
+    if n == 0 {
+        return sum;
+    }
+    sum.iter_mut().for_each(|x| *x /= n as f64);
+    let total: f64 = sum.iter().sum();
+    if total > 0.0 {
+        sum.iter_mut().for_each(|x| *x /= total);
+    }
+    sum
 }
 
 /// Nodes at most this large are split by sorting codes instead of histograms.
@@ -232,7 +315,9 @@ pub fn fit_tree(
         }],
         values: Vec::new(),
         width: if classes { width as u32 } else { 1 },
+        importances: Vec::new(),
     };
+    let mut importance = vec![0.0f64; b.cols];
     let d = b.cols;
     let mtry = cfg.max_features.clamp(1, d.max(1));
     let mut feats: Vec<u32> = (0..d as u32).collect();
@@ -447,6 +532,7 @@ pub fn fit_tree(
             sm.val[mid..wk.end].copy_from_slice(&tmp_v);
         }
         let right_stats: Vec<f64> = wk.stats.iter().zip(&bst.left).map(|(t, l)| t - l).collect();
+        importance[bst.feature] += decrease(cfg.criterion, &wk.stats, &bst.left, &right_stats);
         let li = tree.nodes.len();
         tree.nodes.push(Node {
             feature: 0,
@@ -484,6 +570,7 @@ pub fn fit_tree(
             n_const: n_total,
         });
     }
+    tree.importances = normalised(&importance);
     tree
 }
 
@@ -663,5 +750,70 @@ mod tests {
             )
         };
         assert_eq!(fit(&plain), fit(&both));
+    }
+
+    #[test]
+    fn importances_rank_the_informative_features_first() {
+        // y depends on features 0 (strongly) and 3 (weakly); 1, 2, 4, 5 are noise.
+        let n = 2000;
+        let mut rng = SeededRng::new(11, &[]);
+        let cols: Vec<Vec<u8>> = (0..6)
+            .map(|_| (0..n).map(|_| (rng.next_u64() % 16) as u8).collect())
+            .collect();
+        let y: Vec<u32> = (0..n)
+            .map(|i| u32::from(2 * u32::from(cols[0][i]) + u32::from(cols[3][i] / 4) > 17))
+            .collect();
+        let b = binned(cols);
+        let mut c = cfg(Criterion::Gini);
+        c.max_features = 2;
+        c.max_depth = Some(6);
+        let trees: Vec<Tree> = (0..20u64)
+            .map(|t| {
+                let mut r = SeededRng::new(5, &[t]);
+                let mut w = vec![0.0f32; n];
+                for _ in 0..n {
+                    w[r.below(n)] += 1.0;
+                }
+                fit_tree(&b, Target::Classes(&y, 2), &w, &c, &mut r)
+            })
+            .collect();
+        for t in &trees {
+            let s: f64 = t.importances.iter().map(|x| x.1).sum();
+            assert!((s - 1.0).abs() < 1e-9, "a tree's importances sum to 1: {s}");
+        }
+        let imp = forest_importances(&trees, 6);
+        assert!((imp.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let mut order: Vec<usize> = (0..6).collect();
+        order.sort_by(|&a, &b| imp[b].total_cmp(&imp[a]));
+        assert_eq!(&order[..2], &[0, 3], "importances {imp:?}");
+        assert!(imp[0] > 0.5, "the strong feature dominates: {imp:?}");
+    }
+
+    #[test]
+    fn one_perfect_split_gives_its_feature_all_the_importance() {
+        // Regression: x0 separates the values, x1 is constant; a stump.
+        let x0: Vec<u8> = (0..100).map(|i| u8::from(i >= 50)).collect();
+        let x1 = vec![3u8; 100];
+        let y: Vec<f64> = x0.iter().map(|&v| f64::from(v) * 2.0).collect();
+        let b = binned(vec![x0, x1]);
+        let t = fit_tree(
+            &b,
+            Target::Values(&y),
+            &[1.0; 100],
+            &cfg(Criterion::SquaredError),
+            &mut SeededRng::new(1, &[]),
+        );
+        assert_eq!(t.importances, vec![(0, 1.0)]);
+        assert_eq!(forest_importances(&[t], 2), vec![1.0, 0.0]);
+        // A single leaf has none, and a forest of only such trees is all zeros.
+        let leaf = fit_tree(
+            &b,
+            Target::Values(&[1.0; 100]),
+            &[1.0; 100],
+            &cfg(Criterion::SquaredError),
+            &mut SeededRng::new(1, &[]),
+        );
+        assert!(leaf.importances.is_empty());
+        assert_eq!(forest_importances(&[leaf], 2), vec![0.0, 0.0]);
     }
 }

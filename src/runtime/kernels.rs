@@ -4,7 +4,8 @@
 //! In: a [`Task`], its inputs ([`Value`]s in `task.inputs` order) and the
 //! [`RunContext`] (the logical plan's operations, the seed, the base folder).
 //! Out: one [`Value`] per `task.outputs`: record batches for data, bytes for models
-//! (postcard), metrics (JSON) and write receipts. Must not: keep state between
+//! (postcard), metrics (JSON; a `report` sink draws them as HTML) and write
+//! receipts. Must not: keep state between
 //! tasks or read anything but the files a source or output names: any worker can
 //! run any task and get the same bytes; nor parse an id's text: which partition,
 //! shard, fold or model an input is comes from the typed fields of
@@ -116,29 +117,7 @@ impl RunContext {
     }
 }
 
-/// One evaluation's results.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalResult {
-    pub evaluation: String,
-    pub model: String,
-    pub task: String,
-    pub classes: Vec<String>,
-    pub metrics: Vec<String>,
-    pub results: Vec<EvalEntry>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalEntry {
-    /// The dataset scored.
-    pub data: String,
-    /// The model that scored it: the whole model, or one shard's member.
-    pub model: String,
-    pub scores: Scores,
-    /// For the mean over the folds of a cross-validation: the standard deviation
-    /// of each scalar metric over the folds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub std: Option<BTreeMap<String, f64>>,
-}
+pub use crate::ml::evaluation::{EvalEntry, EvalResult, MetricsDoc, kept_learned};
 
 /// A written file, reported back to the runner.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -703,6 +682,7 @@ impl PipelineKernels {
                         .map(|m| m.value.name().to_string())
                         .collect(),
                     results,
+                    learned: kept_learned(&model),
                 };
                 Ok(vec![Value::Bytes(serde_json::to_vec(&res).map_err(fail)?)])
             }
@@ -739,18 +719,27 @@ impl PipelineKernels {
                         let file = model_file_bytes(cx, &model, spec_params)?;
                         write::write_bytes(&path, &file)?;
                     }
-                    OutputKind::Metrics { .. } => {
-                        let evals = bytes
+                    OutputKind::Metrics { .. } | OutputKind::Report { .. } => {
+                        let evaluations = bytes
                             .iter()
                             .map(|(_, b)| serde_json::from_slice::<EvalResult>(b).map_err(fail))
                             .collect::<Result<Vec<_>, String>>()?;
-                        let doc = serde_json::json!({
-                            "pipeline": cx.pipeline,
-                            "pipeline_hash": cx.pipeline_hash,
-                            "evaluations": evals,
-                        });
-                        let mut text = serde_json::to_vec_pretty(&doc).map_err(fail)?;
-                        text.push(b'\n');
+                        let doc = MetricsDoc {
+                            pipeline: cx.pipeline.clone(),
+                            pipeline_hash: cx.pipeline_hash.clone(),
+                            evaluations,
+                        };
+                        let text = if matches!(output.kind, OutputKind::Report { .. }) {
+                            crate::report::render(&doc, &[]).map_err(fail)?.into_bytes()
+                        } else {
+                            // Keys sorted, as the metrics JSON always had them.
+                            let mut t = serde_json::to_vec_pretty(
+                                &serde_json::to_value(&doc).map_err(fail)?,
+                            )
+                            .map_err(fail)?;
+                            t.push(b'\n');
+                            t
+                        };
                         write::write_bytes(&path, &text)?;
                     }
                     OutputKind::Predictions { format, .. } => {

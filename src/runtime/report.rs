@@ -6,6 +6,7 @@
 //! [`RunReport`] and its text. Must not: print, or look at anything but the
 //! values it is given.
 
+use crate::ml::inspect::{Learned, Weight};
 use crate::ml::metrics;
 use crate::runtime::executor::TaskRecord;
 use crate::runtime::kernels::{EvalResult, Receipt};
@@ -71,6 +72,7 @@ pub fn results_of<'a>(
 pub fn render_results(r: &RunReport) -> String {
     let mut out = String::new();
     for e in &r.evaluations {
+        out.push_str(&learned_line(e));
         for entry in &e.results {
             out.push_str(&format!(
                 "== {} : {} on {} ({} rows)\n",
@@ -132,4 +134,37 @@ pub fn render_results(r: &RunReport) -> String {
         }
     }
     out
+}
+
+/// How many coefficients the run's text shows (largest magnitude first).
+const SHOWN_COEFFICIENTS: usize = 10;
+
+/// A linear model's intercept and coefficients, one line (`dagml inspect` has
+/// all of them, and every model kind).
+fn learned_line(e: &EvalResult) -> String {
+    let Some(Learned::Linear {
+        intercept,
+        coefficients,
+    }) = &e.learned
+    else {
+        return String::new();
+    };
+    let mut ranked: Vec<&Weight> = coefficients.iter().collect();
+    ranked.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()));
+    let mut parts: Vec<String> = ranked
+        .iter()
+        .take(SHOWN_COEFFICIENTS)
+        .map(|w| format!("{} {:.6}", w.feature, w.value))
+        .collect();
+    if ranked.len() > SHOWN_COEFFICIENTS {
+        parts.push(format!(
+            "... {} more (dagml inspect)",
+            ranked.len() - SHOWN_COEFFICIENTS
+        ));
+    }
+    format!(
+        "{}: intercept {intercept:.6}, coef {}\n",
+        e.model,
+        parts.join(", ")
+    )
 }

@@ -94,6 +94,8 @@ pub enum SaveWhat {
     Model { explicit: bool, model: Val },
     /// `save metrics [evaluations] to PATH`.
     Metrics { evaluations: Option<Val> },
+    /// `save report [evaluations] to PATH` (an HTML file).
+    Report { evaluations: Option<Val> },
     /// `save predictions of MODEL on DATA to PATH`.
     Predictions { model: Val, data: Val },
     /// `save plan to PATH`.
@@ -107,6 +109,7 @@ impl SaveWhat {
         match self {
             SaveWhat::Model { .. } => "model",
             SaveWhat::Metrics { .. } => "metrics",
+            SaveWhat::Report { .. } => "report",
             SaveWhat::Predictions { .. } => "predictions",
             SaveWhat::Plan => "plan",
             SaveWhat::Dataset { .. } => "dataset",

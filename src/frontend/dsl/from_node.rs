@@ -269,6 +269,9 @@ fn step(section: &str, name: &Word, t: &Table, span: Span) -> Option<StmtKind> {
                 "metrics" => SaveWhat::Metrics {
                     evaluations: t.get("evaluations").map(list_val),
                 },
+                "report" => SaveWhat::Report {
+                    evaluations: t.get("evaluations").map(list_val),
+                },
                 "predictions" => SaveWhat::Predictions {
                     model: s("model"),
                     data: s("data"),

@@ -958,7 +958,7 @@ impl<'s> Ctx<'s> {
         ))
     }
 
-    /// `save = ( "metrics" [list] | "plan" | "predictions" "of" ref "on" ref
+    /// `save = ( "metrics" [list] | "report" [list] | "plan" | "predictions" "of" ref "on" ref
     ///         | "dataset" ref | ["model"] ref ) "to" value ["as" name]`
     fn save(&self, r: &'s str, name: Option<Word>, kw: Span) -> PResult<'s, StmtKind> {
         let r0 = ws(r);
@@ -981,6 +981,19 @@ impl<'s> Ctx<'s> {
                     )
                 } else {
                     (r1, SaveWhat::Metrics { evaluations: None })
+                }
+            }
+            "report" => {
+                if self.peek_is(r1, "[") {
+                    let (r, l) = self.list(r1)?;
+                    (
+                        r,
+                        SaveWhat::Report {
+                            evaluations: Some(l),
+                        },
+                    )
+                } else {
+                    (r1, SaveWhat::Report { evaluations: None })
                 }
             }
             "plan" => (r1, SaveWhat::Plan),

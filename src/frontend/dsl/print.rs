@@ -364,14 +364,17 @@ fn stmt(s: &Stmt, out: &mut String) -> bool {
                 SaveWhat::Model { explicit, model } => {
                     let m = model.as_str().unwrap_or("");
                     if *explicit
-                        || matches!(m, "metrics" | "plan" | "predictions" | "dataset" | "model")
+                        || matches!(
+                            m,
+                            "metrics" | "report" | "plan" | "predictions" | "dataset" | "model"
+                        )
                     {
                         out.push_str("model ");
                     }
                     refv(model, out);
                 }
-                SaveWhat::Metrics { evaluations } => {
-                    out.push_str("metrics");
+                SaveWhat::Metrics { evaluations } | SaveWhat::Report { evaluations } => {
+                    out.push_str(what.kind());
                     if let Some(e) = evaluations {
                         out.push(' ');
                         value(e, out);

@@ -473,7 +473,7 @@ impl Builder<'_> {
                         val(model),
                         &mut self.diags,
                     ),
-                    SaveWhat::Metrics { evaluations } => {
+                    SaveWhat::Metrics { evaluations } | SaveWhat::Report { evaluations } => {
                         if let Some(e) = evaluations {
                             put(&mut t, key("evaluations", e.span), val(e), &mut self.diags);
                         }
