@@ -345,14 +345,6 @@ pub fn model_file_bytes(
     Ok(model_file::encode(&header, &payload))
 }
 
-/// Read a model file back.
-pub fn read_model_file(bytes: &[u8]) -> Result<(model_file::ModelHeader, TrainedModel), String> {
-    let (header, payload) = model_file::decode(bytes).map_err(fail)?;
-    let model =
-        postcard::from_bytes(payload).map_err(|e| format!("the model payload is corrupt: {e}"))?;
-    Ok((header, model))
-}
-
 impl PipelineKernels {
     fn op(&self, task: &Task) -> Result<&LOp, String> {
         self.cx
