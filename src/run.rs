@@ -3,12 +3,16 @@
 //! the in-process executor, and gather what the user sees.
 //!
 //! In: a pipeline file path and [`RunOptions`]. Out: a [`RunReport`] (evaluations,
-//! written files, per-step times, peak memory) or a [`RunFailure`].
+//! written files, per-step times, peak memory) or a [`RunFailure`]. The output
+//! folders are checked writable before the first task; the outputs are put in
+//! place together when the last task succeeds, and a failed run leaves them all
+//! as they were and says so (`runtime::outputs`).
 //! Must not: print (the CLI does), decide exit codes, or be used by the
 //! cluster (which shares `workspace` and `runtime` with it, not this room).
 
 use crate::runtime::executor::{self, Observer, Options};
 use crate::runtime::kernels::PipelineKernels;
+use crate::runtime::outputs;
 pub use crate::runtime::report::{RunReport, render_results, results_of};
 pub use crate::workspace::RunFailure;
 use crate::workspace::{Prepared, prepare_file};
@@ -65,6 +69,10 @@ pub fn run_file(
         pipeline, plan, cx, ..
     } = prepare_file(path, opts.base.clone())?;
     let threads = threads_for(&plan, opts);
+    // Every output folder writable, before any compute; stale temporaries of
+    // these outputs (a killed run's) removed.
+    let outs = outputs::planned(&plan, &cx.base);
+    outputs::prepare(&outs).map_err(|e| RunFailure::Other(e.to_string()))?;
     let kernels = PipelineKernels { cx: Arc::new(cx) };
     // Evaluations feed the metrics sink, and a written dataset may be read back,
     // so the executor would free them; the report needs them.
@@ -90,8 +98,11 @@ pub fn run_file(
             keep,
             ..Options::default()
         },
-    )?;
+    )
+    .map_err(|e| RunFailure::from(e).with_unchanged(outputs::discard(&outs)))?;
     let (evaluations, receipts) = results_of(&plan, |id| outcome.values.get(id).map(|v| &**v));
+    // All the run's outputs at once, now that every task has succeeded.
+    outputs::commit(&outs, &receipts).map_err(|e| RunFailure::Other(e.to_string()))?;
     Ok(RunReport {
         pipeline,
         evaluations,

@@ -197,6 +197,26 @@ pub enum RunFailure {
     Run(#[from] RunError),
     #[error("{0}")]
     Other(String),
+    /// A run that failed after it was planned: the failure, and the outputs it
+    /// left as they were (its staged files removed).
+    #[error("{failure}{}", crate::runtime::outputs::unchanged_note(unchanged))]
+    Outputs {
+        failure: Box<RunFailure>,
+        unchanged: Vec<String>,
+    },
+}
+
+impl RunFailure {
+    /// This failure, saying which of the run's outputs it left unchanged.
+    pub fn with_unchanged(self, unchanged: Vec<String>) -> Self {
+        match self {
+            RunFailure::Invalid(_) => self,
+            failure => RunFailure::Outputs {
+                failure: Box::new(failure),
+                unchanged,
+            },
+        }
+    }
 }
 
 /// A checked and planned pipeline with everything its kernels need.

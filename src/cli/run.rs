@@ -88,6 +88,7 @@ pub fn run(a: Args) -> ExitCode {
     };
     let result = match placement {
         Placement::InProcess { threads } => {
+            remove_temporaries_on_signal();
             run::run_file(&a.file, &RunOptions { threads, ..opts }, &progress)
         }
         p => on_cluster(&a, p, &progress),
@@ -150,6 +151,43 @@ pub fn run(a: Args) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// On SIGINT or SIGTERM during an in-process run: remove this process's
+/// temporary and staged output files (the outputs stay as they were), then
+/// exit 130 or 143. (A cluster run's client cancels the run on Ctrl-C and
+/// removes the staged files itself.)
+fn remove_temporaries_on_signal() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let code: Option<i32> = rt.block_on(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = signal(SignalKind::terminate()).ok()?;
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.ok().map(|_| 130),
+                    _ = term.recv() => Some(143),
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                tokio::signal::ctrl_c().await.ok().map(|_| 130)
+            }
+        });
+        if let Some(code) = code {
+            let n = dagml::data::write::remove_temporaries();
+            eprintln!(
+                "\ninterrupted: the run's outputs were left as they were ({n} temporary files removed)"
+            );
+            std::process::exit(code);
+        }
+    });
 }
 
 /// An embedded or remote cluster: the same report, computed by workers.

@@ -10,6 +10,11 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{path}` is not a valid IDX file: {reason}")]
     Idx { path: PathBuf, reason: String },
     #[error("`{path}`: {reason}")]

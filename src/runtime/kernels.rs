@@ -144,8 +144,49 @@ pub struct EvalEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     pub output: String,
+    /// Where the files go (`paths[i]`), as the pipeline names them under the
+    /// run's base folder.
     pub paths: Vec<String>,
     pub rows: Option<u64>,
+    /// The staged twin of each of `paths`, to be put in place when the run
+    /// succeeds (`runtime::outputs::commit`); empty when the files were put in
+    /// place at once (an output a later source reads back with `after`).
+    #[serde(default)]
+    pub staged: Vec<String>,
+}
+
+/// Writes a sink's files: staged for the run's commit, or (an output read back
+/// by a later source) in place at once.
+struct Put {
+    stage: bool,
+    staged: Vec<String>,
+}
+
+impl Put {
+    fn bytes(&mut self, path: &std::path::Path, b: &[u8]) -> Result<(), data::DataError> {
+        if self.stage {
+            let s = write::stage_bytes(path, b)?;
+            self.staged.push(s.display().to_string());
+            Ok(())
+        } else {
+            write::write_bytes(path, b)
+        }
+    }
+
+    fn batch(
+        &mut self,
+        path: &std::path::Path,
+        b: &RecordBatch,
+        f: crate::frontend::pipeline::FileFormat,
+    ) -> Result<(), data::DataError> {
+        if self.stage {
+            let s = write::stage_batch(path, b, f)?;
+            self.staged.push(s.display().to_string());
+            Ok(())
+        } else {
+            write::write_batch(path, b, f)
+        }
+    }
 }
 
 pub struct PipelineKernels {
@@ -689,6 +730,15 @@ impl PipelineKernels {
                     output: output.name.value.clone(),
                     paths: vec![path.display().to_string()],
                     rows: None,
+                    staged: Vec::new(),
+                };
+                let read_back = cx.ops.values().any(|o| {
+                    matches!(o, LOp::Source { source, .. }
+                        if source.after.as_ref().is_some_and(|a| a.value == output.name.value))
+                });
+                let mut put = Put {
+                    stage: !read_back,
+                    staged: Vec::new(),
                 };
                 match &output.kind {
                     OutputKind::Model { .. } => {
@@ -713,7 +763,7 @@ impl PipelineKernels {
                             })
                             .unwrap_or_default();
                         let file = model_file_bytes(cx, &model, spec_params)?;
-                        write::write_bytes(&path, &file)?;
+                        put.bytes(&path, &file)?;
                     }
                     OutputKind::Metrics { .. } => {
                         let evals = bytes
@@ -727,7 +777,7 @@ impl PipelineKernels {
                         });
                         let mut text = serde_json::to_vec_pretty(&doc).map_err(fail)?;
                         text.push(b'\n');
-                        write::write_bytes(&path, &text)?;
+                        put.bytes(&path, &text)?;
                     }
                     OutputKind::Predictions { format, .. } => {
                         let (_, mb) = bytes.first().ok_or("no model to predict with")?;
@@ -739,7 +789,7 @@ impl PipelineKernels {
                         let out = predictions_batch(&b, &pred)?;
                         receipt.rows = Some(out.num_rows() as u64);
                         let f = write::format_of(&path, format.value);
-                        write::write_batch(&path, &out, f)?;
+                        put.batch(&path, &out, f)?;
                     }
                     OutputKind::Dataset { format, .. } => {
                         receipt.paths.clear();
@@ -749,7 +799,7 @@ impl PipelineKernels {
                         for (_, parts) in &data {
                             for b in parts {
                                 let p = path.join(write::part_file_name(i, format.value));
-                                write::write_batch(&p, b, format.value)?;
+                                put.batch(&p, b, format.value)?;
                                 rows += b.num_rows() as u64;
                                 receipt.paths.push(p.display().to_string());
                                 i += 1;
@@ -762,9 +812,10 @@ impl PipelineKernels {
                             .pictures
                             .get(&output.name.value)
                             .ok_or("the plan picture was not rendered")?;
-                        write::write_bytes(&path, pic)?;
+                        put.bytes(&path, pic)?;
                     }
                 }
+                receipt.staged = put.staged;
                 Ok(vec![Value::Bytes(
                     serde_json::to_vec(&receipt).map_err(fail)?,
                 )])

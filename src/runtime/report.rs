@@ -52,6 +52,7 @@ pub fn results_of<'a>(
                     {
                         Some(x) => {
                             x.paths.extend(r.paths);
+                            x.staged.extend(r.staged);
                             x.rows = match (x.rows, r.rows) {
                                 (Some(a), Some(b)) => Some(a + b),
                                 (a, b) => a.or(b),
