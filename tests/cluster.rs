@@ -568,6 +568,55 @@ fn a_bad_data_error_is_not_retried_and_reads_the_same_on_every_kind_of_run() {
 }
 
 #[test]
+fn a_missing_column_is_reported_once_at_once_on_the_cluster() {
+    // `check` without `--data` cannot see a CSV's columns, so a feature that is
+    // not in the file is found by the fit. It is bad data: the same input
+    // fails again, so the first attempt's error is the run's, with no retry.
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut csv = String::from("a,b,y\n");
+    for i in 0..40 {
+        csv.push_str(&format!("{},{},{}\n", i % 5, i % 3, i % 2));
+    }
+    std::fs::write(d.path().join("rows.csv"), csv).expect("write");
+    std::fs::write(
+        d.path().join("pipeline.toml"),
+        r#"
+[pipeline]
+name = "missing_column"
+
+[sources.rows]
+kind = "csv"
+path = "rows.csv"
+
+[models.m]
+estimator = "decision_tree"
+input = "rows"
+target = "y"
+features = ["a", "nope"]
+
+[evaluations.e]
+model = "m"
+data = ["rows"]
+metrics = ["accuracy"]
+"#,
+    )
+    .expect("write");
+    let t0 = std::time::Instant::now();
+    let out = dagml_run(d.path(), &["--events", "--workers", "2"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("`nope`"), "{err}");
+    assert!(err.contains("bad data: "), "{err}");
+    assert!(
+        err.contains("(attempt 1 of 3; bad data is not retried)"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+    // At once: no back-off between attempts that cannot help.
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{err}");
+}
+
+#[test]
 fn a_worker_with_a_data_root_refuses_files_outside_it() {
     let root = tempfile::tempdir().expect("tempdir");
     let root_s = root.path().to_string_lossy().into_owned();

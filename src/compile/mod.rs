@@ -46,6 +46,9 @@ pub fn check_with(
     let (resolved, diags) = resolve::resolve(&pipeline);
     let resolve_failed = diags.iter().any(Diagnostic::is_error) || parsed.has_errors();
     parsed.diagnostics.extend(diags);
+    if !resolve_failed && let Some(d) = resolve::nothing_to_run(&pipeline) {
+        parsed.diagnostics.push(d);
+    }
     let mut plan = None;
     if !resolve_failed {
         let (p, diags) = logical::build(&pipeline, &resolved, source_schemas);

@@ -70,6 +70,16 @@ pub enum Code {
     ColumnNotInData,
     /// A step whose result reaches no output or evaluation.
     UnusedStep,
+    /// A name longer than fits in a file name (255 bytes).
+    NameTooLong,
+    /// A pipeline with no evaluation and no output: nothing to run.
+    NothingToRun,
+    /// Two columns of a data file have the same name.
+    DuplicateColumnInData,
+    /// A data file that is empty or has a header and no rows.
+    EmptyData,
+    /// A column of numbers but for a few cells, read as text.
+    MostlyNumeric,
     /// Two outputs write the same path.
     DuplicateOutput,
 }
@@ -89,6 +99,7 @@ impl Code {
         Code::BadExpression,
         Code::SecretInFile,
         Code::Conflict,
+        Code::NameTooLong,
         Code::DuplicateName,
         Code::UnknownReference,
         Code::Cycle,
@@ -98,9 +109,13 @@ impl Code {
         Code::WrongStepKind,
         Code::BadFunction,
         Code::DuplicateOutput,
+        Code::NothingToRun,
         Code::MissingFile,
         Code::ColumnNotInData,
+        Code::DuplicateColumnInData,
+        Code::EmptyData,
         Code::UnusedStep,
+        Code::MostlyNumeric,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +133,7 @@ impl Code {
             BadExpression => "E0207",
             SecretInFile => "E0208",
             Conflict => "E0209",
+            NameTooLong => "E0210",
             DuplicateName => "E0301",
             UnknownReference => "E0302",
             Cycle => "E0303",
@@ -127,15 +143,19 @@ impl Code {
             WrongStepKind => "E0307",
             BadFunction => "E0308",
             DuplicateOutput => "E0309",
+            NothingToRun => "E0310",
             MissingFile => "E0401",
             ColumnNotInData => "E0402",
+            DuplicateColumnInData => "E0403",
+            EmptyData => "E0404",
             UnusedStep => "W0301",
+            MostlyNumeric => "W0401",
         }
     }
 
     pub fn default_severity(self) -> Severity {
         match self {
-            Code::UnusedStep => Severity::Warning,
+            Code::UnusedStep | Code::MostlyNumeric => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -445,10 +465,15 @@ mod tests {
                 | Code::DuplicateOutput
                 | Code::MissingFile
                 | Code::ColumnNotInData
-                | Code::UnusedStep => {}
+                | Code::UnusedStep
+                | Code::NameTooLong
+                | Code::NothingToRun
+                | Code::DuplicateColumnInData
+                | Code::EmptyData
+                | Code::MostlyNumeric => {}
             }
         }
-        assert_eq!(Code::ALL.len(), 24);
+        assert_eq!(Code::ALL.len(), 29);
     }
 
     #[test]

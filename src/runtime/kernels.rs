@@ -16,7 +16,7 @@ use super::value::Value;
 use crate::compile::logical::{Fanout, LOp};
 use crate::data::split::Part;
 use crate::data::{self, split, write};
-use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem};
+use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem, SplitKind};
 use crate::ml::metrics::{self, Scores};
 use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
 use crate::ml::model_file;
@@ -386,6 +386,131 @@ pub fn model_file_bytes(
     Ok(model_file::encode(&header, &payload))
 }
 
+/// Where a dataset's rows come from, for messages: ` (read from `d.csv`)`.
+fn origin(cx: &RunContext, dataset: &str) -> String {
+    let mut name = dataset.split('.').next().unwrap_or(dataset).to_string();
+    // Back through splits to the source (a transform's input is not in its
+    // operation: the trail ends there), a bounded number of steps.
+    for _ in 0..32 {
+        let next = cx.ops.values().find_map(|o| match o {
+            LOp::Source { source, .. } if source.name.value == name => Some(Err(source
+                .file_path()
+                .map(|(p, _)| format!(" (read from `{}`)", p.value))
+                .unwrap_or_default())),
+            LOp::Split { split } if split.name.value == name => match &split.kind {
+                SplitKind::Holdout { input, .. }
+                | SplitKind::KFold { input, .. }
+                | SplitKind::Shards { input, .. } => Some(Ok(input.value.clone())),
+                SplitKind::Predefined { .. } => None,
+            },
+            _ => None,
+        });
+        match next {
+            Some(Ok(n)) => name = n.split('.').next().unwrap_or(&n).to_string(),
+            Some(Err(file)) => return file,
+            None => return String::new(),
+        }
+    }
+    String::new()
+}
+
+/// Why a split's part is empty, in the split's own terms.
+fn empty_part_reason(cx: &RunContext, split: &str, part: &str) -> String {
+    let found = cx.ops.values().find_map(|o| match o {
+        LOp::Split { split: s } if s.name.value == split => Some(s),
+        _ => None,
+    });
+    match found.map(|s| &s.kind) {
+        Some(SplitKind::Holdout {
+            input,
+            test_fraction,
+            ..
+        }) => format!(
+            "the holdout split `{split}` (test_fraction {}) left `{split}.{part}` no rows: `{}` has too few rows{}; add rows or change test_fraction",
+            test_fraction.value,
+            input.value,
+            origin(cx, &input.value)
+        ),
+        Some(SplitKind::KFold { input, k, .. }) => format!(
+            "the k-fold split `{split}` (k = {}) left `{split}.{part}` no rows: `{}` has fewer rows than folds{}; add rows or lower k",
+            k.value,
+            input.value,
+            origin(cx, &input.value)
+        ),
+        Some(SplitKind::Shards {
+            validation_fraction,
+            ..
+        }) => format!(
+            "the shard split `{split}` (validation_fraction {}) left `{split}.{part}` no rows",
+            validation_fraction.value
+        ),
+        _ => format!("`{split}.{part}` has no rows"),
+    }
+}
+
+/// Before a fit: the target is a column of its input, and (for a task that
+/// sees all of them) there are rows; with messages that name the data, where it
+/// comes from, and what to change.
+fn check_fit_inputs(
+    cx: &RunContext,
+    task: &Task,
+    spec: &crate::frontend::pipeline::ModelSpec,
+    inputs: &[Arc<Value>],
+) -> Result<(), TaskError> {
+    let (data, _) = split_inputs(task, inputs)?;
+    let Some((dataset, batches)) = data.first() else {
+        return Ok(());
+    };
+    let Some(first) = batches.first() else {
+        return Ok(());
+    };
+    let ds = dataset.to_string();
+    let target = &spec.target.value;
+    let schema = first.schema();
+    if schema.field_with_name(target).is_err() {
+        let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let guess = crate::frontend::diag::did_you_mean(target, cols.iter().copied())
+            .map(|g| format!("; did you mean `{g}`?"))
+            .unwrap_or_default();
+        let list = if cols.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!(
+                "its columns are {}",
+                cols.iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        return Err(TaskError::bad_data(format!(
+            "the target `{target}` of model `{}` is not a column of `{ds}`{}: {list}{guess}",
+            spec.name.value,
+            origin(cx, &ds)
+        )));
+    }
+    let sees_all = matches!(
+        task.kind,
+        TaskKind::Fit | TaskKind::FitTrees { .. } | TaskKind::FitShard { .. }
+    );
+    let rows: usize = data
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .map(|b| b.num_rows())
+        .sum();
+    if sees_all && rows == 0 {
+        let why = match dataset {
+            DatasetId::Part { split, part } => empty_part_reason(cx, split, part.label().as_ref()),
+            DatasetId::Whole(_) => format!("`{ds}` has no rows{}", origin(cx, &ds)),
+        };
+        return Err(TaskError::bad_data(format!(
+            "no rows to train `{}` on: {why}",
+            spec.name.value
+        )));
+    }
+    Ok(())
+}
+
 impl PipelineKernels {
     fn op(&self, task: &Task) -> Result<&LOp, String> {
         self.cx
@@ -401,6 +526,9 @@ impl PipelineKernels {
     fn run_task(&self, task: &Task, inputs: &[Arc<Value>]) -> Result<Vec<Value>, TaskError> {
         let op = self.op(task)?;
         let cx = &self.cx;
+        if let LOp::Fit { model: spec, .. } = op {
+            check_fit_inputs(cx, task, spec, inputs)?;
+        }
         match (&task.kind, op) {
             (
                 TaskKind::Read,
