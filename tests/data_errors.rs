@@ -111,3 +111,70 @@ fn a_bad_cell_in_a_declared_column_is_an_error_with_its_line_and_column() {
         "{e}"
     );
 }
+
+#[test]
+fn a_class_never_seen_in_training_is_scored_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("train.csv"), "a,y\n1,p\n2,p\n8,q\n9,q\n").expect("write");
+    std::fs::write(dir.path().join("test.csv"), "a,y\n1,p\n9,q\n5,r\n").expect("write");
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+[pipeline]
+name = "unseen"
+
+[sources.train]
+kind = "csv"
+path = "train.csv"
+
+[sources.test]
+kind = "csv"
+path = "test.csv"
+
+[models.m]
+estimator = "decision_tree"
+input = "train"
+target = "y"
+
+[evaluations.e]
+model = "m"
+data = ["test"]
+metrics = ["accuracy", "classification_report", "confusion_matrix"]
+
+[outputs.metrics]
+kind = "metrics"
+path = "metrics.json"
+"#,
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_dagml"))
+        .args(["run", "p.toml", "--in-process"])
+        .current_dir(dir.path())
+        .output()
+        .expect("dagml runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("warning: class `r` is in `test` but never in the training data of `m`"),
+        "{text}"
+    );
+    // Two of three right, as scikit-learn's accuracy_score gives.
+    assert!(text.contains("accuracy 0.6667"), "{text}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("metrics.json")).expect("metrics"))
+            .expect("json");
+    let s = &m["evaluations"][0]["results"][0]["scores"];
+    assert_eq!(s["unseen_classes"], serde_json::json!(["r"]), "{s}");
+    // `r` has its row (one row, predicted p or q) and a column never predicted.
+    let cm = &s["confusion_matrix"];
+    assert_eq!(cm[0], serde_json::json!([1, 0, 0]), "{s}");
+    assert_eq!(cm[1], serde_json::json!([0, 1, 0]), "{s}");
+    assert_eq!(cm[2][2], serde_json::json!(0), "{s}");
+    assert_eq!(
+        cm[2][0].as_u64().unwrap_or(9) + cm[2][1].as_u64().unwrap_or(9),
+        1,
+        "{s}"
+    );
+    assert_eq!(s["per_class"][2]["recall"], serde_json::json!(0.0), "{s}");
+}

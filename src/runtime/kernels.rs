@@ -323,10 +323,10 @@ fn tally(model: &TrainedModel, batch: &RecordBatch) -> Result<metrics::Tally, St
     let pred = model.predict(batch).map_err(fail)?;
     Ok(match model.task {
         Problem::Classification => {
+            // A class the model never saw is scored (never predicted), as
+            // scikit-learn does, and named in the scores' `unseen_classes`.
             let labels = data::matrix::labels(batch, &model.target).map_err(fail)?;
-            let y = data::matrix::class_indices(&labels, &model.classes, &model.target)
-                .map_err(fail)?;
-            metrics::Tally::classification(&y, &pred)
+            metrics::Tally::classification_labels(&labels, &pred)
         }
         Problem::Regression => {
             let y = data::matrix::float_target(batch, &model.target).map_err(fail)?;
