@@ -333,6 +333,57 @@ fn assert_refused(sched: &str, workers: &[String], token: Option<&str>) {
 }
 
 #[test]
+fn a_worker_with_a_wrong_token_exits_naming_the_cause() {
+    // A scheduler that is up refuses the token: retrying cannot help, so the
+    // worker stops with an error instead of staying up doing nothing.
+    let mut procs = Procs::default();
+    let sched = procs.serve(
+        "scheduler",
+        &["scheduler", "--listen", "127.0.0.1:0"],
+        &[("DAGML_TOKEN", "s3cret-token")],
+    );
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_dagml"))
+        .args([
+            "worker",
+            &sched,
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "wrong",
+        ])
+        .env("DAGML_TOKEN", "not-the-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the worker");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = worker.try_wait().expect("wait") {
+            break Some(st);
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = worker.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = worker.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let status = status.unwrap_or_else(|| panic!("the worker stayed up: {err}"));
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("refused this worker") && err.contains("DAGML_TOKEN"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-token"),
+        "the token is never logged: {err}"
+    );
+}
+
+#[test]
 fn calls_without_the_token_are_refused() {
     let mut procs = Procs::default();
     let (sched, workers) = procs.cluster_full(1, &[("DAGML_TOKEN", "s3cret-token")], "2GB", None);

@@ -582,6 +582,8 @@ pub struct WorkerHandle {
     /// The data root this worker made for itself (no `--data-root`), removed
     /// when it is stopped.
     scratch: Option<PathBuf>,
+    /// Why the registration loop gave up (a refused token), if it did.
+    fatal: Arc<Mutex<Option<ClusterError>>>,
 }
 
 impl WorkerHandle {
@@ -595,9 +597,34 @@ impl WorkerHandle {
         }
     }
 
-    /// Serve until the server stops (for `dagml worker`).
+    /// Serve until the server stops (for `dagml worker`), or until the
+    /// scheduler refuses this worker for good (a wrong token): then stop
+    /// serving and return why.
     pub async fn wait(self) -> Result<(), ClusterError> {
-        self.served.wait().await
+        let super::serve::Served {
+            shutdown,
+            mut server,
+            mut companion,
+        } = self.served;
+        tokio::select! {
+            r = &mut server => match r {
+                Ok(r) => r.map_err(ClusterError::from),
+                Err(e) => Err(ClusterError::Other(e.to_string())),
+            },
+            _ = &mut companion => {
+                if let Some(s) = shutdown {
+                    let _ = s.send(());
+                }
+                let _ = tokio::time::timeout(super::RPC_TIMEOUT, server).await;
+                if let Some(d) = self.scratch {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                let cause = self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Err(cause.unwrap_or_else(|| {
+                    ClusterError::Other("the worker stopped registering with the scheduler".into())
+                }))
+            }
+        }
     }
 }
 
@@ -690,6 +717,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
                 let _ = rx.await;
             }),
     );
+    let fatal = Arc::new(Mutex::new(None));
     let heartbeat = tokio::spawn(heartbeat_loop(
         cfg.clone(),
         state,
@@ -697,6 +725,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         advertised.clone(),
         threads as u32,
         attach,
+        fatal.clone(),
     ));
     let _ = kill
         .tasks
@@ -711,6 +740,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         },
         kill,
         scratch,
+        fatal,
     })
 }
 
@@ -726,7 +756,10 @@ pub(crate) fn scheduler_client(
 
 /// Register, then heartbeat every [`HEARTBEAT`], each call with a deadline of
 /// [`RPC_TIMEOUT`] (a call that fails or times out is tried again at the next
-/// beat). When the scheduler no longer knows this worker (it was declared lost
+/// beat: a scheduler that is not up yet is waited for, and the worker says so
+/// once). A registration refused for its token (unauthenticated, permission
+/// denied) cannot succeed by trying again: the loop records why in `fatal`
+/// and ends, and the worker stops ([`WorkerHandle::wait`]). When the scheduler no longer knows this worker (it was declared lost
 /// while silent), every run it held is forgotten (the scheduler has given its
 /// tasks and partitions to others) and it registers again, under a new id.
 async fn heartbeat_loop(
@@ -736,13 +769,17 @@ async fn heartbeat_loop(
     address: String,
     threads: u32,
     attach: Attach,
+    fatal: Arc<Mutex<Option<ClusterError>>>,
 ) {
-    let Ok(mut client) = scheduler_client(&cfg.scheduler, attach) else {
-        eprintln!(
-            "worker {}: bad scheduler address {}",
-            state.name, cfg.scheduler
-        );
-        return;
+    let give_up = |e: ClusterError| {
+        *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    };
+    let mut client = match scheduler_client(&cfg.scheduler, attach) {
+        Ok(c) => c,
+        Err(e) => {
+            give_up(ClusterError::Address(cfg.scheduler.clone(), e.to_string()));
+            return;
+        }
     };
     let log = cfg.log_spills;
     let mut id: Option<u64> = None;
@@ -766,21 +803,38 @@ async fn heartbeat_loop(
                         id = Some(r.into_inner().worker_id);
                         warned = false;
                     }
+                    Ok(Err(e))
+                        if matches!(
+                            e.code(),
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                        ) =>
+                    {
+                        give_up(ClusterError::Refused {
+                            scheduler: cfg.scheduler.clone(),
+                            cause: format!(
+                                "{}; set DAGML_TOKEN to the scheduler's token",
+                                e.message()
+                            ),
+                        });
+                        return;
+                    }
                     Ok(Err(e)) if !warned => {
                         eprintln!(
-                            "worker {}: cannot register with {}: {}",
+                            "worker {}: cannot register with {}: {}; retrying every {:.1}s until it answers",
                             state.name,
                             cfg.scheduler,
-                            e.message()
+                            e.message(),
+                            HEARTBEAT.as_secs_f64()
                         );
                         warned = true;
                     }
                     Err(_) if !warned => {
                         eprintln!(
-                            "worker {}: cannot register with {}: no answer in {}s",
+                            "worker {}: cannot register with {}: no answer in {}s; retrying every {:.1}s until it answers",
                             state.name,
                             cfg.scheduler,
-                            RPC_TIMEOUT.as_secs()
+                            RPC_TIMEOUT.as_secs(),
+                            HEARTBEAT.as_secs_f64()
                         );
                         warned = true;
                     }
