@@ -153,41 +153,25 @@ pub fn run(a: Args) -> ExitCode {
     }
 }
 
-/// On SIGINT or SIGTERM during an in-process run: remove this process's
-/// temporary and staged output files (the outputs stay as they were), then
-/// exit 130 or 143. (A cluster run's client cancels the run on Ctrl-C and
-/// removes the staged files itself.)
+/// On SIGINT or SIGTERM during an in-process run: unlink this process's
+/// temporary and staged output files from the signal handler (the outputs stay
+/// as they were) and exit 130 or 143. No thread is started for it, so
+/// `--threads N` still bounds every thread. (A cluster run's client cancels
+/// the run on Ctrl-C and removes the staged files itself.)
 fn remove_temporaries_on_signal() {
-    std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
+    #[cfg(unix)]
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        // SAFETY: the action makes only async-signal-safe calls (an atomic
+        // store, a tried lock, unlink, write, _exit) and allocates nothing.
+        let _ = unsafe {
+            signal_hook_registry::register(signal, move || {
+                dagml::data::write::remove_temporaries_from_signal_handler();
+                const MSG: &[u8] = b"\ninterrupted: the run's outputs were left as they were\n";
+                libc::write(2, MSG.as_ptr().cast(), MSG.len());
+                libc::_exit(code);
+            })
         };
-        let code: Option<i32> = rt.block_on(async {
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{SignalKind, signal};
-                let mut term = signal(SignalKind::terminate()).ok()?;
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => r.ok().map(|_| 130),
-                    _ = term.recv() => Some(143),
-                }
-            }
-            #[cfg(not(unix))]
-            {
-                tokio::signal::ctrl_c().await.ok().map(|_| 130)
-            }
-        });
-        if let Some(code) = code {
-            let n = dagml::data::write::remove_temporaries();
-            eprintln!(
-                "\ninterrupted: the run's outputs were left as they were ({n} temporary files removed)"
-            );
-            std::process::exit(code);
-        }
-    });
+    }
 }
 
 /// An embedded or remote cluster: the same report, computed by workers.

@@ -10,7 +10,8 @@
 //! *staged* ([`stage_bytes`], [`stage_batch`]): left under its temporary name
 //! for the run to [`commit`] with all its other outputs, or [`discard`]. Every
 //! temporary and staged file of this process is listed until it is renamed or
-//! removed, so an interrupted process can remove them ([`remove_temporaries`]);
+//! removed, so an interrupted process can remove them
+//! ([`remove_temporaries_from_signal_handler`]);
 //! those a killed process left are found by name ([`stale_temporaries`]).
 //!
 //! In: a path, a batch, a format. Out: the file (or its staged twin); errors
@@ -21,7 +22,7 @@
 use super::DataError;
 use crate::frontend::pipeline::FileFormat;
 use arrow::record_batch::RecordBatch;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,14 +32,25 @@ use tempfile::NamedTempFile;
 const MARK: &str = ".dagml-";
 const TMP_SUFFIX: &str = ".tmp";
 
-/// Temporary and staged files of this process not yet renamed or removed.
-/// A file is listed under this lock as it is created.
-static PENDING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-/// Set by [`remove_temporaries`]: no new temporary file after it.
+/// Temporary and staged files of this process not yet renamed or removed,
+/// each with its path as NUL-terminated bytes (made when it is listed, so a
+/// signal handler can unlink it without allocating). A file is listed under
+/// this lock as it is created.
+static PENDING: Mutex<BTreeMap<PathBuf, Vec<u8>>> = Mutex::new(BTreeMap::new());
+/// Set on SIGINT / SIGTERM: no new temporary file after it.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-fn pending() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+fn pending() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, Vec<u8>>> {
     PENDING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn c_path(p: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    let mut b = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let mut b = p.to_string_lossy().as_bytes().to_vec();
+    b.push(0);
+    b
 }
 
 fn cannot_write(path: &Path, source: std::io::Error) -> DataError {
@@ -109,19 +121,33 @@ pub fn discard(staged: &Path) {
     pending().remove(staged);
 }
 
-/// Remove every temporary and staged file this process has not yet put in
-/// place or removed (on SIGINT / SIGTERM), and refuse every write after it:
-/// the process is about to exit. How many were removed.
-pub fn remove_temporaries() -> usize {
-    let mut p = pending();
+/// For a SIGINT / SIGTERM handler: unlink every temporary and staged file
+/// this process has not yet put in place or removed, and refuse every write
+/// after it (the process is about to exit). Only async-signal-safe calls: an
+/// atomic store, a lock that is tried (never waited on), `unlink(2)`. `false`
+/// when the list stayed locked (a write was creating its file on the thread
+/// the signal interrupted): that file is left for the next run to remove.
+#[cfg(unix)]
+pub fn remove_temporaries_from_signal_handler() -> bool {
     INTERRUPTED.store(true, Ordering::SeqCst);
-    // Under the lock: no write can create a file between the listing and
-    // the exit.
-    let files = std::mem::take(&mut *p);
-    files
-        .iter()
-        .filter(|f| std::fs::remove_file(f).is_ok())
-        .count()
+    for _ in 0..10_000 {
+        let guard = match PENDING.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::hint::spin_loop();
+                continue;
+            }
+        };
+        for raw in guard.values() {
+            // SAFETY: `raw` is a NUL-terminated path made when it was listed.
+            unsafe {
+                libc::unlink(raw.as_ptr().cast());
+            }
+        }
+        return true;
+    }
+    false
 }
 
 /// Whether `name` is a temporary name dagml gives `file`: `.FILE.dagml-*.tmp`,
@@ -165,7 +191,7 @@ pub fn stale_temporaries(folder: &Path, file: Option<&str>) -> Vec<PathBuf> {
     let mine = pending();
     temporaries(folder, file)
         .into_iter()
-        .filter(|p| !mine.contains(p))
+        .filter(|p| !mine.contains_key(p))
         .collect()
 }
 
@@ -261,7 +287,7 @@ fn write_with(path: &Path, body: Body<'_>) -> Result<NamedTempFile, DataError> {
             .suffix(TMP_SUFFIX)
             .tempfile_in(dir)
             .map_err(|e| cannot_write(path, e))?;
-        p.insert(tmp.path().to_path_buf());
+        p.insert(tmp.path().to_path_buf(), c_path(tmp.path()));
         tmp
     };
     let tmp_path = tmp.path().to_path_buf();
