@@ -100,7 +100,7 @@ fn refuse_what_cannot_fit(
         t.id,
         human_bytes(bytes),
         t.est_rows
-            .map_or("?".to_string(), |r| crate::plan::dot::human_count(r)),
+            .map_or("?".to_string(), crate::plan::dot::human_count),
         human_bytes(avail)
     )))
 }
