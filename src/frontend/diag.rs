@@ -80,6 +80,8 @@ pub enum Code {
     EmptyData,
     /// A column of numbers but for a few cells, read as text.
     MostlyNumeric,
+    /// A dataset estimated larger than the declared cluster's memory.
+    ExceedsClusterMemory,
     /// Two outputs write the same path.
     DuplicateOutput,
 }
@@ -115,6 +117,7 @@ impl Code {
         Code::DuplicateColumnInData,
         Code::EmptyData,
         Code::UnusedStep,
+        Code::ExceedsClusterMemory,
         Code::MostlyNumeric,
     ];
 
@@ -149,13 +152,16 @@ impl Code {
             DuplicateColumnInData => "E0403",
             EmptyData => "E0404",
             UnusedStep => "W0301",
+            ExceedsClusterMemory => "W0302",
             MostlyNumeric => "W0401",
         }
     }
 
     pub fn default_severity(self) -> Severity {
         match self {
-            Code::UnusedStep | Code::MostlyNumeric => Severity::Warning,
+            Code::UnusedStep | Code::MostlyNumeric | Code::ExceedsClusterMemory => {
+                Severity::Warning
+            }
             _ => Severity::Error,
         }
     }
@@ -470,10 +476,11 @@ mod tests {
                 | Code::NothingToRun
                 | Code::DuplicateColumnInData
                 | Code::EmptyData
-                | Code::MostlyNumeric => {}
+                | Code::MostlyNumeric
+                | Code::ExceedsClusterMemory => {}
             }
         }
-        assert_eq!(Code::ALL.len(), 29);
+        assert_eq!(Code::ALL.len(), 30);
     }
 
     #[test]
