@@ -3,12 +3,17 @@
 //! the in-process executor, and gather what the user sees.
 //!
 //! In: a pipeline file path and [`RunOptions`]. Out: a [`RunReport`] (evaluations,
-//! written files, per-step times, peak memory) or a [`RunFailure`].
+//! written files, per-step times, peak memory) or a [`RunFailure`]. The output
+//! folders are checked writable before the first task; the outputs are put in
+//! place together when the last task succeeds, and a failed run leaves them all
+//! as they were and says so (`runtime::outputs`). A task whose estimated
+//! output alone exceeds the memory available is refused before anything runs.
 //! Must not: print (the CLI does), decide exit codes, or be used by the
 //! cluster (which shares `workspace` and `runtime` with it, not this room).
 
 use crate::runtime::executor::{self, Observer, Options};
 use crate::runtime::kernels::PipelineKernels;
+use crate::runtime::outputs;
 pub use crate::runtime::report::{RunReport, render_results, results_of};
 pub use crate::workspace::RunFailure;
 use crate::workspace::{Prepared, prepare_file};
@@ -55,6 +60,51 @@ pub fn threads_for(plan: &crate::plan::PhysicalPlan, opts: &RunOptions) -> usize
     }
 }
 
+/// Memory the kernel says this machine can still give (Linux: `MemAvailable`
+/// in /proc/meminfo); `None` where it cannot tell.
+fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Before the first task: a task whose estimated output (a data partition)
+/// alone exceeds the
+/// memory available would be killed (or abort on allocation) after whatever
+/// ran before it; refuse the run instead, naming the task and the sizes.
+fn refuse_what_cannot_fit(
+    plan: &crate::plan::PhysicalPlan,
+    available: Option<u64>,
+) -> Result<(), RunFailure> {
+    let Some(avail) = available else {
+        return Ok(());
+    };
+    let Some((t, bytes)) = plan
+        .tasks
+        .iter()
+        // Tasks that make data partitions: the estimate of an evaluation or a
+        // fit is of what it reads, which may arrive (and be freed) piecewise.
+        .filter(|t| t.outputs.iter().any(|o| o.dataset().is_some()))
+        .filter_map(|t| t.est_bytes.map(|b| (t, b)))
+        .max_by_key(|(_, b)| *b)
+    else {
+        return Ok(());
+    };
+    if bytes <= avail {
+        return Ok(());
+    }
+    use crate::plan::dot::human_bytes;
+    Err(RunFailure::Other(format!(
+        "task `{}` would hold ~{} (the plan's estimate: {} rows), and this machine has {} of memory available: it cannot fit, so nothing was run; use more partitions (`partitions = N` on a synthetic source, more files for a file source), fewer rows, or a cluster of workers with a memory limit, which spill to disk",
+        t.id,
+        human_bytes(bytes),
+        t.est_rows
+            .map_or("?".to_string(), crate::plan::dot::human_count),
+        human_bytes(avail)
+    )))
+}
+
 /// Check, plan and run one pipeline file.
 pub fn run_file(
     path: &Path,
@@ -65,6 +115,11 @@ pub fn run_file(
         pipeline, plan, cx, ..
     } = prepare_file(path, opts.base.clone())?;
     let threads = threads_for(&plan, opts);
+    // Every output folder writable, before any compute; stale temporaries of
+    // these outputs (a killed run's) removed.
+    refuse_what_cannot_fit(&plan, available_memory_bytes())?;
+    let outs = outputs::planned(&plan, &cx.base);
+    outputs::prepare(&outs).map_err(|e| RunFailure::Other(e.to_string()))?;
     let kernels = PipelineKernels { cx: Arc::new(cx) };
     // Evaluations feed the metrics sink, and a written dataset may be read back,
     // so the executor would free them; the report needs them.
@@ -90,8 +145,11 @@ pub fn run_file(
             keep,
             ..Options::default()
         },
-    )?;
+    )
+    .map_err(|e| RunFailure::from(e).with_unchanged(outputs::discard(&outs)))?;
     let (evaluations, receipts) = results_of(&plan, |id| outcome.values.get(id).map(|v| &**v));
+    // All the run's outputs at once, now that every task has succeeded.
+    outputs::commit(&outs, &receipts).map_err(|e| RunFailure::Other(e.to_string()))?;
     Ok(RunReport {
         pipeline,
         evaluations,
@@ -101,4 +159,30 @@ pub fn run_file(
         threads,
         tasks: plan.tasks.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_whose_estimate_exceeds_the_memory_available_is_refused_before_the_run() {
+        let text = "[pipeline]\nname = \"big\"\n[sources.rows]\nkind = \"synthetic\"\ngenerator = \"classification\"\nrows = 1_000_000\nfeatures = 20\ninformative = 5\nclasses = 2\npartitions = 4\n[models.m]\nestimator = \"logistic_regression\"\ninput = \"rows\"\ntarget = \"y\"\n[evaluations.e]\nmodel = \"m\"\ndata = [\"rows\"]\nmetrics = [\"accuracy\"]\n";
+        let (_, planned) =
+            crate::workspace::plan_bytes("big.toml", text.as_bytes(), &Default::default())
+                .unwrap_or_else(|r| panic!("{:?}", r.parsed.diagnostics));
+        let plan = planned.physical;
+        // A quarter of 1M rows × 21 columns × 8 bytes ≈ 42 MB per partition.
+        let e = refuse_what_cannot_fit(&plan, Some(10_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("task `source:rows/p")
+                && e.contains("cannot fit")
+                && e.contains("partitions"),
+            "{e}"
+        );
+        assert!(refuse_what_cannot_fit(&plan, Some(1 << 40)).is_ok());
+        assert!(refuse_what_cannot_fit(&plan, None).is_ok());
+    }
 }

@@ -197,6 +197,26 @@ pub enum RunFailure {
     Run(#[from] RunError),
     #[error("{0}")]
     Other(String),
+    /// A run that failed after it was planned: the failure, and the outputs it
+    /// left as they were (its staged files removed).
+    #[error("{failure}{}", crate::runtime::outputs::unchanged_note(unchanged))]
+    Outputs {
+        failure: Box<RunFailure>,
+        unchanged: Vec<String>,
+    },
+}
+
+impl RunFailure {
+    /// This failure, saying which of the run's outputs it left unchanged.
+    pub fn with_unchanged(self, unchanged: Vec<String>) -> Self {
+        match self {
+            RunFailure::Invalid(_) => self,
+            failure => RunFailure::Outputs {
+                failure: Box::new(failure),
+                unchanged,
+            },
+        }
+    }
 }
 
 /// A checked and planned pipeline with everything its kernels need.
@@ -275,11 +295,15 @@ fn prepare(report: &Report, planned: Planned, base: PathBuf) -> Result<Prepared,
     let mut cx = RunContext::new(&checked.pipeline, &canonical, &plan, base);
     for o in &checked.pipeline.outputs {
         if let OutputKind::Plan { format } = &o.kind {
-            let text = dot::to_dot(&plan, dot::Level::Physical);
             let f = match format.value {
                 FileFormat::Dot => render::Format::Dot,
                 FileFormat::Png => render::Format::Png,
                 _ => render::Format::Svg,
+            };
+            // A picture of a very large plan is drawn collapsed by step kind.
+            let text = match f {
+                render::Format::Dot => dot::to_dot(&plan, dot::Level::Physical),
+                _ => dot::to_dot_for_picture(&plan, dot::Level::Physical).0,
             };
             let (bytes, _) =
                 render::render(&text, f).map_err(|e| RunFailure::Other(e.to_string()))?;

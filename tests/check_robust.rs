@@ -300,13 +300,17 @@ fn the_valid_pipelines_really_are_valid_here() {
 }
 
 #[test]
-fn an_empty_file_is_a_pipeline_with_nothing_in_it() {
-    // Nothing to run is not an error; there is nothing to warn about either.
-    assert_eq!(check_bytes("empty.toml", vec![]), vec![]);
-    assert_eq!(
-        check_bytes("blank.toml", b"\n\n   \n# only a comment\n".to_vec()),
-        vec![]
-    );
+fn an_empty_file_is_a_pipeline_with_nothing_to_run() {
+    // Nothing to run is an error (issue 12), and the only one.
+    for (name, text) in [
+        ("empty.toml", &b""[..]),
+        ("blank.toml", &b"\n\n   \n# only a comment\n"[..]),
+        ("empty.dagml", &b""[..]),
+    ] {
+        let d = check_bytes(name, text.to_vec());
+        let codes: Vec<&str> = d.iter().map(|d| d.code.as_str()).collect();
+        assert_eq!(codes, vec!["E0310"], "{name}: {d:?}");
+    }
 }
 
 #[test]
@@ -331,7 +335,9 @@ fn binary_and_invalid_utf8_are_not_text() {
 fn a_two_megabyte_string_value_is_checked() {
     let big = "x".repeat(2 << 20);
     let text = format!("[pipeline]\nname = \"big\"\ndescription = \"{big}\"\n");
-    assert_eq!(check_bytes("big.toml", text.into_bytes()), vec![]);
+    let d = check_bytes("big.toml", text.into_bytes());
+    let codes: Vec<&str> = d.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(codes, vec!["E0310"], "only: nothing to run");
     // And as an unknown choice, so the long value is rendered in a diagnostic.
     let text = format!("[sources.s]\nkind = \"{big}\"\n");
     let d = check_bytes("big_kind.toml", text.into_bytes());

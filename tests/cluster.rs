@@ -333,6 +333,57 @@ fn assert_refused(sched: &str, workers: &[String], token: Option<&str>) {
 }
 
 #[test]
+fn a_worker_with_a_wrong_token_exits_naming_the_cause() {
+    // A scheduler that is up refuses the token: retrying cannot help, so the
+    // worker stops with an error instead of staying up doing nothing.
+    let mut procs = Procs::default();
+    let sched = procs.serve(
+        "scheduler",
+        &["scheduler", "--listen", "127.0.0.1:0"],
+        &[("DAGML_TOKEN", "s3cret-token")],
+    );
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_dagml"))
+        .args([
+            "worker",
+            &sched,
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "wrong",
+        ])
+        .env("DAGML_TOKEN", "not-the-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the worker");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = worker.try_wait().expect("wait") {
+            break Some(st);
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = worker.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = worker.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let status = status.unwrap_or_else(|| panic!("the worker stayed up: {err}"));
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("refused this worker") && err.contains("DAGML_TOKEN"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-token"),
+        "the token is never logged: {err}"
+    );
+}
+
+#[test]
 fn calls_without_the_token_are_refused() {
     let mut procs = Procs::default();
     let (sched, workers) = procs.cluster_full(1, &[("DAGML_TOKEN", "s3cret-token")], "2GB", None);
@@ -565,6 +616,55 @@ fn a_bad_data_error_is_not_retried_and_reads_the_same_on_every_kind_of_run() {
         causes.iter().all(|c| c == &causes[0] && !c.is_empty()),
         "{causes:?}"
     );
+}
+
+#[test]
+fn a_missing_column_is_reported_once_at_once_on_the_cluster() {
+    // `check` without `--data` cannot see a CSV's columns, so a feature that is
+    // not in the file is found by the fit. It is bad data: the same input
+    // fails again, so the first attempt's error is the run's, with no retry.
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut csv = String::from("a,b,y\n");
+    for i in 0..40 {
+        csv.push_str(&format!("{},{},{}\n", i % 5, i % 3, i % 2));
+    }
+    std::fs::write(d.path().join("rows.csv"), csv).expect("write");
+    std::fs::write(
+        d.path().join("pipeline.toml"),
+        r#"
+[pipeline]
+name = "missing_column"
+
+[sources.rows]
+kind = "csv"
+path = "rows.csv"
+
+[models.m]
+estimator = "decision_tree"
+input = "rows"
+target = "y"
+features = ["a", "nope"]
+
+[evaluations.e]
+model = "m"
+data = ["rows"]
+metrics = ["accuracy"]
+"#,
+    )
+    .expect("write");
+    let t0 = std::time::Instant::now();
+    let out = dagml_run(d.path(), &["--events", "--workers", "2"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("`nope`"), "{err}");
+    assert!(err.contains("bad data: "), "{err}");
+    assert!(
+        err.contains("(attempt 1 of 3; bad data is not retried)"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+    // At once: no back-off between attempts that cannot help.
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{err}");
 }
 
 #[test]

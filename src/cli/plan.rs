@@ -71,6 +71,14 @@ pub fn run(a: Args) -> ExitCode {
         eprintln!("error: cannot tell the picture format of `{shown}`; use .svg, .dot or .png");
         return ExitCode::from(2);
     };
+    // A picture of thousands of steps is drawn collapsed (DOT keeps them all).
+    let (text, note) = match format {
+        render::Format::Dot => (text, None),
+        _ => dot::to_dot_for_picture(&planned.physical, level),
+    };
+    if let Some(n) = &note {
+        eprintln!("note: {n}");
+    }
     match render::render(&text, format) {
         Ok((bytes, renderer)) => {
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -88,6 +88,7 @@ pub fn run(a: Args) -> ExitCode {
     };
     let result = match placement {
         Placement::InProcess { threads } => {
+            remove_temporaries_on_signal();
             run::run_file(&a.file, &RunOptions { threads, ..opts }, &progress)
         }
         p => on_cluster(&a, p, &progress),
@@ -149,6 +150,27 @@ pub fn run(a: Args) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// On SIGINT or SIGTERM during an in-process run: unlink this process's
+/// temporary and staged output files from the signal handler (the outputs stay
+/// as they were) and exit 130 or 143. No thread is started for it, so
+/// `--threads N` still bounds every thread. (A cluster run's client cancels
+/// the run on Ctrl-C and removes the staged files itself.)
+fn remove_temporaries_on_signal() {
+    #[cfg(unix)]
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        // SAFETY: the action makes only async-signal-safe calls (an atomic
+        // store, a tried lock, unlink, write, _exit) and allocates nothing.
+        let _ = unsafe {
+            signal_hook_registry::register(signal, move || {
+                dagml::data::write::remove_temporaries_from_signal_handler();
+                const MSG: &[u8] = b"\ninterrupted: the run's outputs were left as they were\n";
+                libc::write(2, MSG.as_ptr().cast(), MSG.len());
+                libc::_exit(code);
+            })
+        };
     }
 }
 

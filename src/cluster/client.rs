@@ -5,13 +5,16 @@
 //! Must not: run tasks (the workers do), or wait on a silent scheduler (the
 //! channel's keepalive ends the stream in bounded time, with a message naming
 //! it); on Ctrl-C it drops the stream, and the scheduler cancels the run's
-//! tasks on every worker.
+//! tasks on every worker. The output folders are checked here before the run;
+//! the workers stage the output files and this process puts them in place
+//! when the run succeeds, or removes them when it fails (`runtime::outputs`).
 
 use super::auth::Attach;
 use super::proto::run_event::Event;
 use super::proto::*;
 use super::worker::scheduler_client;
 use crate::runtime::executor::{Observer, TaskRecord};
+use crate::runtime::outputs;
 use crate::runtime::report::{RunReport, results_of};
 use crate::runtime::value::Value;
 use crate::workspace::RunFailure;
@@ -52,6 +55,12 @@ pub async fn run_file(
         .map(|c| c.pipeline.name.value.clone())
         .unwrap_or_default();
     let base = opts.base.canonicalize().map_err(|e| other(&e))?;
+    // Workers write under the absolute folder sent; this process checks the
+    // same folders before the run and puts the staged files in place after it
+    // (a remote cluster shares the run's folder with its client).
+    let outs = outputs::planned(&plan, &base);
+    outputs::prepare(&outs).map_err(|e| other(&e))?;
+    let failed = |f: RunFailure| f.with_unchanged(outputs::discard(&outs));
     let file_name = path.to_string_lossy().into_owned();
     let text = report.parsed.file.text.clone();
     let attach = Attach::new(opts.token.as_deref(), &opts.tls).map_err(|e| other(&e))?;
@@ -65,7 +74,7 @@ pub async fn run_file(
             plan_hash: super::plan_hash(&plan),
         })
         .await
-        .map_err(|s| RunFailure::Other(lost_scheduler(&opts.scheduler, &s)))?
+        .map_err(|s| failed(RunFailure::Other(lost_scheduler(&opts.scheduler, &s))))?
         .into_inner();
     let by_id: HashMap<String, &crate::plan::Task> =
         plan.tasks.iter().map(|t| (t.id.to_string(), t)).collect();
@@ -75,18 +84,25 @@ pub async fn run_file(
         let msg = tokio::select! {
             m = stream.message() => m,
             _ = tokio::signal::ctrl_c() => {
-                return Err(RunFailure::Other("interrupted: the run's tasks were cancelled".into()));
+                return Err(failed(RunFailure::Other(
+                    "interrupted: the run's tasks were cancelled".into(),
+                )));
             }
         };
         let ev = match msg {
             Ok(Some(RunEvent { event: Some(ev) })) => ev,
             Ok(Some(RunEvent { event: None })) => continue,
             Ok(None) => {
-                return Err(RunFailure::Other(
+                return Err(failed(RunFailure::Other(
                     "the scheduler ended the run without a result".into(),
-                ));
+                )));
             }
-            Err(s) => return Err(RunFailure::Other(lost_scheduler(&opts.scheduler, &s))),
+            Err(s) => {
+                return Err(failed(RunFailure::Other(lost_scheduler(
+                    &opts.scheduler,
+                    &s,
+                ))));
+            }
         };
         match ev {
             Event::Started(s) => {
@@ -127,7 +143,7 @@ pub async fn run_file(
                 e.cause = e
                     .cause
                     .replace(&*abs.to_string_lossy(), &given.to_string_lossy());
-                return Err(RunFailure::Run(e));
+                return Err(failed(RunFailure::Run(e)));
             }
             Event::Result(r) => break r,
         }
@@ -138,6 +154,7 @@ pub async fn run_file(
         .map(|v| (v.partition, Value::Bytes(v.data)))
         .collect();
     let (evaluations, mut receipts) = results_of(&plan, |id| values.get(id));
+    outputs::commit(&outs, &receipts).map_err(|e| other(&e))?;
     // Workers resolve paths against the absolute folder sent; show them as an
     // in-process run does, against the folder given.
     for r in &mut receipts {

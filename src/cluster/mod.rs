@@ -103,6 +103,10 @@ pub enum ClusterError {
     RunFailed(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The scheduler refused this worker's registration for a reason no retry
+    /// fixes (a wrong or missing token).
+    #[error("the scheduler at {scheduler} refused this worker: {cause}")]
+    Refused { scheduler: String, cause: String },
     #[error("{0}")]
     Other(String),
 }

@@ -628,6 +628,8 @@ pub struct WorkerHandle {
     health: tonic_health::server::HealthReporter,
     scheduler: String,
     attach: Attach,
+    /// Why the registration loop gave up (a refused token), if it did.
+    fatal: Arc<Mutex<Option<ClusterError>>>,
 }
 
 /// How a drain ended.
@@ -652,15 +654,42 @@ impl WorkerHandle {
         }
     }
 
-    /// Serve until the server stops (for `dagml worker`).
-    pub async fn wait(self) -> Result<(), ClusterError> {
-        self.served.wait().await
+    /// Serve until the server stops by itself, or until the scheduler
+    /// refuses this worker for good (a wrong token: then stop serving and
+    /// return why).
+    pub async fn wait(mut self) -> Result<(), ClusterError> {
+        self.finished().await
     }
 
-    /// Serve until the server stops by itself (an error), keeping the handle
-    /// (for `dagml worker`, to drain it when SIGTERM comes first).
+    /// [`WorkerHandle::wait`], keeping the handle (for `dagml worker`, to
+    /// drain it when SIGTERM comes first).
     pub async fn finished(&mut self) -> Result<(), ClusterError> {
-        self.served.finished().await
+        let served = &mut self.served;
+        tokio::select! {
+            r = &mut served.server => {
+                if let Some(h) = served.health.take() {
+                    h.abort();
+                }
+                match r {
+                    Ok(r) => r.map_err(ClusterError::from),
+                    Err(e) => Err(ClusterError::Other(e.to_string())),
+                }
+            }
+            _ = &mut served.companion => {
+                // The registration loop gave up: nothing will ever be sent here.
+                if let Some(s) = served.shutdown.take() {
+                    let _ = s.send(());
+                }
+                let _ = tokio::time::timeout(super::RPC_TIMEOUT, &mut served.server).await;
+                if let Some(h) = served.health.take() {
+                    h.abort();
+                }
+                let cause = self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Err(cause.unwrap_or_else(|| {
+                    ClusterError::Other("the worker stopped registering with the scheduler".into())
+                }))
+            }
+        }
     }
 
     /// Drain and stop (SIGTERM): tell the scheduler this worker is draining
@@ -865,6 +894,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
                 let _ = rx.await;
             }),
     );
+    let fatal = Arc::new(Mutex::new(None));
     let heartbeat = tokio::spawn(heartbeat_loop(
         cfg.clone(),
         state.clone(),
@@ -872,6 +902,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         advertised.clone(),
         threads as u32,
         attach.clone(),
+        fatal.clone(),
     ));
     let _ = kill
         .tasks
@@ -892,6 +923,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         health: health_reporter,
         scheduler: cfg.scheduler.clone(),
         attach,
+        fatal,
     })
 }
 
@@ -907,7 +939,10 @@ pub(crate) fn scheduler_client(
 
 /// Register, then heartbeat every [`HEARTBEAT`], each call with a deadline of
 /// [`RPC_TIMEOUT`] (a call that fails or times out is tried again at the next
-/// beat). When the scheduler no longer knows this worker (it was declared lost
+/// beat: a scheduler that is not up yet is waited for, and the worker says so
+/// once). A registration refused for its token (unauthenticated, permission
+/// denied) cannot succeed by trying again: the loop records why in `fatal`
+/// and ends, and the worker stops ([`WorkerHandle::wait`]). When the scheduler no longer knows this worker (it was declared lost
 /// while silent), every run it held is forgotten (the scheduler has given its
 /// tasks and partitions to others) and it registers again, under a new id.
 async fn heartbeat_loop(
@@ -917,13 +952,17 @@ async fn heartbeat_loop(
     address: String,
     threads: u32,
     attach: Attach,
+    fatal: Arc<Mutex<Option<ClusterError>>>,
 ) {
-    let Ok(mut client) = scheduler_client(&cfg.scheduler, attach) else {
-        eprintln!(
-            "worker {}: bad scheduler address {}",
-            state.name, cfg.scheduler
-        );
-        return;
+    let give_up = |e: ClusterError| {
+        *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+    };
+    let mut client = match scheduler_client(&cfg.scheduler, attach) {
+        Ok(c) => c,
+        Err(e) => {
+            give_up(ClusterError::Address(cfg.scheduler.clone(), e.to_string()));
+            return;
+        }
     };
     let log = cfg.log_spills;
     let mut id: Option<u64> = None;
@@ -952,21 +991,38 @@ async fn heartbeat_loop(
                         *state.worker_id.lock().unwrap_or_else(|p| p.into_inner()) = id;
                         warned = false;
                     }
+                    Ok(Err(e))
+                        if matches!(
+                            e.code(),
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                        ) =>
+                    {
+                        give_up(ClusterError::Refused {
+                            scheduler: cfg.scheduler.clone(),
+                            cause: format!(
+                                "{}; set DAGML_TOKEN to the scheduler's token",
+                                e.message()
+                            ),
+                        });
+                        return;
+                    }
                     Ok(Err(e)) if !warned => {
                         eprintln!(
-                            "worker {}: cannot register with {}: {}",
+                            "worker {}: cannot register with {}: {}; retrying every {:.1}s until it answers",
                             state.name,
                             cfg.scheduler,
-                            e.message()
+                            e.message(),
+                            HEARTBEAT.as_secs_f64()
                         );
                         warned = true;
                     }
                     Err(_) if !warned => {
                         eprintln!(
-                            "worker {}: cannot register with {}: no answer in {}s",
+                            "worker {}: cannot register with {}: no answer in {}s; retrying every {:.1}s until it answers",
                             state.name,
                             cfg.scheduler,
-                            RPC_TIMEOUT.as_secs()
+                            RPC_TIMEOUT.as_secs(),
+                            HEARTBEAT.as_secs_f64()
                         );
                         warned = true;
                     }

@@ -58,6 +58,17 @@ pub fn check_data(p: &Pipeline, base: &Path) -> (BTreeMap<usize, Schema>, Vec<Di
                     diags.push(missing_file(&c.path.value, c.path.span));
                     continue;
                 };
+                match sample_findings(&file, c) {
+                    Ok(found) => diags.extend(found.into_iter().map(|f| f.diagnostic(c))),
+                    Err(e) => {
+                        diags.push(Diagnostic::new(
+                            Code::MissingFile,
+                            c.path.span,
+                            format!("cannot read `{}`: {e}", c.path.value),
+                        ));
+                        continue;
+                    }
+                }
                 match read_csv_schema(&file, c) {
                     Ok(schema) => {
                         for (name, _) in &c.columns {
@@ -98,6 +109,154 @@ pub fn check_data(p: &Pipeline, base: &Path) -> (BTreeMap<usize, Schema>, Vec<Di
         }
     }
     (schemas, diags)
+}
+
+/// What a CSV's header and sample show that the run would trip on or
+/// silently get wrong.
+#[derive(Debug, PartialEq)]
+enum Finding {
+    Empty,
+    HeaderOnly,
+    Duplicate {
+        name: String,
+        first: usize,
+        second: usize,
+    },
+    /// A column read as text whose sampled cells are numbers but for a few.
+    MostlyNumeric {
+        column: String,
+        numbers: usize,
+        others: usize,
+        line: u64,
+        value: String,
+    },
+}
+
+impl Finding {
+    fn diagnostic(self, c: &CsvSource) -> Diagnostic {
+        let (path, span) = (&c.path.value, c.path.span);
+        match self {
+            Finding::Empty => Diagnostic::new(Code::EmptyData, span, format!("`{path}` is empty"))
+                .with_help("a CSV source needs a header line and rows"),
+            Finding::HeaderOnly => Diagnostic::new(
+                Code::EmptyData,
+                span,
+                format!("`{path}` has a header but no rows"),
+            )
+            .with_help("there is nothing to train or score on; add rows"),
+            Finding::Duplicate {
+                name,
+                first,
+                second,
+            } => Diagnostic::new(
+                Code::DuplicateColumnInData,
+                span,
+                format!("columns {first} and {second} of `{path}` are both named `{name}`"),
+            )
+            .with_help("rename one in the file's header: only one of them would be read"),
+            Finding::MostlyNumeric {
+                column,
+                numbers,
+                others,
+                line,
+                value,
+            } => Diagnostic::new(
+                Code::MostlyNumeric,
+                span,
+                format!(
+                    "column `{column}` of `{path}` is numbers but for {others} of {} sampled cells (first at line {line}: `{value}`), so it is read as text",
+                    numbers + others
+                ),
+            )
+            .with_help(format!(
+                "add `{value}` to `na_values` if it means a missing value, or declare `columns = {{ {column} = \"float\" }}` to have a bad cell reported with its line"
+            )),
+        }
+    }
+}
+
+/// At most this fraction of a column's sampled cells may be text for it to be
+/// called numeric but for a few.
+const FEW: f64 = 0.05;
+
+fn sample_findings(file: &Path, c: &CsvSource) -> Result<Vec<Finding>, String> {
+    if std::fs::metadata(file).map_err(|e| e.to_string())?.len() == 0 {
+        return Ok(vec![Finding::Empty]);
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(c.header)
+        .delimiter(c.delimiter as u8)
+        .flexible(true)
+        .from_path(file)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let names: Vec<String> = if c.header {
+        rdr.headers()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(String::from)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if let Some((first, second, name)) =
+        crate::data::source::duplicate(names.iter().map(String::as_str))
+    {
+        out.push(Finding::Duplicate {
+            name,
+            first,
+            second,
+        });
+    }
+    // Per column: numeric cells, other cells, the first other cell.
+    type Tally = (usize, usize, Option<(u64, String)>);
+    let mut tally: Vec<Tally> = Vec::new();
+    let mut rows = 0;
+    for rec in rdr.records().take(SAMPLE_ROWS) {
+        let rec = rec.map_err(|e| e.to_string())?;
+        rows += 1;
+        let line = rec.position().map_or(0, |p| p.line());
+        for (i, v) in rec.iter().enumerate() {
+            if tally.len() <= i {
+                tally.resize(i + 1, (0, 0, None));
+            }
+            let v = v.trim();
+            if c.na_values.iter().any(|na| na == v) {
+                continue;
+            }
+            let t = &mut tally[i];
+            if v.parse::<f64>().is_ok() {
+                t.0 += 1;
+            } else {
+                t.1 += 1;
+                if t.2.is_none() {
+                    t.2 = Some((line, v.to_string()));
+                }
+            }
+        }
+    }
+    if rows == 0 && c.header {
+        out.push(Finding::HeaderOnly);
+    }
+    for (i, (numbers, others, first)) in tally.into_iter().enumerate() {
+        let column = names.get(i).cloned().unwrap_or_else(|| format!("c{i}"));
+        if c.columns.iter().any(|(n, _)| n.value == column) {
+            continue; // declared: the run reports a bad cell with its line
+        }
+        if let Some((line, value)) = first
+            && numbers > 0
+            && (others as f64) <= FEW * (numbers + others) as f64
+        {
+            out.push(Finding::MostlyNumeric {
+                column,
+                numbers,
+                others,
+                line,
+                value,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn missing_file(path: &str, span: crate::frontend::Span) -> Diagnostic {
@@ -199,5 +358,63 @@ mod tests {
         assert_eq!(s.get("SalePrice"), Some(DType::Int));
         assert_eq!(s.get("MSZoning"), Some(DType::String));
         assert_eq!(s.get("LotFrontage"), Some(DType::Int));
+    }
+
+    fn csv(path: &Path) -> CsvSource {
+        CsvSource {
+            path: crate::frontend::Spanned::new(path.display().to_string(), Default::default()),
+            header: true,
+            delimiter: ',',
+            na_values: vec!["NA".into()],
+            columns: vec![],
+        }
+    }
+
+    #[test]
+    fn a_duplicated_header_an_empty_file_and_a_stray_text_cell_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.csv");
+        std::fs::write(&p, "a,a,c,y\n1,2,3,p\n").unwrap();
+        assert_eq!(
+            sample_findings(&p, &csv(&p)).unwrap(),
+            vec![Finding::Duplicate {
+                name: "a".into(),
+                first: 1,
+                second: 2
+            }]
+        );
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(sample_findings(&p, &csv(&p)).unwrap(), vec![Finding::Empty]);
+        std::fs::write(&p, "a,y\n").unwrap();
+        assert_eq!(
+            sample_findings(&p, &csv(&p)).unwrap(),
+            vec![Finding::HeaderOnly]
+        );
+        let mut text = String::from("a,y\n");
+        for i in 0..40 {
+            text.push_str(&format!(
+                "{},p\n",
+                if i == 17 {
+                    "n/a".to_string()
+                } else {
+                    i.to_string()
+                }
+            ));
+        }
+        std::fs::write(&p, &text).unwrap();
+        assert_eq!(
+            sample_findings(&p, &csv(&p)).unwrap(),
+            vec![Finding::MostlyNumeric {
+                column: "a".into(),
+                numbers: 39,
+                others: 1,
+                line: 19,
+                value: "n/a".into()
+            }]
+        );
+        // Declared, or a marker of missing values: nothing to say.
+        let mut declared = csv(&p);
+        declared.na_values.push("n/a".into());
+        assert_eq!(sample_findings(&p, &declared).unwrap(), vec![]);
     }
 }

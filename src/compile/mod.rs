@@ -46,10 +46,14 @@ pub fn check_with(
     let (resolved, diags) = resolve::resolve(&pipeline);
     let resolve_failed = diags.iter().any(Diagnostic::is_error) || parsed.has_errors();
     parsed.diagnostics.extend(diags);
+    if !resolve_failed && let Some(d) = resolve::nothing_to_run(&pipeline) {
+        parsed.diagnostics.push(d);
+    }
     let mut plan = None;
     if !resolve_failed {
         let (p, diags) = logical::build(&pipeline, &resolved, source_schemas);
         parsed.diagnostics.extend(diags);
+        parsed.diagnostics.extend(size_warnings(&pipeline, &p));
         plan = Some(p);
     }
     sort(&mut parsed.diagnostics);
@@ -60,6 +64,71 @@ pub fn check_with(
             plan,
         }),
         _ => None,
+    }
+}
+
+/// W0302: a source estimated larger than the memory of the cluster the file
+/// declares (`[cluster]` with `workers` and `memory_limit`): it can run only
+/// by spilling to the workers' disks. Machine-independent: only what the file
+/// says is compared.
+fn size_warnings(p: &crate::frontend::Pipeline, plan: &logical::LogicalPlan) -> Vec<Diagnostic> {
+    use crate::frontend::pipeline::Cluster;
+    let Some(Cluster::Local {
+        workers: Some(w),
+        memory_limit: Some(m),
+        ..
+    }) = &p.cluster
+    else {
+        return Vec::new();
+    };
+    let total = u64::from(w.value).saturating_mul(m.value);
+    let g = &plan.graph;
+    let mut out = Vec::new();
+    for n in plan.sorted_nodes() {
+        let logical::LOp::Source { source, .. } = &g[n].op else {
+            continue;
+        };
+        let est = g.edges(n).find_map(|e| match e.weight() {
+            logical::EdgeKind::Data { schema, part: None } => schema.est_bytes(),
+            _ => None,
+        });
+        if let Some(bytes) = est.filter(|b| *b > total) {
+            out.push(
+                Diagnostic::new(
+                    crate::frontend::Code::ExceedsClusterMemory,
+                    source.name.span,
+                    format!(
+                        "source `{}` is estimated at ~{}, more than the memory of the cluster this file declares ({} workers × {} = {})",
+                        source.name.value,
+                        human_bytes(bytes),
+                        w.value,
+                        human_bytes(m.value),
+                        human_bytes(total)
+                    ),
+                )
+                .with_help(format!(
+                    "it can run only by spilling: the workers' data roots need ~{} free between them; use fewer rows, more workers or a larger `memory_limit`",
+                    human_bytes(bytes.saturating_sub(total))
+                )),
+            );
+        }
+    }
+    out
+}
+
+/// Bytes as the plan prints them (`plan::dot::human_bytes`, a later layer).
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
     }
 }
 

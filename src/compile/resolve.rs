@@ -85,6 +85,33 @@ struct Names<'p> {
     duplicates: BTreeSet<&'p str>,
 }
 
+/// E0310 for a pipeline that would compute nothing (no evaluation, no
+/// output); `None` when it has something to run. Reported only for a file
+/// with no other error: a step that failed to lower may have been its output.
+pub fn nothing_to_run(p: &Pipeline) -> Option<Diagnostic> {
+    if !(p.evaluations.is_empty() && p.outputs.is_empty() && p.broken.is_empty()) {
+        return None;
+    }
+    let empty = p.sources.is_empty()
+        && p.transforms.is_empty()
+        && p.splits.is_empty()
+        && p.models.is_empty();
+    Some(
+        Diagnostic::new(
+            Code::NothingToRun,
+            p.name.span,
+            if empty {
+                "the pipeline has no steps: there is nothing to run"
+            } else {
+                "the pipeline has no evaluation and no output: there is nothing to run"
+            },
+        )
+        .with_help(
+            "add an `[evaluations.NAME]` or an `[outputs.NAME]` that uses the pipeline's steps",
+        ),
+    )
+}
+
 pub fn resolve(p: &Pipeline) -> (Resolved, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut names = Names {

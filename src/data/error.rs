@@ -10,12 +10,28 @@ pub enum DataError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{path}` is not a valid IDX file: {reason}")]
     Idx { path: PathBuf, reason: String },
     #[error("`{path}`: {reason}")]
     Csv { path: PathBuf, reason: String },
     #[error("`{path}`: {reason}")]
     File { path: PathBuf, reason: String },
+    #[error("`{}` is empty: a CSV source needs a header line and rows", .0.display())]
+    EmptyFile(PathBuf),
+    #[error("`{}` has a header but no rows", .0.display())]
+    NoRows(PathBuf),
+    #[error("`{}`: columns {first} and {second} are both named `{name}`: rename one (dagml would read only one of them)", path.display())]
+    DuplicateColumn {
+        path: PathBuf,
+        name: String,
+        first: usize,
+        second: usize,
+    },
     #[error("no files match `{0}`")]
     NoFiles(String),
     #[error("column `{0}` is not in the data")]

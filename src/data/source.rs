@@ -11,7 +11,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How many partitions a source yields: MNIST's two files (train, test) when both
 /// are read, the generator's `partitions`, else one.
@@ -198,7 +198,11 @@ fn read_csv(c: &CsvSource, base: &Path) -> Result<RecordBatch, DataError> {
     for path in &files {
         read_csv_file(c, &schema, path, &mut batches)?;
     }
-    Ok(concat_batches(&schema, &batches)?)
+    let b = concat_batches(&schema, &batches)?;
+    if b.num_rows() == 0 {
+        return Err(DataError::NoRows(first.clone()));
+    }
+    Ok(b)
 }
 
 fn csv_format(c: &CsvSource) -> Result<arrow::csv::reader::Format, DataError> {
@@ -213,12 +217,16 @@ fn csv_format(c: &CsvSource) -> Result<arrow::csv::reader::Format, DataError> {
 
 /// The columns of a CSV source: inferred from `path`, declared types first.
 fn csv_schema(c: &CsvSource, path: &Path) -> Result<SchemaRef, DataError> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if meta.len() == 0 {
+        return Err(DataError::EmptyFile(path.into()));
+    }
     let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let (inferred, _) = csv_format(c)?
         .infer_schema(&mut f, None)
         .map_err(|e| DataError::Csv {
             path: path.into(),
-            reason: e.to_string(),
+            reason: csv_reason(&e.to_string(), &Arc::new(Schema::empty()), c.header),
         })?;
     let fields: Vec<Field> = inferred
         .fields()
@@ -237,7 +245,67 @@ fn csv_schema(c: &CsvSource, path: &Path) -> Result<SchemaRef, DataError> {
             Field::new(f.name(), t, true)
         })
         .collect();
+    if let Some((first, second, name)) = duplicate(fields.iter().map(|f| f.name().as_str())) {
+        return Err(DataError::DuplicateColumn {
+            path: path.into(),
+            name,
+            first,
+            second,
+        });
+    }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The first name seen twice: its two positions (from 1) and the name.
+pub fn duplicate<'a>(names: impl Iterator<Item = &'a str>) -> Option<(usize, usize, String)> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, n) in names.enumerate() {
+        if let Some(&j) = seen.get(n) {
+            return Some((j + 1, i + 1, n.to_string()));
+        }
+        seen.insert(n, i);
+    }
+    None
+}
+
+/// The CSV reader's messages in the user's terms: fields (not "records"),
+/// the file's own line numbers, the column by name.
+fn csv_reason(reason: &str, schema: &SchemaRef, header: bool) -> String {
+    static FIELDS: OnceLock<Option<regex::Regex>> = OnceLock::new();
+    static PARSE: OnceLock<Option<regex::Regex>> = OnceLock::new();
+    let fields = FIELDS.get_or_init(|| {
+        regex::Regex::new(r"Expected (\d+) records, found (\d+) records at line (\d+)").ok()
+    });
+    let parse = PARSE.get_or_init(|| {
+        regex::Regex::new(
+            r"Error while parsing value '(.*)' as type '(\w+)' for column (\d+) at line (\d+)",
+        )
+        .ok()
+    });
+    if let Some(c) = fields.as_ref().and_then(|r| r.captures(reason)) {
+        return format!(
+            "line {}: {} fields, but the {} has {}; quote a field that holds the delimiter",
+            &c[3],
+            &c[2],
+            if header { "header" } else { "first line" },
+            &c[1]
+        );
+    }
+    if let Some(c) = parse.as_ref().and_then(|r| r.captures(reason)) {
+        let col: usize = c[3].parse().unwrap_or(0);
+        let name = schema
+            .fields()
+            .get(col)
+            .map(|f| f.name().clone())
+            .unwrap_or_else(|| format!("#{}", col + 1));
+        // The reader counts data lines from the first after the header.
+        let line: usize = c[4].parse::<usize>().unwrap_or(0) + usize::from(header);
+        return format!(
+            "line {line}, column `{name}`: `{}` is not a {} value; fix the cell, add it to `na_values`, or declare the column's type in `columns`",
+            &c[1], &c[2]
+        );
+    }
+    reason.to_string()
 }
 
 fn read_csv_file(
@@ -248,7 +316,7 @@ fn read_csv_file(
 ) -> Result<(), DataError> {
     let err = |reason: String| DataError::Csv {
         path: path.into(),
-        reason,
+        reason: csv_reason(&reason, schema, c.header),
     };
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let reader = arrow::csv::ReaderBuilder::new(schema.clone())

@@ -70,6 +70,18 @@ pub enum Code {
     ColumnNotInData,
     /// A step whose result reaches no output or evaluation.
     UnusedStep,
+    /// A name longer than fits in a file name (255 bytes).
+    NameTooLong,
+    /// A pipeline with no evaluation and no output: nothing to run.
+    NothingToRun,
+    /// Two columns of a data file have the same name.
+    DuplicateColumnInData,
+    /// A data file that is empty or has a header and no rows.
+    EmptyData,
+    /// A column of numbers but for a few cells, read as text.
+    MostlyNumeric,
+    /// A dataset estimated larger than the declared cluster's memory.
+    ExceedsClusterMemory,
     /// Two outputs write the same path.
     DuplicateOutput,
 }
@@ -89,6 +101,7 @@ impl Code {
         Code::BadExpression,
         Code::SecretInFile,
         Code::Conflict,
+        Code::NameTooLong,
         Code::DuplicateName,
         Code::UnknownReference,
         Code::Cycle,
@@ -98,9 +111,14 @@ impl Code {
         Code::WrongStepKind,
         Code::BadFunction,
         Code::DuplicateOutput,
+        Code::NothingToRun,
         Code::MissingFile,
         Code::ColumnNotInData,
+        Code::DuplicateColumnInData,
+        Code::EmptyData,
         Code::UnusedStep,
+        Code::ExceedsClusterMemory,
+        Code::MostlyNumeric,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +136,7 @@ impl Code {
             BadExpression => "E0207",
             SecretInFile => "E0208",
             Conflict => "E0209",
+            NameTooLong => "E0210",
             DuplicateName => "E0301",
             UnknownReference => "E0302",
             Cycle => "E0303",
@@ -127,15 +146,22 @@ impl Code {
             WrongStepKind => "E0307",
             BadFunction => "E0308",
             DuplicateOutput => "E0309",
+            NothingToRun => "E0310",
             MissingFile => "E0401",
             ColumnNotInData => "E0402",
+            DuplicateColumnInData => "E0403",
+            EmptyData => "E0404",
             UnusedStep => "W0301",
+            ExceedsClusterMemory => "W0302",
+            MostlyNumeric => "W0401",
         }
     }
 
     pub fn default_severity(self) -> Severity {
         match self {
-            Code::UnusedStep => Severity::Warning,
+            Code::UnusedStep | Code::MostlyNumeric | Code::ExceedsClusterMemory => {
+                Severity::Warning
+            }
             _ => Severity::Error,
         }
     }
@@ -445,10 +471,16 @@ mod tests {
                 | Code::DuplicateOutput
                 | Code::MissingFile
                 | Code::ColumnNotInData
-                | Code::UnusedStep => {}
+                | Code::UnusedStep
+                | Code::NameTooLong
+                | Code::NothingToRun
+                | Code::DuplicateColumnInData
+                | Code::EmptyData
+                | Code::MostlyNumeric
+                | Code::ExceedsClusterMemory => {}
             }
         }
-        assert_eq!(Code::ALL.len(), 24);
+        assert_eq!(Code::ALL.len(), 30);
     }
 
     #[test]

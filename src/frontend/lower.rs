@@ -25,6 +25,9 @@ pub const SECTIONS: &[&str] = &[
 ];
 
 /// Lower a whole document. `default_name` names the pipeline when the file does not.
+/// The longest name (pipeline, step, shard) a file system takes as a file name.
+pub const MAX_NAME_BYTES: usize = 255;
+
 pub fn lower(root: &Node, text: &str, default_name: &str) -> (Option<Pipeline>, Vec<Diagnostic>) {
     let mut cx = Cx {
         text,
@@ -273,6 +276,17 @@ impl Cx<'_> {
                 format!("`{}` is not a valid {what}", n.value),
             )
             .help = Some("use letters, digits, `_` and `-`, not starting with a digit".into());
+        } else if n.value.len() > MAX_NAME_BYTES {
+            // Names become file and folder names (out/NAME/, model files).
+            self.err(
+                Code::NameTooLong,
+                n.span,
+                format!(
+                    "this {what} is {} bytes long; a name must fit in a file name ({MAX_NAME_BYTES} bytes)",
+                    n.value.len()
+                ),
+            )
+            .help = Some("shorten it".into());
         }
     }
 

@@ -54,6 +54,11 @@ pub struct Scores {
     /// `curves::SAMPLE`, the same whatever the partitioning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<Vec<[f64; 2]>>,
+    /// Classes in the scored data that the model never saw in training: scored
+    /// as scikit-learn does (rows in the confusion matrix and the per-class
+    /// table, never predicted, so recall 0), and reported as a warning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unseen_classes: Vec<String>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -74,6 +79,10 @@ pub enum Tally {
         rows: usize,
         /// Probability histograms for the curves.
         bins: ScoreBins,
+        /// `classes[..known]` are the model's; the rest, in sorted order, were
+        /// seen only in the scored data.
+        #[serde(default)]
+        known: usize,
     },
     Values {
         rows: usize,
@@ -117,12 +126,58 @@ impl Tally {
             .sum::<f64>();
         let bins = ScoreBins::of(y, proba, if proba.is_empty() { 0 } else { k });
         Tally::Classes {
+            known: classes.len(),
             classes,
             confusion: cm,
             log_loss_sum,
             rows: y.len(),
             bins,
         }
+    }
+
+    /// The tally of a classifier's predictions against true labels, some of
+    /// which the model may never have seen: those get their own rows (and
+    /// columns) after the model's classes, in sorted order; the model never
+    /// predicts them, and their log loss is that of the clipped probability 0.
+    pub fn classification_labels(labels: &[String], pred: &Prediction) -> Tally {
+        let model: Vec<String> = match pred {
+            Prediction::Classes { classes, .. } => classes.clone(),
+            Prediction::Values(_) => vec![],
+        };
+        let mut unseen: Vec<&str> = labels
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !model.iter().any(|c| c == l))
+            .collect();
+        unseen.sort_unstable();
+        unseen.dedup();
+        let mut all = model.clone();
+        all.extend(unseen.iter().map(|s| s.to_string()));
+        let index: std::collections::HashMap<&str, u32> = all
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i as u32))
+            .collect();
+        let y: Vec<u32> = labels.iter().map(|l| index[l.as_str()]).collect();
+        let mut t = Tally::classification(&y, pred);
+        if let Tally::Classes {
+            classes,
+            confusion,
+            known,
+            ..
+        } = &mut t
+        {
+            let k = all.len();
+            let mut cm = vec![vec![0u64; k]; k];
+            let yhat = pred.argmax();
+            for (&t, &p) in y.iter().zip(&yhat) {
+                cm[t as usize][p as usize] += 1;
+            }
+            *confusion = cm;
+            *known = model.len();
+            *classes = all;
+        }
+        t
     }
 
     /// The tally of a regressor's predictions.
@@ -141,6 +196,33 @@ impl Tally {
 
     /// Add the rows of `o` (a tally of the same model).
     pub fn merge(&mut self, o: &Tally) -> Result<(), String> {
+        if let (
+            Tally::Classes { classes, known, .. },
+            Tally::Classes {
+                classes: c2,
+                known: k2,
+                ..
+            },
+        ) = (&*self, o)
+            && classes != c2
+            && known == k2
+            && classes[..*known] == c2[..*k2]
+        {
+            // Each saw other unseen classes: both onto the union.
+            let mut union: Vec<String> = classes[*known..]
+                .iter()
+                .chain(&c2[*k2..])
+                .cloned()
+                .collect();
+            union.sort_unstable();
+            union.dedup();
+            let mut all = classes[..*known].to_vec();
+            all.extend(union);
+            let a = self.widened(&all);
+            let b = o.widened(&all);
+            *self = a;
+            return self.merge(&b);
+        }
         match (self, o) {
             (
                 Tally::Classes {
@@ -149,6 +231,7 @@ impl Tally {
                     log_loss_sum,
                     rows,
                     bins,
+                    ..
                 },
                 Tally::Classes {
                     classes: c2,
@@ -156,6 +239,7 @@ impl Tally {
                     log_loss_sum: l2,
                     rows: r2,
                     bins: b2,
+                    ..
                 },
             ) if classes == c2 => {
                 for (a, b) in confusion.iter_mut().zip(m2) {
@@ -203,6 +287,42 @@ impl Tally {
         }
     }
 
+    /// This classification tally over `all` classes (a superset in which its
+    /// own keep their order).
+    fn widened(&self, all: &[String]) -> Tally {
+        let Tally::Classes {
+            classes,
+            confusion,
+            log_loss_sum,
+            rows,
+            known,
+            bins,
+        } = self
+        else {
+            return self.clone();
+        };
+        let at: Vec<usize> = classes
+            .iter()
+            .map(|c| all.iter().position(|a| a == c).unwrap_or(0))
+            .collect();
+        let k = all.len();
+        let mut cm = vec![vec![0u64; k]; k];
+        for (i, row) in confusion.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                cm[at[i]][at[j]] += v;
+            }
+        }
+        Tally::Classes {
+            classes: all.to_vec(),
+            confusion: cm,
+            log_loss_sum: *log_loss_sum,
+            rows: *rows,
+            known: *known,
+            // Over the model's classes, which widening leaves as they are.
+            bins: bins.clone(),
+        }
+    }
+
     pub fn scores(&self) -> Scores {
         match self {
             Tally::Classes {
@@ -211,6 +331,7 @@ impl Tally {
                 log_loss_sum,
                 rows: n,
                 bins,
+                known,
             } => {
                 let k = cm.len();
                 let correct: u64 = (0..k).map(|i| cm[i][i]).sum();
@@ -253,6 +374,7 @@ impl Tally {
                     confusion_matrix: Some(cm.clone()),
                     log_loss: Some(log_loss_sum / (*n).max(1) as f64),
                     curves: Some(bins.curves(classes)).filter(|c| !c.is_empty()),
+                    unseen_classes: classes.get(*known..).unwrap_or_default().to_vec(),
                     ..Scores::default()
                 }
             }
@@ -338,6 +460,15 @@ pub fn classification_report(s: &Scores) -> String {
 pub fn confusion_table(s: &Scores, classes: &[String]) -> String {
     let Some(cm) = &s.confusion_matrix else {
         return String::new();
+    };
+    // With classes the model never saw, the matrix is wider than its classes.
+    let named: Vec<String>;
+    let classes = match &s.per_class {
+        Some(rows) if rows.len() == cm.len() && classes.len() != cm.len() => {
+            named = rows.iter().map(|r| r.class.clone()).collect();
+            &named[..]
+        }
+        _ => classes,
     };
     let w = cm
         .iter()
@@ -474,6 +605,15 @@ pub fn mean_over_folds(folds: &[Scores]) -> (Scores, std::collections::BTreeMap<
             // Each fold keeps its own curves and sample; the mean has none.
             curves: None,
             sample: None,
+            unseen_classes: {
+                let mut u: Vec<String> = folds
+                    .iter()
+                    .flat_map(|f| f.unseen_classes.iter().cloned())
+                    .collect();
+                u.sort_unstable();
+                u.dedup();
+                u
+            },
         },
         std,
     )
@@ -609,5 +749,41 @@ mod tests {
         assert!((s.rmse.unwrap() - (1.0f64 / 3.0).sqrt()).abs() < 1e-12);
         assert!((s.mae.unwrap() - 1.0 / 3.0).abs() < 1e-12);
         assert!((s.r2.unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_class_never_seen_in_training_is_scored_like_scikit_learn() {
+        // The model knows a and b; the data also has c (twice), never predicted.
+        let pred = Prediction::Classes {
+            proba: vec![0.9, 0.1, 0.2, 0.8, 0.6, 0.4, 0.3, 0.7],
+            classes: vec!["a".into(), "b".into()],
+        };
+        let labels: Vec<String> = ["a", "b", "c", "c"].iter().map(|s| s.to_string()).collect();
+        let s = Tally::classification_labels(&labels, &pred).scores();
+        assert_eq!(s.unseen_classes, vec!["c".to_string()]);
+        assert_eq!(s.accuracy, Some(0.5));
+        // sklearn: confusion_matrix(["a","b","c","c"], ["a","b","a","b"])
+        assert_eq!(
+            s.confusion_matrix,
+            Some(vec![vec![1, 0, 0], vec![0, 1, 0], vec![1, 1, 0]])
+        );
+        let rows = s.per_class.as_ref().unwrap();
+        assert_eq!(rows[2].class, "c");
+        assert_eq!((rows[2].recall, rows[2].support), (0.0, 2));
+        // precision of a: 1 of the 2 rows predicted a.
+        assert_eq!(rows[0].precision, 0.5);
+        // Partitions that saw different unseen classes add up over their union.
+        let mut t = Tally::classification_labels(&labels[..2], &pred);
+        let p2 = Prediction::Classes {
+            proba: vec![0.6, 0.4, 0.3, 0.7],
+            classes: vec!["a".into(), "b".into()],
+        };
+        t.merge(&Tally::classification_labels(&labels[2..], &p2))
+            .unwrap();
+        let m = t.scores();
+        assert_eq!(m.confusion_matrix, s.confusion_matrix);
+        assert_eq!(m.unseen_classes, s.unseen_classes);
+        let table = confusion_table(&m, &["a".into(), "b".into()]);
+        assert_eq!(table.lines().count(), 4, "{table}");
     }
 }

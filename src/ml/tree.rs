@@ -192,6 +192,88 @@ pub fn forest_importances(trees: &[Tree], features: usize) -> Vec<f64> {
     sum
 }
 
+/// Why a decoded tree cannot be walked safely.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TreeError {
+    #[error("the tree has no nodes")]
+    Empty,
+    #[error("the tree's leaves hold {got} values each, the model needs {want}")]
+    Width { got: u32, want: u32 },
+    #[error("node {node} points to node {child}: children must come after their parent and exist")]
+    Child { node: usize, child: u32 },
+    #[error("node {node} splits on feature {feature}; the model has {features}")]
+    Feature {
+        node: usize,
+        feature: u32,
+        features: usize,
+    },
+    #[error("leaf {node} points past the tree's values")]
+    Leaf { node: usize },
+    #[error("leaf value {index} is not a finite number")]
+    NotFinite { index: usize },
+    #[error("importance {index} names feature {feature} or is not a finite number; the model has {features} features")]
+    Importance {
+        index: usize,
+        feature: u32,
+        features: usize,
+    },
+}
+
+impl Tree {
+    /// Check a tree read from a file before it is walked: [`Tree::leaf`] then
+    /// cannot index out of bounds (children in range, features below
+    /// `features`, leaves inside `values`) nor loop (every child comes after its
+    /// parent, so a walk ends within `nodes.len()` steps).
+    pub fn validate(&self, features: usize, width: u32) -> Result<(), TreeError> {
+        if self.nodes.is_empty() {
+            return Err(TreeError::Empty);
+        }
+        if self.width != width || width == 0 {
+            return Err(TreeError::Width {
+                got: self.width,
+                want: width,
+            });
+        }
+        if let Some(index) = self.values.iter().position(|v| !v.is_finite()) {
+            return Err(TreeError::NotFinite { index });
+        }
+        if let Some(index) = self
+            .importances
+            .iter()
+            .position(|&(f, v)| f as usize >= features || !v.is_finite())
+        {
+            return Err(TreeError::Importance {
+                index,
+                feature: self.importances[index].0,
+                features,
+            });
+        }
+        let len = self.nodes.len();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.left == LEAF {
+                let end = (n.right as usize + 1).checked_mul(width as usize);
+                if end.is_none_or(|e| e > self.values.len()) {
+                    return Err(TreeError::Leaf { node: i });
+                }
+                continue;
+            }
+            if n.feature as usize >= features {
+                return Err(TreeError::Feature {
+                    node: i,
+                    feature: n.feature,
+                    features,
+                });
+            }
+            for child in [n.left, n.right] {
+                if child as usize <= i || child as usize >= len {
+                    return Err(TreeError::Child { node: i, child });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Nodes at most this large are split by sorting codes instead of histograms.
 const SMALL_NODE: usize = 96;
 
@@ -815,5 +897,51 @@ mod tests {
         );
         assert!(leaf.importances.is_empty());
         assert_eq!(forest_importances(&[leaf], 2), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_tree_whose_child_points_back_up_or_out_is_refused() {
+        let leaf = |v: u32| Node {
+            feature: 0,
+            bin: 0,
+            left: LEAF,
+            right: v,
+        };
+        let good = Tree {
+            nodes: vec![
+                Node {
+                    feature: 1,
+                    bin: 3,
+                    left: 1,
+                    right: 2,
+                },
+                leaf(0),
+                leaf(1),
+            ],
+            values: vec![0.25, 0.75, 1.0, 0.0],
+            width: 2,
+            importances: Vec::new(),
+        };
+        assert_eq!(good.validate(2, 2), Ok(()));
+        let mut cycle = good.clone();
+        cycle.nodes[0].right = 0;
+        assert_eq!(
+            cycle.validate(2, 2),
+            Err(TreeError::Child { node: 0, child: 0 })
+        );
+        let mut out = good.clone();
+        out.nodes[0].left = 9;
+        assert!(matches!(out.validate(2, 2), Err(TreeError::Child { .. })));
+        assert!(matches!(
+            good.validate(1, 2),
+            Err(TreeError::Feature { feature: 1, .. })
+        ));
+        assert!(matches!(good.validate(2, 3), Err(TreeError::Width { .. })));
+        let mut nan = good.clone();
+        nan.values[3] = f32::NAN;
+        assert_eq!(nan.validate(2, 2), Err(TreeError::NotFinite { index: 3 }));
+        let mut past = good;
+        past.nodes[2].right = 2;
+        assert_eq!(past.validate(2, 2), Err(TreeError::Leaf { node: 2 }));
     }
 }

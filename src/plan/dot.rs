@@ -2,7 +2,11 @@
 //!
 //! In: a physical plan (logical nodes with their tasks). Out: DOT text, emitted
 //! deterministically (nodes and edges sorted by id). A fan-out of many tasks is one
-//! node with a count, so 100 trees or N shards stay readable.
+//! node with a count, so 100 trees or N shards stay readable. A plan of more
+//! than [`MAX_DRAWN_STEPS`] steps is drawn collapsed for a picture
+//! ([`to_dot_for_picture`]): one node per step kind, edges counted, with a
+//! note (the layout of thousands of nodes takes minutes; DOT text keeps every
+//! step).
 //! Must not: run Graphviz (that is `render`).
 
 use super::PhysicalPlan;
@@ -217,4 +221,87 @@ pub fn to_dot(p: &PhysicalPlan, level: Level) -> String {
     let mut text = g.print(&mut ctx);
     text.push('\n');
     text
+}
+
+/// Steps beyond which a picture shows the plan collapsed by step kind.
+pub const MAX_DRAWN_STEPS: usize = 150;
+
+/// The DOT text to draw as a picture (SVG, PNG): [`to_dot`], or, for a plan
+/// of more than [`MAX_DRAWN_STEPS`] steps, one node per step kind with its
+/// step and task counts and the edges between kinds counted; then the note
+/// that says so.
+pub fn to_dot_for_picture(p: &PhysicalPlan, level: Level) -> (String, Option<String>) {
+    let lp = &p.logical;
+    let steps = lp.graph.node_count();
+    if steps <= MAX_DRAWN_STEPS {
+        return (to_dot(p, level), None);
+    }
+    let note = format!(
+        "{steps} steps are more than {MAX_DRAWN_STEPS}: drawn collapsed by step kind; write .dot for every step"
+    );
+    // Kind → (steps, tasks, colour), in the order kinds first appear.
+    let mut kinds: Vec<(&'static str, usize, usize, &'static str)> = Vec::new();
+    for n in lp.sorted_nodes() {
+        let node = &lp.graph[n];
+        let k = node.op.kind();
+        let tasks = p.tasks_of(&node.id()).len();
+        match kinds.iter_mut().find(|x| x.0 == k) {
+            Some(x) => {
+                x.1 += 1;
+                x.2 += tasks;
+            }
+            None => kinds.push((k, 1, tasks, colour(&node.op))),
+        }
+    }
+    let mut stmts: Vec<Stmt> = vec![
+        Stmt::GAttribute(GraphAttributes::Graph(vec![
+            attr("rankdir", "TB"),
+            attr(
+                "label",
+                &format!("{} ({:?} plan)\n{note}", lp.name, level).to_lowercase(),
+            ),
+            attr("fontname", "Helvetica"),
+        ])),
+        Stmt::GAttribute(GraphAttributes::Node(vec![
+            attr("shape", "box3d"),
+            attr("style", "filled"),
+            attr("fontname", "Helvetica"),
+            attr("fontsize", "11"),
+        ])),
+    ];
+    for (k, n, tasks, fill) in &kinds {
+        let mut label = format!("{k} × {n} step{}", if *n == 1 { "" } else { "s" });
+        if level == Level::Physical {
+            label.push_str(&format!("\n{tasks} tasks"));
+        }
+        stmts.push(Stmt::Node(Node::new(
+            NodeId(esc(k), None),
+            vec![attr("fillcolor", fill), attr("label", &label)],
+        )));
+    }
+    let mut edges: std::collections::BTreeMap<(&'static str, &'static str), usize> =
+        std::collections::BTreeMap::new();
+    for e in (&lp.graph).edge_references() {
+        let a = lp.graph[e.source()].op.kind();
+        let b = lp.graph[e.target()].op.kind();
+        *edges.entry((a, b)).or_default() += 1;
+    }
+    for ((a, b), n) in edges {
+        stmts.push(Stmt::Edge(Edge {
+            ty: EdgeTy::Pair(
+                Vertex::N(NodeId(esc(a), None)),
+                Vertex::N(NodeId(esc(b), None)),
+            ),
+            attributes: vec![attr("label", &format!("{n}"))],
+        }));
+    }
+    let g = Graph::DiGraph {
+        id: esc(&lp.name),
+        strict: false,
+        stmts,
+    };
+    let mut ctx = PrinterContext::default();
+    let mut text = g.print(&mut ctx);
+    text.push('\n');
+    (text, Some(note))
 }

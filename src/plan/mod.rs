@@ -494,9 +494,14 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                             });
                         }
                     }
-                    for (part, tid) in scored {
-                        if let Some(at) = inputs.iter().position(|x| *x == part) {
-                            inputs[at] = tid.into();
+                    // Each scored partition's first place among the inputs
+                    // now reads its score task (a map: a dataset of 100,000
+                    // partitions was quadratic here).
+                    let mut scored: std::collections::HashMap<PartitionId, TaskId> =
+                        scored.into_iter().rev().collect();
+                    for x in inputs.iter_mut() {
+                        if let Some(tid) = scored.remove(x) {
+                            *x = tid.into();
                         }
                     }
                     for t in cross_fits(g, n, &produced) {

@@ -156,7 +156,7 @@ impl From<crate::data::DataError> for TaskError {
     fn from(e: crate::data::DataError) -> Self {
         use crate::data::DataError as D;
         let kind = match &e {
-            D::Io { .. } | D::NoFiles(_) => FailureKind::Io,
+            D::Io { .. } | D::Write { .. } | D::NoFiles(_) => FailureKind::Io,
             _ => FailureKind::BadData,
         };
         TaskError::new(kind, e.to_string())

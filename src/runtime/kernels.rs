@@ -17,7 +17,7 @@ use super::value::Value;
 use crate::compile::logical::{Fanout, LOp};
 use crate::data::split::Part;
 use crate::data::{self, split, write};
-use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem};
+use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem, SplitKind};
 use crate::ml::metrics::{self, Scores};
 use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
 use crate::ml::model_file;
@@ -123,8 +123,49 @@ pub use crate::ml::evaluation::{EvalEntry, EvalResult, MetricsDoc, kept_learned}
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     pub output: String,
+    /// Where the files go (`paths[i]`), as the pipeline names them under the
+    /// run's base folder.
     pub paths: Vec<String>,
     pub rows: Option<u64>,
+    /// The staged twin of each of `paths`, to be put in place when the run
+    /// succeeds (`runtime::outputs::commit`); empty when the files were put in
+    /// place at once (an output a later source reads back with `after`).
+    #[serde(default)]
+    pub staged: Vec<String>,
+}
+
+/// Writes a sink's files: staged for the run's commit, or (an output read back
+/// by a later source) in place at once.
+struct Put {
+    stage: bool,
+    staged: Vec<String>,
+}
+
+impl Put {
+    fn bytes(&mut self, path: &std::path::Path, b: &[u8]) -> Result<(), data::DataError> {
+        if self.stage {
+            let s = write::stage_bytes(path, b)?;
+            self.staged.push(s.display().to_string());
+            Ok(())
+        } else {
+            write::write_bytes(path, b)
+        }
+    }
+
+    fn batch(
+        &mut self,
+        path: &std::path::Path,
+        b: &RecordBatch,
+        f: crate::frontend::pipeline::FileFormat,
+    ) -> Result<(), data::DataError> {
+        if self.stage {
+            let s = write::stage_batch(path, b, f)?;
+            self.staged.push(s.display().to_string());
+            Ok(())
+        } else {
+            write::write_batch(path, b, f)
+        }
+    }
 }
 
 pub struct PipelineKernels {
@@ -277,10 +318,10 @@ fn tally(model: &TrainedModel, batch: &RecordBatch) -> Result<metrics::Tally, St
     let pred = model.predict(batch).map_err(fail)?;
     Ok(match model.task {
         Problem::Classification => {
+            // A class the model never saw is scored (never predicted), as
+            // scikit-learn does, and named in the scores' `unseen_classes`.
             let labels = data::matrix::labels(batch, &model.target).map_err(fail)?;
-            let y = data::matrix::class_indices(&labels, &model.classes, &model.target)
-                .map_err(fail)?;
-            metrics::Tally::classification(&y, &pred)
+            metrics::Tally::classification_labels(&labels, &pred)
         }
         Problem::Regression => {
             let y = data::matrix::float_target(batch, &model.target).map_err(fail)?;
@@ -340,12 +381,129 @@ pub fn model_file_bytes(
     Ok(model_file::encode(&header, &payload))
 }
 
-/// Read a model file back.
-pub fn read_model_file(bytes: &[u8]) -> Result<(model_file::ModelHeader, TrainedModel), String> {
-    let (header, payload) = model_file::decode(bytes).map_err(fail)?;
-    let model =
-        postcard::from_bytes(payload).map_err(|e| format!("the model payload is corrupt: {e}"))?;
-    Ok((header, model))
+/// Where a dataset's rows come from, for messages: ` (read from `d.csv`)`.
+fn origin(cx: &RunContext, dataset: &str) -> String {
+    let mut name = dataset.split('.').next().unwrap_or(dataset).to_string();
+    // Back through splits to the source (a transform's input is not in its
+    // operation: the trail ends there), a bounded number of steps.
+    for _ in 0..32 {
+        let next = cx.ops.values().find_map(|o| match o {
+            LOp::Source { source, .. } if source.name.value == name => Some(Err(source
+                .file_path()
+                .map(|(p, _)| format!(" (read from `{}`)", p.value))
+                .unwrap_or_default())),
+            LOp::Split { split } if split.name.value == name => match &split.kind {
+                SplitKind::Holdout { input, .. }
+                | SplitKind::KFold { input, .. }
+                | SplitKind::Shards { input, .. } => Some(Ok(input.value.clone())),
+                SplitKind::Predefined { .. } => None,
+            },
+            _ => None,
+        });
+        match next {
+            Some(Ok(n)) => name = n.split('.').next().unwrap_or(&n).to_string(),
+            Some(Err(file)) => return file,
+            None => return String::new(),
+        }
+    }
+    String::new()
+}
+
+/// Why a split's part is empty, in the split's own terms.
+fn empty_part_reason(cx: &RunContext, split: &str, part: &str) -> String {
+    let found = cx.ops.values().find_map(|o| match o {
+        LOp::Split { split: s } if s.name.value == split => Some(s),
+        _ => None,
+    });
+    match found.map(|s| &s.kind) {
+        Some(SplitKind::Holdout {
+            input,
+            test_fraction,
+            ..
+        }) => format!(
+            "the holdout split `{split}` (test_fraction {}) left `{split}.{part}` no rows: `{}` has too few rows{}; add rows or change test_fraction",
+            test_fraction.value,
+            input.value,
+            origin(cx, &input.value)
+        ),
+        Some(SplitKind::KFold { input, k, .. }) => format!(
+            "the k-fold split `{split}` (k = {}) left `{split}.{part}` no rows: `{}` has fewer rows than folds{}; add rows or lower k",
+            k.value,
+            input.value,
+            origin(cx, &input.value)
+        ),
+        Some(SplitKind::Shards {
+            validation_fraction,
+            ..
+        }) => format!(
+            "the shard split `{split}` (validation_fraction {}) left `{split}.{part}` no rows",
+            validation_fraction.value
+        ),
+        _ => format!("`{split}.{part}` has no rows"),
+    }
+}
+
+/// Before a fit: the target is a column of its input, and (for a task that
+/// sees all of them) there are rows; with messages that name the data, where it
+/// comes from, and what to change.
+fn check_fit_inputs(
+    cx: &RunContext,
+    task: &Task,
+    spec: &crate::frontend::pipeline::ModelSpec,
+    inputs: &[Arc<Value>],
+) -> Result<(), TaskError> {
+    let (data, _) = split_inputs(task, inputs)?;
+    let Some((dataset, batches)) = data.first() else {
+        return Ok(());
+    };
+    let Some(first) = batches.first() else {
+        return Ok(());
+    };
+    let ds = dataset.to_string();
+    let target = &spec.target.value;
+    let schema = first.schema();
+    if schema.field_with_name(target).is_err() {
+        let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let guess = crate::frontend::diag::did_you_mean(target, cols.iter().copied())
+            .map(|g| format!("; did you mean `{g}`?"))
+            .unwrap_or_default();
+        let list = if cols.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!(
+                "its columns are {}",
+                cols.iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        return Err(TaskError::bad_data(format!(
+            "the target `{target}` of model `{}` is not a column of `{ds}`{}: {list}{guess}",
+            spec.name.value,
+            origin(cx, &ds)
+        )));
+    }
+    let sees_all = matches!(
+        task.kind,
+        TaskKind::Fit | TaskKind::FitTrees { .. } | TaskKind::FitShard { .. }
+    );
+    let rows: usize = data
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .map(|b| b.num_rows())
+        .sum();
+    if sees_all && rows == 0 {
+        let why = match dataset {
+            DatasetId::Part { split, part } => empty_part_reason(cx, split, part.label().as_ref()),
+            DatasetId::Whole(_) => format!("`{ds}` has no rows{}", origin(cx, &ds)),
+        };
+        return Err(TaskError::bad_data(format!(
+            "no rows to train `{}` on: {why}",
+            spec.name.value
+        )));
+    }
+    Ok(())
 }
 
 impl PipelineKernels {
@@ -363,6 +521,9 @@ impl PipelineKernels {
     fn run_task(&self, task: &Task, inputs: &[Arc<Value>]) -> Result<Vec<Value>, TaskError> {
         let op = self.op(task)?;
         let cx = &self.cx;
+        if let LOp::Fit { model: spec, .. } = op {
+            check_fit_inputs(cx, task, spec, inputs)?;
+        }
         match (&task.kind, op) {
             (
                 TaskKind::Read,
@@ -693,6 +854,15 @@ impl PipelineKernels {
                     output: output.name.value.clone(),
                     paths: vec![path.display().to_string()],
                     rows: None,
+                    staged: Vec::new(),
+                };
+                let read_back = cx.ops.values().any(|o| {
+                    matches!(o, LOp::Source { source, .. }
+                        if source.after.as_ref().is_some_and(|a| a.value == output.name.value))
+                });
+                let mut put = Put {
+                    stage: !read_back,
+                    staged: Vec::new(),
                 };
                 match &output.kind {
                     OutputKind::Model { .. } => {
@@ -717,7 +887,7 @@ impl PipelineKernels {
                             })
                             .unwrap_or_default();
                         let file = model_file_bytes(cx, &model, spec_params)?;
-                        write::write_bytes(&path, &file)?;
+                        put.bytes(&path, &file)?;
                     }
                     OutputKind::Metrics { .. } | OutputKind::Report { .. } => {
                         let evaluations = bytes
@@ -740,7 +910,7 @@ impl PipelineKernels {
                             t.push(b'\n');
                             t
                         };
-                        write::write_bytes(&path, &text)?;
+                        put.bytes(&path, &text)?;
                     }
                     OutputKind::Predictions { format, .. } => {
                         let (_, mb) = bytes.first().ok_or("no model to predict with")?;
@@ -752,7 +922,7 @@ impl PipelineKernels {
                         let out = predictions_batch(&b, &pred)?;
                         receipt.rows = Some(out.num_rows() as u64);
                         let f = write::format_of(&path, format.value);
-                        write::write_batch(&path, &out, f)?;
+                        put.batch(&path, &out, f)?;
                     }
                     OutputKind::Dataset { format, .. } => {
                         receipt.paths.clear();
@@ -762,7 +932,7 @@ impl PipelineKernels {
                         for (_, parts) in &data {
                             for b in parts {
                                 let p = path.join(write::part_file_name(i, format.value));
-                                write::write_batch(&p, b, format.value)?;
+                                put.batch(&p, b, format.value)?;
                                 rows += b.num_rows() as u64;
                                 receipt.paths.push(p.display().to_string());
                                 i += 1;
@@ -775,9 +945,10 @@ impl PipelineKernels {
                             .pictures
                             .get(&output.name.value)
                             .ok_or("the plan picture was not rendered")?;
-                        write::write_bytes(&path, pic)?;
+                        put.bytes(&path, pic)?;
                     }
                 }
+                receipt.staged = put.staged;
                 Ok(vec![Value::Bytes(
                     serde_json::to_vec(&receipt).map_err(fail)?,
                 )])

@@ -7,6 +7,7 @@ pub mod executor;
 pub mod failure;
 pub mod graph;
 pub mod kernels;
+pub mod outputs;
 pub mod progress;
 pub mod report;
 pub mod value;

@@ -53,6 +53,7 @@ pub fn results_of<'a>(
                     {
                         Some(x) => {
                             x.paths.extend(r.paths);
+                            x.staged.extend(r.staged);
                             x.rows = match (x.rows, r.rows) {
                                 (Some(a), Some(b)) => Some(a + b),
                                 (a, b) => a.or(b),
@@ -79,6 +80,18 @@ pub fn render_results(r: &RunReport) -> String {
                 e.evaluation, entry.model, entry.data, entry.scores.rows
             ));
             let s = &entry.scores;
+            if !s.unseen_classes.is_empty() {
+                let list: Vec<String> = s.unseen_classes.iter().map(|c| format!("`{c}`")).collect();
+                out.push_str(&format!(
+                    "warning: {} {} in `{}` but never in the training data of `{}`: the model never predicts {}, so {} recall is 0 (scored as scikit-learn does)\n",
+                    if list.len() == 1 { "class" } else { "classes" },
+                    list.join(", ") + if list.len() == 1 { " is" } else { " are" },
+                    entry.data,
+                    entry.model,
+                    if list.len() == 1 { "it" } else { "them" },
+                    if list.len() == 1 { "its" } else { "their" },
+                ));
+            }
             let has = |m: &str| e.metrics.iter().any(|x| x == m);
             // A cross-validation's mean carries the spread over its folds.
             let pm = |name: &str| {

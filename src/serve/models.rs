@@ -13,7 +13,8 @@ use super::{ServeError, StartError};
 use crate::ml::model::Model;
 use crate::ml::model::TrainedModel;
 use crate::ml::model_file::{FeatureInfo, ModelHeader};
-use crate::runtime::kernels::{prediction_columns, read_model_file};
+use crate::ml::model_file;
+use crate::runtime::kernels::prediction_columns;
 use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
@@ -276,7 +277,7 @@ impl LocalModels {
             };
             let bytes = std::fs::read(path).map_err(|e| StartError::Read(path.into(), e))?;
             let (header, model) =
-                read_model_file(&bytes).map_err(|e| StartError::Model(path.into(), e))?;
+                model_file::read(&bytes).map_err(|e| StartError::Model(path.into(), e.to_string()))?;
             let mut info = ModelInfo::of_header(&header, version_of(&bytes));
             if let Some(n) = rename {
                 info.name = n.to_string();
