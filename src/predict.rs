@@ -72,7 +72,7 @@ pub fn predict_file(model: &Path, input: &Path, output: &Path) -> Result<usize, 
         after: None,
     };
     let batch = source::read(&src, 0, 0, None, Path::new("."))?;
-    let batch = model_file::conform(&header, &batch).map_err(|source| {
+    let batch = model_file::conform(&header.features, &batch).map_err(|source| {
         let row = match &source {
             InputError::Unparsable { row, .. } | InputError::Lossy { row, .. } => Some(*row),
             _ => None,

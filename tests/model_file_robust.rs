@@ -134,7 +134,7 @@ fn outcome(bytes: Vec<u8>) -> Option<Result<Prediction, String>> {
     std::thread::spawn(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let (header, model) = model_file::read(&bytes).map_err(|e| e.to_string())?;
-            let b = model_file::conform(&header, &batch).map_err(|e| e.to_string())?;
+            let b = model_file::conform(&header.features, &batch).map_err(|e| e.to_string())?;
             model.predict(&b).map_err(|e| e.to_string())
         }));
         let _ = tx.send(r.unwrap_or_else(|_| Err("PANIC".into())));

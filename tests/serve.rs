@@ -390,7 +390,7 @@ fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
         "a fraction for an integer",
         infer_body(fraction),
         400,
-        "does not convert without loss",
+        "6.5 does not convert to Int64 without loss",
     ));
     let mut shape = linear_inputs();
     shape[0]["shape"] = serde_json::json!([1, 2]);

@@ -378,11 +378,11 @@ fn is_plain(t: &DataType) -> bool {
 /// column (and the first row that does not convert). Columns the model does
 /// not read are kept as they are. Independent of files: `predict` and a model
 /// server call it the same way.
-pub fn conform(header: &ModelHeader, batch: &RecordBatch) -> Result<RecordBatch, InputError> {
+pub fn conform(features: &[FeatureInfo], batch: &RecordBatch) -> Result<RecordBatch, InputError> {
     let schema = batch.schema();
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
-    for feature in &header.features {
+    for feature in features {
         let found: Vec<usize> = fields
             .iter()
             .enumerate()
@@ -600,7 +600,7 @@ mod tests {
             ),
             ("city", Arc::new(StringArray::from(vec!["x", "y", "z"]))),
         ]);
-        let e = conform(&two_features(), &b).unwrap_err();
+        let e = conform(&two_features().features, &b).unwrap_err();
         assert_eq!(
             e,
             InputError::Unparsable {
@@ -625,7 +625,7 @@ mod tests {
             ("city", Arc::new(Int64Array::from(vec![10, 20, 30]))),
             ("extra", Arc::new(StringArray::from(vec!["k", "k", "k"]))),
         ]);
-        let out = conform(&two_features(), &b).unwrap();
+        let out = conform(&two_features().features, &b).unwrap();
         assert_eq!(out.column(0).data_type(), &DataType::Float64);
         assert_eq!(out.column(0).null_count(), 1);
         assert_eq!(out.column(1).as_string::<i32>().value(2), "30");
@@ -639,7 +639,7 @@ mod tests {
             ("city", Arc::new(StringArray::from(vec!["x", "y"]))),
         ]);
         assert!(matches!(
-            conform(&two_features(), &big),
+            conform(&two_features().features, &big),
             Err(InputError::Lossy { row: 2, .. })
         ));
         // A model that reads integers is not fed fractions.
@@ -653,7 +653,7 @@ mod tests {
             ("city", Arc::new(StringArray::from(vec!["x", "y"]))),
         ]);
         assert!(matches!(
-            conform(&h, &frac),
+            conform(&h.features, &frac),
             Err(InputError::Lossy { row: 2, .. })
         ));
     }
@@ -665,7 +665,9 @@ mod tests {
             ("A", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
             ("town", Arc::new(Float64Array::from(vec![1.0]))),
         ]);
-        let e = conform(&two_features(), &b).unwrap_err().to_string();
+        let e = conform(&two_features().features, &b)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("no column `a`") && e.contains("did you mean `A`"),
             "{e}"
@@ -685,7 +687,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            conform(&two_features(), &dup),
+            conform(&two_features().features, &dup),
             Err(InputError::Duplicate { count: 2, .. })
         ));
     }

@@ -211,7 +211,9 @@ pub enum TreeError {
     Leaf { node: usize },
     #[error("leaf value {index} is not a finite number")]
     NotFinite { index: usize },
-    #[error("importance {index} names feature {feature} or is not a finite number; the model has {features} features")]
+    #[error(
+        "importance {index} names feature {feature} or is not a finite number; the model has {features} features"
+    )]
     Importance {
         index: usize,
         feature: u32,

@@ -81,7 +81,10 @@ impl Running {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
-        if tokio::time::timeout(STOP_LIMIT, &mut self.task).await.is_err() {
+        if tokio::time::timeout(STOP_LIMIT, &mut self.task)
+            .await
+            .is_err()
+        {
             self.task.abort();
         }
     }

@@ -12,8 +12,8 @@ use super::protocol::{Datatype, ModelMetadata, TensorMetadata};
 use super::{ServeError, StartError};
 use crate::ml::model::Model;
 use crate::ml::model::TrainedModel;
-use crate::ml::model_file::{FeatureInfo, ModelHeader};
 use crate::ml::model_file;
+use crate::ml::model_file::{FeatureInfo, ModelHeader};
 use crate::runtime::kernels::prediction_columns;
 use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -147,24 +147,37 @@ impl ModelInfo {
                 quoted(&missing)
             )));
         }
+        // Text for a number is a wrong datatype here (a CSV cell may be text
+        // that parses; a tensor has a type).
+        for f in &self.features {
+            if let Some(col) = by_name.get(&f.name)
+                && matches!(col.data_type(), DataType::Utf8)
+                && f.dtype != "Utf8"
+            {
+                return Err(ServeError::BadRequest(format!(
+                    "input `{}` is BYTES but the model reads it as {}: send the numbers as numbers",
+                    f.name,
+                    DataType::from_str(&f.dtype)
+                        .ok()
+                        .as_ref()
+                        .map_or_else(|| f.dtype.clone(), proto_name)
+                )));
+            }
+        }
         let mut fields = Vec::with_capacity(self.features.len());
         let mut cols = Vec::with_capacity(self.features.len());
         for f in &self.features {
-            let Some(col) = by_name.remove(&f.name) else {
-                continue;
-            };
-            let want = DataType::from_str(&f.dtype).map_err(|e| {
-                ServeError::Internal(format!(
-                    "model `{}` records feature `{}` as `{}`, which is not a type: {e}",
-                    self.name, f.name, f.dtype
-                ))
-            })?;
-            let col = lossless_cast(&f.name, col, &want)?;
-            fields.push(Field::new(&f.name, want, true));
-            cols.push(col);
+            if let Some(col) = by_name.remove(&f.name) {
+                fields.push(Field::new(&f.name, col.data_type().clone(), true));
+                cols.push(col);
+            }
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
-            .map_err(|e| ServeError::BadRequest(format!("the inputs do not make one batch: {e}")))
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| {
+            ServeError::BadRequest(format!("the inputs do not make one batch: {e}"))
+        })?;
+        // The casts `dagml predict` makes, so the answers are its answers.
+        model_file::conform(&self.features, &batch)
+            .map_err(|e| ServeError::BadRequest(format!("model `{}`: {e}", self.name)))
     }
 }
 
@@ -178,47 +191,6 @@ fn quoted(names: &[&str]) -> String {
 
 fn proto_name(t: &DataType) -> String {
     Datatype::of_arrow(t).map_or_else(|| t.to_string(), |d| d.name().to_string())
-}
-
-/// Cast `col` to `want` when every value survives the trip there and back.
-fn lossless_cast(name: &str, col: ArrayRef, want: &DataType) -> Result<ArrayRef, ServeError> {
-    use arrow::compute::{CastOptions, cast_with_options};
-    if col.data_type() == want {
-        return Ok(col);
-    }
-    let wrong = |why: String| {
-        ServeError::BadRequest(format!(
-            "input `{name}` is {} but the model reads it as {}: {why}",
-            proto_name(col.data_type()),
-            proto_name(want)
-        ))
-    };
-    let text_to_number =
-        matches!(col.data_type(), DataType::Utf8) && !matches!(want, DataType::Utf8);
-    if text_to_number {
-        return Err(wrong("send the numbers as numbers".into()));
-    }
-    let opts = CastOptions {
-        safe: true,
-        ..Default::default()
-    };
-    let there = cast_with_options(&col, want, &opts)
-        .map_err(|e| wrong(format!("there is no cast ({e})")))?;
-    let back = cast_with_options(&there, col.data_type(), &opts)
-        .map_err(|e| wrong(format!("there is no cast back ({e})")))?;
-    if back.to_data() != col.to_data() {
-        let row = (0..col.len())
-            .find(|&i| {
-                col.is_null(i) != back.is_null(i)
-                    || (col.is_valid(i) && col.slice(i, 1).to_data() != back.slice(i, 1).to_data())
-            })
-            .unwrap_or(0);
-        let shown = arrow::util::display::array_value_to_string(&col, row).unwrap_or_default();
-        return Err(wrong(format!(
-            "element {row} (`{shown}`) does not convert without loss"
-        )));
-    }
-    Ok(there)
 }
 
 /// A backend's answer: the prediction columns, the version that answered,
@@ -276,8 +248,8 @@ impl LocalModels {
                 _ => (None, spec.as_str()),
             };
             let bytes = std::fs::read(path).map_err(|e| StartError::Read(path.into(), e))?;
-            let (header, model) =
-                model_file::read(&bytes).map_err(|e| StartError::Model(path.into(), e.to_string()))?;
+            let (header, model) = model_file::read(&bytes)
+                .map_err(|e| StartError::Model(path.into(), e.to_string()))?;
             let mut info = ModelInfo::of_header(&header, version_of(&bytes));
             if let Some(n) = rename {
                 info.name = n.to_string();
@@ -399,7 +371,7 @@ mod tests {
                 ("n".into(), col(Float64Array::from(vec![2.5]))),
             ])
             .unwrap_err();
-        assert!(e.to_string().contains("element 0 (`2.5`)"), "{e}");
+        assert!(e.to_string().contains("row 1: 2.5 does not convert"), "{e}");
         // A whole number does.
         info()
             .conform(vec![

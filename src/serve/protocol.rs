@@ -485,7 +485,9 @@ fn from_raw_json(
             .filter(|v| v.len() == n)
             .map(|v| {
                 Arc::new(Float32Array::from(
-                    v.into_iter().map(|x| x.map(|y| y as f32)).collect::<Vec<_>>(),
+                    v.into_iter()
+                        .map(|x| x.map(|y| y as f32))
+                        .collect::<Vec<_>>(),
                 )) as ArrayRef
             }),
         Datatype::I64 => serde_json::from_str::<Vec<Option<i64>>>(text)
