@@ -281,8 +281,13 @@ def check_compose(dagml):
         check(f"--advertise={n}:7071" in cmd and "scheduler:7070" in cmd,
               f"compose.yaml: {n} dials the scheduler and advertises its own name")
         check(s.get("stop_grace_period") == "30s", f"compose.yaml: {n} gets 30 s to drain on stop")
-    own = [v for n in workers for v in services[n].get("volumes", [])]
-    check(len(set(v.split(":")[0] for v in own)) == len(workers), "compose.yaml: no two workers share a volume")
+    own = [v for n in workers for v in services[n].get("volumes", []) if v.split(":")[1] == "/data"]
+    check(len(set(v.split(":")[0] for v in own)) == len(workers), "compose.yaml: no two workers share a data root")
+    # The run folder is one: the workers stage outputs there, the client commits them.
+    runs = {n: [v.split(":")[0] for v in services[n].get("volumes", []) if v.split(":")[1] == "/data/run"]
+            for n in workers + ["client"]}
+    check(all(r == ["./run"] for r in runs.values()),
+          f"compose.yaml: the client and every worker share ./run as /data/run: {runs}")
     example = os.path.join(HERE, "dagml.env.example")
     with open(example, encoding="utf-8") as f:
         lines = [l for l in f.read().splitlines() if l and not l.startswith("#")]
