@@ -12,8 +12,10 @@
 //!   host's `/etc/netns/NS/hosts`, so TLS checks the same names as in a
 //!   cluster. Volume paths are the manifests' own: each host sees its own
 //!   folder at the data root's path (a private mount namespace), as a pod sees
-//!   its volume. The probes are asked as the kubelet would ask them, and the
-//!   Job's run writes the in-process run's bytes (on the workers' volumes).
+//!   its volume, and one shared folder at /data/run (the ReadWriteMany claim
+//!   `dagml-runs`). The probes are asked as the kubelet would ask them, and
+//!   the Job's run puts the in-process run's bytes in the shared run folder
+//!   (staged by the workers, committed by the Job; no temporary file left).
 //! * **The drain.** A worker process sent SIGTERM mid-run stops taking tasks,
 //!   finishes the one it runs, leaves, and exits 0 within its drain timeout;
 //!   the run gives the in-process bytes and the scheduler's log shows the
@@ -30,7 +32,7 @@ use common::{OUTPUTS, Procs, assert_same_as_in_process, dagml, reference, workdi
 use serde_yaml_ng::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -606,12 +608,14 @@ impl Mounts {
     }
 }
 
-/// `argv` (from a manifest, `dagml` first) inside host `ns`, with `data`
-/// bound over the data root's path when given (and then started in folder
-/// `cwd`, seen through that mount), and exactly `env`.
+/// `argv` (from a manifest, `dagml` first) inside host `ns`, with each of
+/// `binds` (a volume here, the path it is mounted over) bound in order in a
+/// mount namespace of its own when there are any (and then started in folder
+/// `cwd`, seen through those mounts), and exactly `env`.
 fn on_host(
     ns: &str,
-    data: Option<(&Path, &Path, &str)>,
+    binds: &[(&Path, &Path)],
+    cwd: &str,
     argv: &[String],
     env: &[(String, String)],
 ) -> Command {
@@ -619,14 +623,18 @@ fn on_host(
     let bin = env!("CARGO_BIN_EXE_dagml");
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]);
-    if let Some((from, onto, cwd)) = data {
+    if !binds.is_empty() {
         // ip execs unshare, which execs sh, which execs dagml: the child is
         // dagml itself (signals reach it).
         cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount --bind "$0" "$1" && cd "$2" && shift 2 && exec "$@""#)
-            .arg(from)
-            .arg(onto)
+            .arg(
+                r#"cd="$0"; while [ "$1" != "--" ]; do mount --bind "$1" "$2" || exit 1; shift 2; done; shift; cd "$cd" && exec "$@""#,
+            )
             .arg(cwd);
+        for (from, onto) in binds {
+            cmd.arg(from).arg(onto);
+        }
+        cmd.arg("--");
     }
     cmd.arg(bin).args(&argv[1..]);
     for var in [
@@ -651,7 +659,8 @@ fn probe(ns: &str, ip: &str, container: &Value, which: &str) -> Output {
     assert!(!grpc.is_null(), "{which} is a grpc probe");
     let mut cmd = on_host(
         ns,
-        None,
+        &[],
+        "/",
         &[
             "dagml".into(),
             "health".into(),
@@ -728,6 +737,9 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
         HashMap::from([(("dagml-token".into(), "token".into()), token)]);
     let data_root = t.path().join("data"); // every host's view of /data
     std::fs::create_dir_all(&data_root).expect("data root");
+    // The ReadWriteMany claim `dagml-runs`: /data/run of the Job and every worker.
+    let runs = t.path().join("runs");
+    std::fs::create_dir_all(&runs).expect("runs");
     let mounts = Mounts {
         map: vec![
             ("/etc/dagml/tls".into(), tls.to_string_lossy().into_owned()),
@@ -750,7 +762,7 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
     println!("scheduler: {}", argv.join(" "));
     procs.serve_command(
         "scheduler",
-        on_host(hosts.ns(0), None, &argv, &env),
+        on_host(hosts.ns(0), &[], "/", &argv, &env),
         Some(&sched_log),
     );
 
@@ -769,10 +781,12 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
         mounts.apply(wc, &mut argv, &mut env);
         println!("{name}: {}", argv.join(" "));
         let volume = t.path().join(format!("volume-{name}"));
-        std::fs::create_dir_all(&volume).expect("volume");
+        // The shared run folder is mounted over /data/run inside it.
+        std::fs::create_dir_all(volume.join("run")).expect("volume");
         let cmd = on_host(
             hosts.ns(i + 1),
-            Some((&volume, &data_root, "/")),
+            &[(&volume, &data_root), (&runs, &data_root.join("run"))],
+            "/",
             &argv,
             &env,
         );
@@ -818,7 +832,8 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
     println!("job: {}", argv.join(" "));
     let job_volume = t.path().join("volume-job");
     std::fs::create_dir_all(job_volume.join("run")).expect("job volume");
-    std::fs::write(job_volume.join("run/pipeline.toml"), &pipeline).expect("pipeline");
+    // The ConfigMap's file, in the run folder (a subPath mount in the Job).
+    std::fs::write(runs.join("pipeline.toml"), &pipeline).expect("pipeline");
     // The control port speaks TLS with the token: with the Job's CA and token
     // the scheduler's name checks out; plain, it is refused.
     let ask = |env: &[(String, String)]| {
@@ -831,7 +846,7 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
         ]
         .map(String::from)
         .to_vec();
-        on_host(hosts.ns(3), None, &argv, env)
+        on_host(hosts.ns(3), &[], "/", &argv, env)
             .stdin(Stdio::null())
             .output()
             .expect("dagml health")
@@ -846,7 +861,8 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
     let cwd = mounts.path(&text(&jc["workingDir"]));
     let cmd = on_host(
         hosts.ns(3),
-        Some((&job_volume, &data_root, &cwd)),
+        &[(&job_volume, &data_root), (&runs, &data_root.join("run"))],
+        &cwd,
         &argv,
         &env,
     );
@@ -863,18 +879,26 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(ref_stdout)
     );
-    // Each output file is on the volume of the worker that ran its sink,
-    // under the run folder, with the in-process run's bytes.
+    // Every output is in the shared run folder, with the in-process run's
+    // bytes, put in place by the Job; no worker's own volume has one.
     for (name, want) in ref_files {
-        let found: Vec<PathBuf> = volumes
-            .iter()
-            .map(|v| v.join("run").join(name))
-            .filter(|p| p.exists())
-            .collect();
-        assert_eq!(found.len(), 1, "{name} on {found:?}");
-        let got = std::fs::read(&found[0]).expect("read output");
+        let got = std::fs::read(runs.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(got == *want, "{name} differs from the in-process run");
+        for v in &volumes {
+            assert!(
+                !v.join("run").join(name).exists(),
+                "{name} on {}",
+                v.display()
+            );
+        }
     }
+    let left: Vec<String> = std::fs::read_dir(runs.join("out"))
+        .expect("out")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
     assert_eq!(ref_files.len(), OUTPUTS.len());
     drop(procs);
     drop(hosts);
