@@ -60,49 +60,15 @@ pub fn threads_for(plan: &crate::plan::PhysicalPlan, opts: &RunOptions) -> usize
     }
 }
 
-/// Memory the kernel says this machine can still give (Linux: `MemAvailable`
-/// in /proc/meminfo); `None` where it cannot tell.
-fn available_memory_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
-}
-
-/// Before the first task: a task whose estimated output (a data partition)
-/// alone exceeds the
-/// memory available would be killed (or abort on allocation) after whatever
-/// ran before it; refuse the run instead, naming the task and the sizes.
 fn refuse_what_cannot_fit(
     plan: &crate::plan::PhysicalPlan,
     available: Option<u64>,
 ) -> Result<(), RunFailure> {
-    let Some(avail) = available else {
-        return Ok(());
-    };
-    let Some((t, bytes)) = plan
-        .tasks
-        .iter()
-        // Tasks that make data partitions: the estimate of an evaluation or a
-        // fit is of what it reads, which may arrive (and be freed) piecewise.
-        .filter(|t| t.outputs.iter().any(|o| o.dataset().is_some()))
-        .filter_map(|t| t.est_bytes.map(|b| (t, b)))
-        .max_by_key(|(_, b)| *b)
-    else {
-        return Ok(());
-    };
-    if bytes <= avail {
-        return Ok(());
+    match available {
+        Some(a) => crate::workspace::refuse_what_cannot_fit(plan, a, "this machine has")
+            .map_err(RunFailure::Other),
+        None => Ok(()),
     }
-    use crate::plan::dot::human_bytes;
-    Err(RunFailure::Other(format!(
-        "task `{}` would hold ~{} (the plan's estimate: {} rows), and this machine has {} of memory available: it cannot fit, so nothing was run; use more partitions (`partitions = N` on a synthetic source, more files for a file source), fewer rows, or a cluster of workers with a memory limit, which spill to disk",
-        t.id,
-        human_bytes(bytes),
-        t.est_rows
-            .map_or("?".to_string(), crate::plan::dot::human_count),
-        human_bytes(avail)
-    )))
 }
 
 /// Check, plan and run one pipeline file.
@@ -117,7 +83,7 @@ pub fn run_file(
     let threads = threads_for(&plan, opts);
     // Every output folder writable, before any compute; stale temporaries of
     // these outputs (a killed run's) removed.
-    refuse_what_cannot_fit(&plan, available_memory_bytes())?;
+    refuse_what_cannot_fit(&plan, crate::workspace::available_memory_bytes())?;
     let outs = outputs::planned(&plan, &cx.base);
     outputs::prepare(&outs).map_err(|e| RunFailure::Other(e.to_string()))?;
     let kernels = PipelineKernels { cx: Arc::new(cx) };

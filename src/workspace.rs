@@ -318,6 +318,70 @@ fn prepare(report: &Report, planned: Planned, base: PathBuf) -> Result<Prepared,
     })
 }
 
+/// What `check --data` warns of in the data a run is about to read (a
+/// column of numbers but for a few cells, which is read as text), rendered as
+/// `check` renders it; the run goes on. Errors are left to the run, which
+/// reports them itself with the row and the step.
+pub fn data_warnings(path: &Path, base: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let parsed = frontend::parse_bytes(&path.to_string_lossy(), &bytes);
+    let Some(p) = parsed.pipeline.as_ref().filter(|_| !parsed.has_errors()) else {
+        return Vec::new();
+    };
+    let (_, diags) = compile::data_check::check_data(p, base);
+    diags
+        .iter()
+        .filter(|d| d.code == frontend::diag::Code::MostlyNumeric)
+        .map(|d| d.render(&parsed.file))
+        .collect()
+}
+
+/// Memory the kernel says this machine can still give (Linux: `MemAvailable`
+/// in /proc/meminfo); `None` where it cannot tell.
+pub fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Before the first task: a task whose estimated output (a data partition)
+/// alone exceeds `capacity` bytes (what one process can hold: this machine's
+/// available memory, or the largest worker's memory limit, as `whose` says)
+/// would be killed (or abort on allocation) after whatever ran before it;
+/// the run is refused instead, naming the task and the sizes.
+pub fn refuse_what_cannot_fit(
+    plan: &crate::plan::PhysicalPlan,
+    capacity: u64,
+    whose: &str,
+) -> Result<(), String> {
+    let Some((t, bytes)) = plan
+        .tasks
+        .iter()
+        // Tasks that make data partitions: the estimate of an evaluation or a
+        // fit is of what it reads, which may arrive (and be freed) piecewise.
+        .filter(|t| t.outputs.iter().any(|o| o.dataset().is_some()))
+        .filter_map(|t| t.est_bytes.map(|b| (t, b)))
+        .max_by_key(|(_, b)| *b)
+    else {
+        return Ok(());
+    };
+    if bytes <= capacity {
+        return Ok(());
+    }
+    use crate::plan::dot::human_bytes;
+    Err(format!(
+        "task `{}` would hold ~{} (the plan's estimate: {} rows), and {whose} {}: it cannot fit, so nothing was run; use more partitions (`partitions = N` on a synthetic source, more files for a file source), fewer rows, or workers with more memory",
+        t.id,
+        human_bytes(bytes),
+        t.est_rows
+            .map_or("?".to_string(), crate::plan::dot::human_count),
+        human_bytes(capacity)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize;

@@ -178,3 +178,36 @@ path = "metrics.json"
     );
     assert_eq!(s["per_class"][2]["recall"], serde_json::json!(0.0), "{s}");
 }
+
+#[test]
+fn a_number_column_with_a_stray_text_cell_is_warned_of_at_run_naming_the_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut csv = String::from("a,b,y\n");
+    for i in 0..40 {
+        let a = if i == 17 {
+            "n/a".to_string()
+        } else {
+            i.to_string()
+        };
+        csv.push_str(&format!(
+            "{a},{},{}\n",
+            i % 7,
+            if i % 2 == 0 { "p" } else { "q" }
+        ));
+    }
+    std::fs::write(dir.path().join("d.csv"), csv).expect("write");
+    std::fs::write(dir.path().join("p.toml"), PIPELINE.replace("COLUMNS", "")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_dagml"))
+        .args(["run", "p.toml", "-q", "--in-process"])
+        .current_dir(dir.path())
+        .output()
+        .expect("dagml runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("W0401")
+            && err.contains("column `a` of `d.csv` is numbers but for 1")
+            && err.contains("line 19: `n/a`"),
+        "{err}"
+    );
+}

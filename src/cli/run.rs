@@ -73,6 +73,10 @@ pub fn run(a: Args) -> ExitCode {
             };
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let placement = cluster::placement(p.physical.logical.cluster.as_ref(), &flags, cores);
+            // What `check --data` would warn of in the files about to be read.
+            for w in dagml::workspace::data_warnings(&a.file, std::path::Path::new(".")) {
+                eprintln!("{w}");
+            }
             (Progress::new(&p.physical, a.quiet), placement)
         }
         Err(report) => {
@@ -232,6 +236,7 @@ fn on_cluster(
             base: PathBuf::from("."),
             max_attempts: 0,
             log_events: a.events,
+            same_machine: embedded.is_some(),
         };
         let r = client::run_file(&a.file, &opts, progress).await;
         if let Some(e) = embedded {

@@ -33,6 +33,9 @@ pub struct ClientOptions {
     pub max_attempts: u32,
     /// Print one line per task event on stderr.
     pub log_events: bool,
+    /// The workers share this machine's memory (an embedded cluster): a run
+    /// with a task that cannot fit in what it has available is refused here.
+    pub same_machine: bool,
 }
 
 /// Run one pipeline file on the cluster behind `opts.scheduler`.
@@ -58,6 +61,12 @@ pub async fn run_file(
     // Workers write under the absolute folder sent; this process checks the
     // same folders before the run and puts the staged files in place after it
     // (a remote cluster shares the run's folder with its client).
+    if opts.same_machine
+        && let Some(avail) = crate::workspace::available_memory_bytes()
+    {
+        crate::workspace::refuse_what_cannot_fit(&plan, avail, "this machine has")
+            .map_err(RunFailure::Other)?;
+    }
     let outs = outputs::planned(&plan, &base);
     outputs::prepare(&outs).map_err(|e| other(&e))?;
     let failed = |f: RunFailure| f.with_unchanged(outputs::discard(&outs));
