@@ -93,9 +93,41 @@ pub enum Body {
     Linear(Linear),
     /// One model per shard, combined.
     Ensemble {
+        /// Read back with a bound on nesting: a crafted file of ensembles in
+        /// ensembles would otherwise recurse until the stack overflows.
+        #[serde(deserialize_with = "members_bounded")]
         members: Vec<(String, TrainedModel)>,
         combine: Combine,
     },
+}
+
+/// How deep ensembles may nest in a decoded model (dagml writes 1).
+pub const MAX_ENSEMBLE_NESTING: u32 = 4;
+
+thread_local! {
+    static NESTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn members_bounded<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, TrainedModel)>, D::Error> {
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+        }
+    }
+    let depth = NESTING.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
+    let _leave = Leave;
+    if depth > MAX_ENSEMBLE_NESTING {
+        return Err(serde::de::Error::custom(format!(
+            "ensembles nested deeper than {MAX_ENSEMBLE_NESTING}"
+        )));
+    }
+    Vec::<(String, TrainedModel)>::deserialize(d)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -674,4 +706,53 @@ pub fn ensemble(
             combine: spec.combine,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::pipeline::Combine;
+
+    fn linear(name: &str) -> TrainedModel {
+        TrainedModel {
+            name: name.into(),
+            estimator: "linear_regression".into(),
+            task: Problem::Regression,
+            target: "y".into(),
+            inputs: vec!["a".into()],
+            input_types: vec!["Float64".into()],
+            features: vec!["a".into()],
+            classes: vec![],
+            preprocess: vec![],
+            body: Body::Linear(Linear {
+                coef: vec![1.0],
+                intercept: 0.0,
+            }),
+        }
+    }
+
+    fn nested(levels: u32) -> TrainedModel {
+        let mut m = linear("leaf");
+        for i in 0..levels {
+            let mut outer = linear(&format!("e{i}"));
+            outer.body = Body::Ensemble {
+                members: vec![("s".into(), m)],
+                combine: Combine::Average,
+            };
+            m = outer;
+        }
+        m
+    }
+
+    #[test]
+    fn ensembles_nested_past_the_bound_are_refused_when_read() {
+        let ok = postcard::to_allocvec(&nested(MAX_ENSEMBLE_NESTING)).unwrap();
+        let back: TrainedModel = postcard::from_bytes(&ok).unwrap();
+        assert_eq!(back, nested(MAX_ENSEMBLE_NESTING));
+        let deep = postcard::to_allocvec(&nested(MAX_ENSEMBLE_NESTING + 1)).unwrap();
+        assert!(postcard::from_bytes::<TrainedModel>(&deep).is_err());
+        // The bound is per decode: the next one starts from zero.
+        let again: TrainedModel = postcard::from_bytes(&ok).unwrap();
+        assert_eq!(again, back);
+    }
 }
