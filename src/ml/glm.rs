@@ -379,17 +379,17 @@ pub fn solve_linear(s: &PartialStats, alpha: f64, fit_intercept: bool) -> Result
             a[i * m + i] += alpha;
         }
     }
-    // Cholesky: A = L Lᵀ.
-    let scale = (0..m)
-        .map(|i| a[i * m + i].abs())
-        .fold(0.0, f64::max)
-        .max(1.0);
+    // Cholesky: A = L Lᵀ. A column is dependent on the ones before it when
+    // elimination leaves almost nothing of its own diagonal: relative to that
+    // column, not to the largest (a year column beside an area column in
+    // m² is not singular, only of another scale).
+    let own: Vec<f64> = (0..m).map(|i| a[i * m + i].abs()).collect();
     for j in 0..m {
         let mut diag = a[j * m + j];
         for k in 0..j {
             diag -= a[j * m + k] * a[j * m + k];
         }
-        if diag <= 1e-12 * scale {
+        if diag <= 1e-12 * own[j].max(f64::MIN_POSITIVE) {
             return Err(GlmError::Singular);
         }
         let l = diag.sqrt();
