@@ -1,18 +1,20 @@
 //! What the multi-process tests share: `Procs`, a guard that owns every process
 //! a test starts and kills (SIGKILL) and reaps them on drop, pass or fail;
 //! starting a `dagml scheduler` / `dagml worker` (on this host or inside a
-//! network namespace) with a bounded wait for its address; and the forest
-//! fixture with its in-process bytes, which every cluster run must give.
+//! network namespace) with a bounded wait for its address; the forest
+//! fixture with its in-process bytes, which every cluster run must give;
+//! reading a server's log and signalling it; network hosts (`netns`).
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod netns;
 pub mod python;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The pipeline the cluster tests run: a small forest, its metrics and
 /// predictions.
@@ -102,18 +104,21 @@ pub fn dagml(netns: Option<&str>) -> Command {
         }
         None => Command::new(bin),
     };
-    for var in [
-        "DAGML_TOKEN",
-        "DAGML_TLS_CERT",
-        "DAGML_TLS_KEY",
-        "DAGML_TLS_CA",
-        "DAGML_EMBEDDED_FAULT",
-        "DAGML_EMBEDDED_HOLD",
-    ] {
+    for var in TEST_ENV {
         cmd.env_remove(var);
     }
     cmd
 }
+
+/// The test's own DAGML_* settings, which no `dagml` it starts may inherit.
+pub const TEST_ENV: [&str; 6] = [
+    "DAGML_TOKEN",
+    "DAGML_TLS_CERT",
+    "DAGML_TLS_KEY",
+    "DAGML_TLS_CA",
+    "DAGML_EMBEDDED_FAULT",
+    "DAGML_EMBEDDED_HOLD",
+];
 
 /// Kills (SIGKILL) and reaps every child on drop.
 #[derive(Default)]
@@ -189,5 +194,49 @@ impl Procs {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading a server's log, signalling it.
+
+/// The worker a `started TASK on WORKER (attempt N)` line names, if the task
+/// starts with `prefix`.
+pub fn started_on<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix("started ")?;
+    let (task, on) = rest.split_once(" on ")?;
+    task.starts_with(prefix)
+        .then(|| on.split_whitespace().next())
+        .flatten()
+}
+
+/// Send `signal` (`STOP`, `CONT`) to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+/// How many lines of the file at `log` contain `needle`.
+pub fn count_in(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Wait (at most `bound`) until `log` holds `n` lines with `needle`.
+pub fn wait_for_lines(log: &Path, needle: &str, n: usize, bound: Duration) {
+    let t0 = Instant::now();
+    while count_in(log, needle) < n {
+        assert!(
+            t0.elapsed() < bound,
+            "`{needle}` did not appear {n} times in {bound:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
