@@ -5,27 +5,16 @@
 //! evaluation, and its numbers are the metrics JSON's; `dagml report` makes
 //! the same page from the metrics JSON afterwards.
 
+mod common;
+
+use common::{dagml_in as dagml, text};
 use scraper::{ElementRef, Html, Selector};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-fn dagml(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dagml"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the dagml binary runs")
-}
-
 fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", text(o));
 }
 
 const PIPELINE: &str = r#"[pipeline]

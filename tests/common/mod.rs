@@ -12,7 +12,7 @@ pub mod python;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,26 @@ pub fn assert_same_as_in_process(dir: &Path, out: &std::process::Output) {
     for ((name, want), (_, got)) in files.iter().zip(outputs(dir)) {
         assert!(*want == got, "{name} differs from the in-process run");
     }
+}
+
+/// `dagml ARGS` run to its end in `cwd`, with the test's environment as it
+/// is (unlike [`dagml`], nothing is removed).
+pub fn dagml_in(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dagml"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the dagml binary runs")
+}
+
+/// A finished command's status, stdout and stderr, for a failure message.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A server's limit to print its address.
