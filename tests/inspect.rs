@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{dagml_in as dagml, text};
+use common::{dagml_in as dagml, ran_in_tempdir, text};
 use std::path::Path;
 use std::process::Output;
 use std::sync::OnceLock;
@@ -153,14 +153,13 @@ path = "out/local.model"
 fn models() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        std::fs::write(dir.path().join("rows.csv"), csv()).unwrap();
-        std::fs::write(dir.path().join("kinds.toml"), PIPELINE).unwrap();
-        ok(&dagml(
+        ran_in_tempdir(
+            &[
+                ("rows.csv", csv().as_bytes()),
+                ("kinds.toml", PIPELINE.as_bytes()),
+            ],
             &["run", "kinds.toml", "--threads", "2", "--quiet"],
-            dir.path(),
-        ));
-        dir
+        )
     })
     .path()
 }

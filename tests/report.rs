@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{dagml_in as dagml, text};
+use common::{dagml_in as dagml, ran_in_tempdir, text};
 use scraper::{ElementRef, Html, Selector};
 use std::path::Path;
 use std::process::Output;
@@ -110,13 +110,10 @@ path = "out/forest.model"
 fn ran() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        std::fs::write(dir.path().join("p.toml"), PIPELINE).unwrap();
-        ok(&dagml(
+        ran_in_tempdir(
+            &[("p.toml", PIPELINE.as_bytes())],
             &["run", "p.toml", "--threads", "2", "--quiet"],
-            dir.path(),
-        ));
-        dir
+        )
     })
     .path()
 }

@@ -1,9 +1,10 @@
-//! What the multi-process tests share: `Procs`, a guard that owns every process
+//! What the integration tests share: `Procs`, a guard that owns every process
 //! a test starts and kills (SIGKILL) and reaps them on drop, pass or fail;
 //! starting a `dagml scheduler` / `dagml worker` (on this host or inside a
 //! network namespace) with a bounded wait for its address; the forest
 //! fixture with its in-process bytes, which every cluster run must give;
-//! reading a server's log and signalling it; network hosts (`netns`).
+//! running `dagml` in a folder (`dagml_in`, `ran_in_tempdir`); reading a
+//! server's log and signalling it; network hosts (`netns`).
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
@@ -106,6 +107,18 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// A fresh folder holding `files` (name, contents) in which `dagml ARGS` ran
+/// and succeeded.
+pub fn ran_in_tempdir(files: &[(&str, &[u8])], args: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let out = dagml_in(args, dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    dir
 }
 
 /// A server's limit to print its address.
