@@ -3,25 +3,10 @@
 //! `check` on a folder checks the .dagml files in it, and `run` on a .dagml file
 //! writes byte for byte what its TOML form writes.
 
+mod common;
+
+use common::{dagml_in as dagml, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn dagml(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dagml"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the dagml binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -28,7 +28,11 @@
 
 mod common;
 
-use common::{OUTPUTS, Procs, assert_same_as_in_process, dagml, reference, workdir};
+use common::netns::{Hosts, have, is_root};
+use common::{
+    OUTPUTS, Procs, TEST_ENV, assert_same_as_in_process, dagml, reference, signal, started_on,
+    wait_for_lines, workdir,
+};
 use serde_yaml_ng::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -48,28 +52,6 @@ const K8S_BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/base");
 
 // ---------------------------------------------------------------------------
 // Shared helpers.
-
-/// How many lines of the file at `log` contain `needle`.
-fn count_in(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
-/// Wait (at most `bound`) until `log` holds `n` lines with `needle`.
-fn wait_for_lines(log: &Path, needle: &str, n: usize, bound: Duration) {
-    let t0 = Instant::now();
-    while count_in(log, needle) < n {
-        assert!(
-            t0.elapsed() < bound,
-            "`{needle}` did not appear {n} times in {bound:?}:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Run `cmd` (owned by `procs` while it runs) to its end, at most
 /// `RUN_BOUND`; `on_line` sees each stderr line as it comes.
@@ -122,24 +104,6 @@ fn run_watched(
         stdout: out.join().unwrap_or_default(),
         stderr: log.into_bytes(),
     }
-}
-
-/// The worker a `started TASK on WORKER (attempt N)` line names, if the task
-/// starts with `prefix`.
-fn started_on<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix("started ")?;
-    let (task, on) = rest.split_once(" on ")?;
-    task.starts_with(prefix)
-        .then(|| on.split_whitespace().next())
-        .flatten()
-}
-
-fn sigterm(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -TERM {pid} failed");
 }
 
 /// Wait (at most `bound`) for the process started as `name` to exit; its
@@ -222,7 +186,7 @@ fn sigterm_at(at: &str, extra: &[&str]) -> (String, Output, tempfile::TempDir) {
         if termed.is_none()
             && let Some(w) = started_on(line, at)
         {
-            sigterm(procs.pid(w).expect("the worker's pid"));
+            signal(procs.pid(w).expect("the worker's pid"), "TERM");
             termed = Some(w.to_string());
         }
     });
@@ -437,129 +401,24 @@ fn containers(o: &Value) -> &Value {
 // ---------------------------------------------------------------------------
 // Network hosts with names.
 
-/// A bridge and network namespaces joined to it by veth pairs, each with an
-/// address of its own and a hosts file (`/etc/netns/NS/hosts`, which `ip
-/// netns exec` mounts over /etc/hosts) naming every host; all removed on drop.
-struct Hosts {
-    bridge: String,
-    /// (namespace, bridge-side veth, address)
-    hosts: Vec<(String, String, String)>,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+/// One host per entry of `names` (each host's DNS names), each with a hosts
+/// file naming every host, or why they cannot be made here.
+fn named_hosts(names: &[Vec<String>]) -> Result<Hosts, String> {
+    if !is_root() {
+        return Err("not root".into());
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-impl Hosts {
-    /// One host per entry of `names` (each host's DNS names), or why they
-    /// cannot be made here.
-    fn new(names: &[Vec<String>]) -> Result<Hosts, String> {
-        if !is_root() {
-            return Err("not root".into());
+    for tool in ["ip", "unshare", "mount"] {
+        if !have(tool) {
+            return Err(format!("no `{tool}`"));
         }
-        for tool in ["ip", "unshare", "mount"] {
-            if !have(tool) {
-                return Err(format!("no `{tool}`"));
-            }
-        }
-        let tag = std::process::id() % 100_000;
-        let subnet = std::process::id() % 250 + 1;
-        let mut h = Hosts {
-            bridge: format!("dkb{tag}"),
-            hosts: Vec::new(),
-        };
-        ip(&["link", "add", &h.bridge, "type", "bridge"])?;
-        ip(&["link", "set", &h.bridge, "up"])?;
-        for i in 0..names.len() {
-            let ns = format!("dk{tag}h{i}");
-            let outer = format!("dk{tag}h{i}o");
-            let inner = format!("dk{tag}h{i}i");
-            let addr = format!("10.214.{subnet}.{}", i + 1);
-            ip(&["netns", "add", &ns])?;
-            h.hosts.push((ns.clone(), outer.clone(), addr.clone()));
-            ip(&[
-                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ])?;
-            ip(&["link", "set", &inner, "netns", &ns])?;
-            ip(&["link", "set", &outer, "master", &h.bridge])?;
-            ip(&["link", "set", &outer, "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        let mut file = String::from("127.0.0.1 localhost\n");
-        for (i, n) in names.iter().enumerate() {
-            file.push_str(&format!("{} {}\n", h.hosts[i].2, n.join(" ")));
-        }
-        for (ns, _, _) in &h.hosts {
-            let dir = Path::new("/etc/netns").join(ns);
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
-            std::fs::write(dir.join("hosts"), &file).map_err(|e| format!("{dir:?}: {e}"))?;
-        }
-        Ok(h)
     }
-
-    fn ns(&self, i: usize) -> &str {
-        &self.hosts[i].0
-    }
-
-    fn addr(&self, i: usize) -> &str {
-        &self.hosts[i].2
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for (ns, outer, _) in &self.hosts {
-            let _ = ip(&["link", "del", outer]);
-            let _ = ip(&["netns", "del", ns]);
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
-        }
-        // Only if empty: another user's hosts files stay.
-        let _ = std::fs::remove_dir("/etc/netns");
-        let _ = ip(&["link", "del", &self.bridge]);
-    }
+    let tag = (std::process::id() % 100_000).to_string();
+    let subnet = std::process::id() % 250 + 1;
+    let roles: Vec<String> = (0..names.len()).map(|i| format!("h{i}")).collect();
+    let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+    let mut h = Hosts::new("dk", &tag, &format!("10.214.{subnet}"), &roles)?;
+    h.name(names)?;
+    Ok(h)
 }
 
 /// The container paths every host sees, and where they are here: the data
@@ -637,15 +496,7 @@ fn on_host(
         cmd.arg("--");
     }
     cmd.arg(bin).args(&argv[1..]);
-    for var in [
-        "DAGML_TOKEN",
-        "DAGML_TLS_CERT",
-        "DAGML_TLS_KEY",
-        "DAGML_TLS_CA",
-        "DAGML_EMBEDDED_FAULT",
-        "DAGML_EMBEDDED_HOLD",
-        "DAGML_HEALTH_ADDR",
-    ] {
+    for var in TEST_ENV.iter().chain(&["DAGML_HEALTH_ADDR"]) {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -692,7 +543,7 @@ fn the_kubernetes_manifests_command_lines_run_the_pipeline_on_separate_network_h
         vec![worker_dns(1)],
         vec!["dagml-run".to_string()],
     ];
-    let hosts = match Hosts::new(&names) {
+    let hosts = match named_hosts(&names) {
         Ok(h) => h,
         Err(why) => {
             println!("skipped: cannot make network hosts here ({why})");

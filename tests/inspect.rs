@@ -4,26 +4,15 @@
 //! file's text and JSON are goldens. The goldens hold no path or clock; the
 //! dagml version is masked so a release does not rewrite them.
 
+mod common;
+
+use common::{dagml_in as dagml, ran_in_tempdir, text};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-fn dagml(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dagml"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the dagml binary runs")
-}
-
 fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", text(o));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -164,14 +153,13 @@ path = "out/local.model"
 fn models() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        std::fs::write(dir.path().join("rows.csv"), csv()).unwrap();
-        std::fs::write(dir.path().join("kinds.toml"), PIPELINE).unwrap();
-        ok(&dagml(
+        ran_in_tempdir(
+            &[
+                ("rows.csv", csv().as_bytes()),
+                ("kinds.toml", PIPELINE.as_bytes()),
+            ],
             &["run", "kinds.toml", "--threads", "2", "--quiet"],
-            dir.path(),
-        ));
-        dir
+        )
     })
     .path()
 }

@@ -5,25 +5,11 @@
 //! output folder that cannot be written is found before any compute; the same
 //! holds on the embedded cluster, whose workers stage the files.
 
+mod common;
+
+use common::{dagml_in as dagml, text};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn dagml(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dagml"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the dagml binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::process::Command;
 
 /// Two CSV sources, each with its model; every output kind but the picture.
 /// `second.csv` can be broken to make the run fail late.

@@ -13,7 +13,10 @@
 
 mod common;
 
-use common::{Procs, assert_same_as_in_process, dagml, reference, workdir};
+use common::netns::Hosts;
+use common::{
+    Procs, assert_same_as_in_process, dagml, reference, signal, started_on, wait_for_lines, workdir,
+};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -104,159 +107,20 @@ fn watch(
     )
 }
 
-/// The worker a `started TASK on WORKER (attempt N)` line names, if the task
-/// starts with `prefix`.
-fn started_on<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix("started ")?;
-    let (task, on) = rest.split_once(" on ")?;
-    task.starts_with(prefix)
-        .then(|| on.split_whitespace().next())
-        .flatten()
-}
-
-/// Send `signal` (`STOP`, `CONT`) to `pid`.
-fn signal(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{signal} {pid} failed");
-}
-
-/// How many lines of the file at `log` contain `needle`.
-fn count_in(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
-}
-
-/// Wait (at most `bound`) until `log` holds `n` lines with `needle`.
-fn wait_for_lines(log: &Path, needle: &str, n: usize, bound: Duration) {
-    let t0 = Instant::now();
-    while count_in(log, needle) < n {
-        assert!(
-            t0.elapsed() < bound,
-            "`{needle}` did not appear {n} times in {bound:?}:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Three network hosts.
 
 /// A bridge and three network namespaces (the scheduler's host and two
 /// workers' hosts), each joined to the bridge by a veth pair, with addresses
 /// 10.213.N.1-3/24 of their own; all removed on drop.
-struct Hosts {
-    bridge: String,
-    /// (namespace, bridge-side veth, address)
-    hosts: Vec<(String, String, String)>,
+fn three_hosts() -> Result<Hosts, String> {
+    let k = NEXT_HOSTS.fetch_add(1, Ordering::SeqCst);
+    let tag = format!("{}{k}", std::process::id() % 10_000);
+    let subnet = (std::process::id() * 7 + k * 31) % 250 + 1;
+    Hosts::new("dg", &tag, &format!("10.213.{subnet}"), &["s", "a", "b"])
 }
 
 static NEXT_HOSTS: AtomicU32 = AtomicU32::new(0);
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
-impl Hosts {
-    /// The three hosts, or why they cannot be made here.
-    fn new() -> Result<Hosts, String> {
-        if !is_root() {
-            return Err("not root".into());
-        }
-        let k = NEXT_HOSTS.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}{k}", std::process::id() % 10_000);
-        let subnet = (std::process::id() * 7 + k * 31) % 250 + 1;
-        let mut h = Hosts {
-            bridge: format!("dgb{tag}"),
-            hosts: Vec::new(),
-        };
-        ip(&["link", "add", &h.bridge, "type", "bridge"])?;
-        ip(&["link", "set", &h.bridge, "up"])?;
-        for (i, role) in ["s", "a", "b"].iter().enumerate() {
-            let ns = format!("dg{tag}{role}");
-            let outer = format!("dg{tag}{role}o");
-            let inner = format!("dg{tag}{role}i");
-            let addr = format!("10.213.{subnet}.{}", i + 1);
-            ip(&["netns", "add", &ns])?;
-            h.hosts.push((ns.clone(), outer.clone(), addr.clone()));
-            ip(&[
-                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ])?;
-            ip(&["link", "set", &inner, "netns", &ns])?;
-            ip(&["link", "set", &outer, "master", &h.bridge])?;
-            ip(&["link", "set", &outer, "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(h)
-    }
-
-    fn ns(&self, i: usize) -> &str {
-        &self.hosts[i].0
-    }
-
-    fn addr(&self, i: usize) -> &str {
-        &self.hosts[i].2
-    }
-
-    /// Cut host `i` off the bridge (`up: false`) or join it again: its
-    /// packets are dropped, nothing is closed.
-    fn link(&self, i: usize, up: bool) {
-        let state = if up { "up" } else { "down" };
-        if let Err(e) = ip(&["link", "set", &self.hosts[i].1, state]) {
-            panic!("{e}");
-        }
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for (ns, outer, _) in &self.hosts {
-            let _ = ip(&["link", "del", outer]);
-            let _ = ip(&["netns", "del", ns]);
-        }
-        let _ = ip(&["link", "del", &self.bridge]);
-    }
-}
 
 /// A scheduler on host 0 and workers w0, w1 on hosts 1 and 2, the
 /// scheduler's stderr in `log`. Returns the scheduler's address.
@@ -288,7 +152,7 @@ fn cluster_on(procs: &mut Procs, hosts: &Hosts, log: &Path) -> String {
 /// `RUN_BOUND`. With `heal`, the link comes back after the run and the
 /// worker registers again.
 fn a_worker_cut_off_at(at: &str, heal: bool) {
-    let hosts = match Hosts::new() {
+    let hosts = match three_hosts() {
         Ok(h) => h,
         Err(why) => {
             println!("skipped: cannot make network namespaces here ({why})");

@@ -5,27 +5,16 @@
 //! evaluation, and its numbers are the metrics JSON's; `dagml report` makes
 //! the same page from the metrics JSON afterwards.
 
+mod common;
+
+use common::{dagml_in as dagml, ran_in_tempdir, text};
 use scraper::{ElementRef, Html, Selector};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-fn dagml(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dagml"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the dagml binary runs")
-}
-
 fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", text(o));
 }
 
 const PIPELINE: &str = r#"[pipeline]
@@ -121,13 +110,10 @@ path = "out/forest.model"
 fn ran() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        std::fs::write(dir.path().join("p.toml"), PIPELINE).unwrap();
-        ok(&dagml(
+        ran_in_tempdir(
+            &[("p.toml", PIPELINE.as_bytes())],
             &["run", "p.toml", "--threads", "2", "--quiet"],
-            dir.path(),
-        ));
-        dir
+        )
     })
     .path()
 }

@@ -3,25 +3,10 @@
 //! predictions; model files byte-identical whatever the thread count; predict
 //! gives what the run predicted; broken inputs are errors, not panics.
 
+mod common;
+
+use common::{dagml_in as dagml, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn dagml(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dagml"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the dagml binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A classification pipeline small enough for a debug build: 3,000 generated
 /// rows in 3 partitions, a stratified holdout, a forest and a logistic

@@ -7,6 +7,9 @@
 //! In: numbers and labels. Out: `<svg>` text. Must not: read fonts or files
 //! (text stays SVG `<text>`), or panic on empty or non-finite input.
 
+use plotters::chart::MeshStyle;
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -28,6 +31,8 @@ macro_rules! tri {
 }
 
 const FONT: &str = "sans-serif";
+/// The bars' and the scatter's dots' colour.
+const FILL: RGBColor = RGBColor(31, 119, 180);
 
 fn finite(v: f64) -> f64 {
     if v.is_finite() { v } else { 0.0 }
@@ -55,6 +60,53 @@ fn label_of(names: &[String], v: &SegmentValue<u32>) -> String {
     }
 }
 
+/// An SVG of `size` on a white page, drawn by `body`.
+fn svg(
+    what: &'static str,
+    size: (u32, u32),
+    body: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), DrawError>,
+) -> Result<String, DrawError> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        tri!(what, root.fill(&WHITE));
+        body(&root)?;
+        tri!(what, root.present());
+    }
+    Ok(out)
+}
+
+/// What every chart starts from: its title, a margin and the (bottom, left)
+/// label areas.
+fn frame<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    margin: u32,
+    (x_area, y_area): (u32, u32),
+) -> ChartBuilder<'a, 'static, DB> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, (FONT, 16))
+        .margin(margin)
+        .x_label_area_size(x_area)
+        .y_label_area_size(y_area);
+    builder
+}
+
+/// The axes in the report's font; the caller adds labels and draws.
+fn mesh<'a, 'b, DB, X, Y, XT, YT>(
+    chart: &'b mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+) -> MeshStyle<'a, 'b, X, Y, DB>
+where
+    DB: DrawingBackend,
+    X: Ranged<ValueType = XT> + ValueFormatter<XT>,
+    Y: Ranged<ValueType = YT> + ValueFormatter<YT>,
+{
+    let mut style = chart.configure_mesh();
+    style.label_style((FONT, 12)).axis_desc_style((FONT, 12));
+    style
+}
+
 /// A heatmap of `values[row][col]` with each cell's text; colours scale
 /// between the smallest and largest value.
 pub fn heatmap(
@@ -79,25 +131,14 @@ pub fn heatmap(
     let span = if hi > lo { hi - lo } else { 1.0 };
     // Row 0 at the top.
     let flipped: Vec<String> = rows.iter().rev().cloned().collect();
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (w, h)).into_drawing_area();
-        tri!(what, root.fill(&WHITE));
+    svg(what, (w, h), |root| {
         let mut chart = tri!(
             what,
-            ChartBuilder::on(&root)
-                .caption(title, (FONT, 16))
-                .margin(8)
-                .x_label_area_size(40)
-                .y_label_area_size(110)
-                .build_cartesian_2d(segments(nc), segments(nr))
+            frame(root, title, 8, (40, 110)).build_cartesian_2d(segments(nc), segments(nr))
         );
         tri!(
             what,
-            chart
-                .configure_mesh()
-                .label_style((FONT, 12))
-                .axis_desc_style((FONT, 12))
+            mesh(&mut chart)
                 .disable_mesh()
                 .x_labels(nc as usize)
                 .y_labels(nr as usize)
@@ -137,9 +178,8 @@ pub fn heatmap(
                 );
             }
         }
-        tri!(what, root.present());
-    }
-    Ok(out)
+        Ok(())
+    })
 }
 
 /// One named curve: `(x, y)` points.
@@ -167,25 +207,14 @@ pub fn curves(
     lines: &[Series],
     diagonal: bool,
 ) -> Result<String, DrawError> {
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (520, 420)).into_drawing_area();
-        tri!(what, root.fill(&WHITE));
+    svg(what, (520, 420), |root| {
         let mut chart = tri!(
             what,
-            ChartBuilder::on(&root)
-                .caption(title, (FONT, 16))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(44)
-                .build_cartesian_2d(0f64..1f64, 0f64..1.02f64)
+            frame(root, title, 10, (36, 44)).build_cartesian_2d(0f64..1f64, 0f64..1.02f64)
         );
         tri!(
             what,
-            chart
-                .configure_mesh()
-                .label_style((FONT, 12))
-                .axis_desc_style((FONT, 12))
+            mesh(&mut chart)
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .light_line_style(WHITE.mix(0.0))
@@ -225,9 +254,8 @@ pub fn curves(
                     .draw()
             );
         }
-        tri!(what, root.present());
-    }
-    Ok(out)
+        Ok(())
+    })
 }
 
 fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -253,25 +281,14 @@ pub fn scatter(
 ) -> Result<String, DrawError> {
     let (x0, x1) = bounds(points.iter().map(|p| p.0));
     let (y0, y1) = bounds(points.iter().map(|p| p.1));
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (520, 420)).into_drawing_area();
-        tri!(what, root.fill(&WHITE));
+    svg(what, (520, 420), |root| {
         let mut chart = tri!(
             what,
-            ChartBuilder::on(&root)
-                .caption(title, (FONT, 16))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(56)
-                .build_cartesian_2d(x0..x1, y0..y1)
+            frame(root, title, 10, (36, 56)).build_cartesian_2d(x0..x1, y0..y1)
         );
         tri!(
             what,
-            chart
-                .configure_mesh()
-                .label_style((FONT, 12))
-                .axis_desc_style((FONT, 12))
+            mesh(&mut chart)
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .light_line_style(WHITE.mix(0.0))
@@ -283,7 +300,7 @@ pub fn scatter(
                 chart.draw_series(LineSeries::new(vec![a, b], RED.stroke_width(1)))
             );
         }
-        let dot = RGBColor(31, 119, 180).mix(0.6);
+        let dot = FILL.mix(0.6);
         tri!(
             what,
             chart.draw_series(points.iter().map(|&(x, y)| Circle::new(
@@ -292,9 +309,8 @@ pub fn scatter(
                 dot.filled()
             )))
         );
-        tri!(what, root.present());
-    }
-    Ok(out)
+        Ok(())
+    })
 }
 
 /// Horizontal bars, the first at the top.
@@ -312,26 +328,14 @@ pub fn hbars(
         .max(1e-12)
         * 1.08;
     let names: Vec<String> = bars.iter().rev().map(|b| b.0.clone()).collect();
-    let mut out = String::new();
-    {
-        let root =
-            SVGBackend::with_string(&mut out, (560, 100 + 22 * n.max(3))).into_drawing_area();
-        tri!(what, root.fill(&WHITE));
+    svg(what, (560, 100 + 22 * n.max(3)), |root| {
         let mut chart = tri!(
             what,
-            ChartBuilder::on(&root)
-                .caption(title, (FONT, 16))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(130)
-                .build_cartesian_2d(0f64..hi, segments(n))
+            frame(root, title, 10, (36, 130)).build_cartesian_2d(0f64..hi, segments(n))
         );
         tri!(
             what,
-            chart
-                .configure_mesh()
-                .label_style((FONT, 12))
-                .axis_desc_style((FONT, 12))
+            mesh(&mut chart)
                 .disable_y_mesh()
                 .y_labels(n as usize)
                 .y_label_formatter(&|v| label_of(&names, v))
@@ -339,7 +343,6 @@ pub fn hbars(
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
         );
-        let fill = RGBColor(31, 119, 180);
         tri!(
             what,
             chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
@@ -349,15 +352,14 @@ pub fn hbars(
                         (0.0, SegmentValue::Exact(y)),
                         (finite(b.1), SegmentValue::Exact(y + 1)),
                     ],
-                    fill.filled(),
+                    FILL.filled(),
                 );
                 r.set_margin(2, 2, 0, 0);
                 r
             }))
         );
-        tri!(what, root.present());
-    }
-    Ok(out)
+        Ok(())
+    })
 }
 
 /// Vertical bars with their values written above them.
@@ -372,25 +374,14 @@ pub fn vbars(
     let hi = bars.iter().map(|b| finite(b.1)).fold(0.0, f64::max);
     let span = (hi - lo).max(1e-12);
     let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (120 + 70 * n, 360)).into_drawing_area();
-        tri!(what, root.fill(&WHITE));
+    svg(what, (120 + 70 * n, 360), |root| {
         let mut chart = tri!(
             what,
-            ChartBuilder::on(&root)
-                .caption(title, (FONT, 16))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(56)
-                .build_cartesian_2d(segments(n), lo..hi + span * 0.12)
+            frame(root, title, 10, (36, 56)).build_cartesian_2d(segments(n), lo..hi + span * 0.12)
         );
         tri!(
             what,
-            chart
-                .configure_mesh()
-                .label_style((FONT, 12))
-                .axis_desc_style((FONT, 12))
+            mesh(&mut chart)
                 .disable_x_mesh()
                 .x_labels(n as usize)
                 .x_label_formatter(&|v| label_of(&names, v))
@@ -398,7 +389,6 @@ pub fn vbars(
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
         );
-        let fill = RGBColor(31, 119, 180);
         tri!(
             what,
             chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
@@ -407,7 +397,7 @@ pub fn vbars(
                         (SegmentValue::Exact(i as u32), 0.0),
                         (SegmentValue::Exact(i as u32 + 1), finite(b.1)),
                     ],
-                    fill.filled(),
+                    FILL.filled(),
                 );
                 r.set_margin(0, 0, 8, 8);
                 r
@@ -426,9 +416,8 @@ pub fn vbars(
                 )
             }))
         );
-        tri!(what, root.present());
-    }
-    Ok(out)
+        Ok(())
+    })
 }
 
 /// A `side × side` image of `values` (row-major), darkest at the largest value.
@@ -440,16 +429,11 @@ pub fn image(
 ) -> Result<String, DrawError> {
     let hi = values.iter().copied().map(finite).fold(0.0, f64::max);
     let hi = if hi > 0.0 { hi } else { 1.0 };
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (360, 390)).into_drawing_area();
-        tri!(what, root.fill(&WHITE));
+    svg(what, (360, 390), |root| {
+        // No label areas: the pixels speak for themselves.
         let mut chart = tri!(
             what,
-            ChartBuilder::on(&root)
-                .caption(title, (FONT, 16))
-                .margin(10)
-                .build_cartesian_2d(0..side as i32, 0..side as i32)
+            frame(root, title, 10, (0, 0)).build_cartesian_2d(0..side as i32, 0..side as i32)
         );
         tri!(
             what,
@@ -459,7 +443,6 @@ pub fn image(
                 Rectangle::new([(c, y), (c + 1, y + 1)], heat(finite(v) / hi).filled())
             }))
         );
-        tri!(what, root.present());
-    }
-    Ok(out)
+        Ok(())
+    })
 }

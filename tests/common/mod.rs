@@ -1,18 +1,21 @@
-//! What the multi-process tests share: `Procs`, a guard that owns every process
+//! What the integration tests share: `Procs`, a guard that owns every process
 //! a test starts and kills (SIGKILL) and reaps them on drop, pass or fail;
 //! starting a `dagml scheduler` / `dagml worker` (on this host or inside a
-//! network namespace) with a bounded wait for its address; and the forest
-//! fixture with its in-process bytes, which every cluster run must give.
+//! network namespace) with a bounded wait for its address; the forest
+//! fixture with its in-process bytes, which every cluster run must give;
+//! running `dagml` in a folder (`dagml_in`, `ran_in_tempdir`); reading a
+//! server's log and signalling it; network hosts (`netns`).
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod netns;
 pub mod python;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The pipeline the cluster tests run: a small forest, its metrics and
 /// predictions.
@@ -86,6 +89,38 @@ pub fn assert_same_as_in_process(dir: &Path, out: &std::process::Output) {
     }
 }
 
+/// `dagml ARGS` run to its end in `cwd`, with the test's environment as it
+/// is (unlike [`dagml`], nothing is removed).
+pub fn dagml_in(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dagml"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the dagml binary runs")
+}
+
+/// A finished command's status, stdout and stderr, for a failure message.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A fresh folder holding `files` (name, contents) in which `dagml ARGS` ran
+/// and succeeded.
+pub fn ran_in_tempdir(files: &[(&str, &[u8])], args: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let out = dagml_in(args, dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    dir
+}
+
 /// A server's limit to print its address.
 pub const START_LIMIT: Duration = Duration::from_secs(60);
 
@@ -102,18 +137,21 @@ pub fn dagml(netns: Option<&str>) -> Command {
         }
         None => Command::new(bin),
     };
-    for var in [
-        "DAGML_TOKEN",
-        "DAGML_TLS_CERT",
-        "DAGML_TLS_KEY",
-        "DAGML_TLS_CA",
-        "DAGML_EMBEDDED_FAULT",
-        "DAGML_EMBEDDED_HOLD",
-    ] {
+    for var in TEST_ENV {
         cmd.env_remove(var);
     }
     cmd
 }
+
+/// The test's own DAGML_* settings, which no `dagml` it starts may inherit.
+pub const TEST_ENV: [&str; 6] = [
+    "DAGML_TOKEN",
+    "DAGML_TLS_CERT",
+    "DAGML_TLS_KEY",
+    "DAGML_TLS_CA",
+    "DAGML_EMBEDDED_FAULT",
+    "DAGML_EMBEDDED_HOLD",
+];
 
 /// Kills (SIGKILL) and reaps every child on drop.
 #[derive(Default)]
@@ -189,5 +227,49 @@ impl Procs {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading a server's log, signalling it.
+
+/// The worker a `started TASK on WORKER (attempt N)` line names, if the task
+/// starts with `prefix`.
+pub fn started_on<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix("started ")?;
+    let (task, on) = rest.split_once(" on ")?;
+    task.starts_with(prefix)
+        .then(|| on.split_whitespace().next())
+        .flatten()
+}
+
+/// Send `signal` (`STOP`, `CONT`) to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+/// How many lines of the file at `log` contain `needle`.
+pub fn count_in(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Wait (at most `bound`) until `log` holds `n` lines with `needle`.
+pub fn wait_for_lines(log: &Path, needle: &str, n: usize, bound: Duration) {
+    let t0 = Instant::now();
+    while count_in(log, needle) < n {
+        assert!(
+            t0.elapsed() < bound,
+            "`{needle}` did not appear {n} times in {bound:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
