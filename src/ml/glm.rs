@@ -473,6 +473,24 @@ mod tests {
     }
 
     #[test]
+    fn columns_of_very_different_scales_are_not_singular() {
+        // An area in the tens of thousands beside a year near 2000 (nearly
+        // parallel to the intercept column, but not dependent on it).
+        let n = 500;
+        let area: Vec<f32> = (0..n)
+            .map(|i| 5_000.0 + ((i * 7919) % 20_000) as f32)
+            .collect();
+        let year: Vec<f32> = (0..n).map(|i| 1950.0 + ((i * 31) % 60) as f32).collect();
+        let y: Vec<f64> = (0..n)
+            .map(|i| 3.0 * area[i] as f64 + 1_000.0 * year[i] as f64 - 5.0)
+            .collect();
+        let x: Vec<f32> = area.iter().chain(&year).copied().collect();
+        let fit = solve_linear(&PartialStats::of(&x, &y, n), 0.0, true).unwrap();
+        assert!((fit.coef[0] - 3.0).abs() < 1e-3, "{fit:?}");
+        assert!((fit.coef[1] - 1_000.0).abs() < 1e-1, "{fit:?}");
+    }
+
+    #[test]
     fn logistic_separates_three_blobs() {
         // Three well-separated clusters in 2-D.
         let centers = [(0.0f32, 0.0f32), (5.0, 5.0), (0.0, 5.0)];
