@@ -20,7 +20,17 @@ fi
 cargo build --release --quiet
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # MLServer may take a while to stop its worker processes: 15 s, then KILL.
+  for _ in $(seq 1 30); do
+    alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.5
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  pkill -9 -f "$WORK/mlserver" 2>/dev/null || true
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 "$VENV/bin/python" bench/serve_prepare.py "$WORK"
 cp bench/serve_forest.toml "$WORK/pipeline.toml"
