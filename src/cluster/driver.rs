@@ -148,28 +148,6 @@ impl Driver<'_> {
             );
             return Err((RunError::of_run(FailureKind::PlanMismatch, cause), none()));
         }
-        // A data partition larger than any worker may hold cannot run
-        // anywhere: refuse the run before its first task, rather than have a
-        // worker killed after whatever ran before it. Workers without a
-        // memory limit (0) say nothing of their memory, so then nothing is
-        // refused here (the client of an embedded cluster checks this
-        // machine's memory itself).
-        let limits: Vec<u64> = self
-            .shared
-            .live()
-            .values()
-            .map(|w| w.memory_limit)
-            .collect();
-        if let Some(&largest) = limits.iter().max()
-            && limits.iter().all(|&l| l > 0)
-            && let Err(cause) = crate::workspace::refuse_what_cannot_fit(
-                &plan,
-                largest,
-                "the largest worker's --memory-limit is",
-            )
-        {
-            return Err((RunError::of_run(FailureKind::BadData, cause), none()));
-        }
         let max = if req.max_attempts == 0 {
             DEFAULT_MAX_ATTEMPTS
         } else {
