@@ -8,6 +8,7 @@ use dagml::cluster::{self, ClusterError, auth, scheduler, worker};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct SchedulerArgs {
@@ -53,6 +54,42 @@ pub struct WorkerArgs {
     /// back and leaving, in seconds (e.g. 20 or 20s).
     #[arg(long, default_value = "20s", value_parser = parse_seconds)]
     drain_timeout: std::time::Duration,
+    /// Also answer inference requests (Open Inference Protocol over HTTP) on
+    /// this host:port: each is broadcast to the workers holding the shard
+    /// models of the cluster's serving runs, and their answers combined.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<String>,
+    /// With --serve: answer only when at least N shard models do.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "serve")]
+    min_shards: usize,
+}
+
+/// The inference front door of a worker: what the cluster serves, over HTTP.
+async fn front_door(
+    listen: &str,
+    scheduler: &str,
+    min_shards: usize,
+) -> Result<dagml::serve::http::Running, String> {
+    use dagml::serve::cluster::{ClusterModels, Shared};
+    let token = auth::token_from_env();
+    let attach =
+        auth::Attach::new(token.as_deref(), &auth::Tls::from_env()).map_err(|e| e.to_string())?;
+    let models = ClusterModels::new(scheduler, attach, min_shards);
+    // The scheduler may not be up yet: the view fills in at the next refresh.
+    if let Err(e) = models.start_refreshing().await {
+        eprintln!("dagml worker: serving: {e} (trying again)");
+    }
+    let tls = auth::Tls::from_env();
+    let cfg = dagml::serve::http::ServerConfig {
+        listen: listen.to_string(),
+        token,
+        max_body: 64 << 20,
+        max_concurrency: 64,
+        tls: tls.cert.zip(tls.key),
+    };
+    dagml::serve::http::start(cfg, Arc::new(Shared(models)))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// `20`, `20s`, `1.5s` → a duration (at most a day).
@@ -163,6 +200,7 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
         health_listen: a.health_listen,
     };
     let drain_timeout = a.drain_timeout;
+    let (serve, scheduler, min_shards) = (a.serve, cfg.scheduler.clone(), a.min_shards);
     let Ok(rt) = runtime() else {
         eprintln!("error: cannot start the async runtime");
         return ExitCode::from(1);
@@ -177,6 +215,25 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
         };
         println!("dagml worker {} listening on {}", h.name, h.address);
         let _ = std::io::stdout().flush();
+        let _front = match &serve {
+            Some(listen) => match front_door(listen, &scheduler, min_shards).await {
+                Ok(s) => {
+                    // Not println!: whoever read the first line may have
+                    // closed our stdout.
+                    let mut out = std::io::stdout();
+                    let _ = writeln!(out, "dagml worker {} serving on {}", h.name, s.address);
+                    let _ = out.flush();
+                    eprintln!("dagml worker {}: serving on {}", h.name, s.address);
+                    Some(s)
+                }
+                Err(e) => {
+                    eprintln!("error: --serve: {e}");
+                    h.stop().await;
+                    return ExitCode::from(1);
+                }
+            },
+            None => None,
+        };
         if let Some(hl) = &h.health_address {
             eprintln!(
                 "dagml worker {}: health service (plain, no token) on {hl}",

@@ -43,6 +43,11 @@ pub struct Args {
     /// wall; peak memory) as JSON to this file.
     #[arg(long, value_name = "FILE")]
     timings: Option<PathBuf>,
+    /// Retrain only this shard model (MODEL.SHARD, e.g. `ensemble.A`; repeat
+    /// for more) on the cluster at --scheduler, while the models served there
+    /// keep answering: the new version replaces the old one when it is ready.
+    #[arg(long, value_name = "MODEL.SHARD", requires = "scheduler")]
+    only: Vec<String>,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -77,7 +82,18 @@ pub fn run(a: Args) -> ExitCode {
             for w in dagml::workspace::data_warnings(&a.file, std::path::Path::new(".")) {
                 eprintln!("{w}");
             }
-            (Progress::new(&p.physical, a.quiet), placement)
+            let plan = if a.only.is_empty() {
+                p.physical
+            } else {
+                match cluster::only_plan(&p.physical, &a.only) {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            };
+            (Progress::new(&plan, a.quiet), placement)
         }
         Err(report) => {
             for d in &report.parsed.diagnostics {
@@ -229,6 +245,14 @@ fn on_cluster(
             }
             Placement::InProcess { .. } => return Err(other(&"not a cluster")),
         };
+        // A retraining numbers its shard models past what the cluster serves.
+        let serve_version = if a.only.is_empty() {
+            0
+        } else {
+            let attach = auth::Attach::new(token.as_deref(), &auth::Tls::from_env())
+                .map_err(|e| other(&e))?;
+            dagml::serve::cluster::next_version_on(&scheduler, attach).await
+        };
         let opts = client::ClientOptions {
             scheduler,
             token,
@@ -237,6 +261,9 @@ fn on_cluster(
             max_attempts: 0,
             log_events: a.events,
             same_machine: embedded.is_some(),
+            serve: !a.only.is_empty(),
+            only: a.only.clone(),
+            serve_version,
         };
         let r = client::run_file(&a.file, &opts, progress).await;
         if let Some(e) = embedded {

@@ -36,6 +36,12 @@ pub struct ClientOptions {
     /// The workers share this machine's memory (an embedded cluster): a run
     /// with a task that cannot fit in what it has available is refused here.
     pub same_machine: bool,
+    /// A serving run: the shard models stay resident on their workers.
+    pub serve: bool,
+    /// Retrain only these shard models (`MODEL.SHARD`); empty: the whole run.
+    pub only: Vec<String>,
+    /// The version a serving run's shard models get (0: each worker counts).
+    pub serve_version: u64,
 }
 
 /// Run one pipeline file on the cluster behind `opts.scheduler`.
@@ -51,7 +57,11 @@ pub async fn run_file(
     };
     let (report, planned) =
         crate::workspace::plan_file(path, &check).map_err(|r| RunFailure::Invalid(Box::new(r)))?;
-    let plan = planned.physical;
+    let plan = if opts.only.is_empty() {
+        planned.physical
+    } else {
+        super::only_plan(&planned.physical, &opts.only).map_err(|e| other(&e))?
+    };
     let pipeline = report
         .checked
         .as_ref()
@@ -81,6 +91,9 @@ pub async fn run_file(
             base_dir: base.to_string_lossy().into_owned(),
             max_attempts: opts.max_attempts,
             plan_hash: super::plan_hash(&plan),
+            serve: opts.serve,
+            only: opts.only.clone(),
+            serve_version: opts.serve_version,
         })
         .await
         .map_err(|s| failed(RunFailure::Other(lost_scheduler(&opts.scheduler, &s))))?

@@ -125,7 +125,16 @@ impl Driver<'_> {
             )
         })?;
         let plan = match planned {
-            Ok((_, p)) => p.physical,
+            Ok((_, p)) if req.only.is_empty() => p.physical,
+            Ok((_, p)) => match super::only_plan(&p.physical, &req.only) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    return Err((
+                        RunError::of_run(FailureKind::BadData, e.to_string()),
+                        none(),
+                    ));
+                }
+            },
             Err(report) => {
                 let msgs: Vec<String> = report
                     .parsed
@@ -310,6 +319,9 @@ impl Run<'_, '_> {
                 pipeline_text: self.req.pipeline_text.clone(),
                 base_dir: self.req.base_dir.clone(),
                 plan_hash: self.hash.clone(),
+                serve: self.req.serve,
+                only: self.req.only.clone(),
+                serve_version: self.req.serve_version,
             };
             let etx = etx.clone();
             let id = *id;

@@ -26,6 +26,7 @@ pub mod fault;
 pub mod flight;
 pub mod health;
 pub mod proto;
+pub mod resident;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
@@ -121,6 +122,66 @@ pub fn plan_hash(plan: &crate::plan::PhysicalPlan) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The plan of a retraining, `--only MODEL.SHARD...`: those per-shard fits
+/// and the tasks whose outputs they read (the shard's reads, transforms and
+/// split), nothing else. Every process of the run prunes its own plan the
+/// same way, so the plan hashes still agree.
+pub fn only_plan(
+    plan: &crate::plan::PhysicalPlan,
+    only: &[String],
+) -> Result<crate::plan::PhysicalPlan, ClusterError> {
+    use crate::plan::TaskKind;
+    let shards_of = |node: &str| -> Vec<String> {
+        plan.tasks
+            .iter()
+            .filter(|t| t.node == node)
+            .filter_map(|t| match &t.kind {
+                TaskKind::FitShard { shard } => Some(shard.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for o in only {
+        let Some((model, shard)) = o.split_once('.') else {
+            return Err(ClusterError::Other(format!(
+                "`--only {o}`: name a shard model as MODEL.SHARD, for example `ensemble.A`"
+            )));
+        };
+        let node = format!("fit:{model}");
+        let shards = shards_of(&node);
+        if shards.is_empty() {
+            let per_shard: Vec<String> = plan
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.kind, TaskKind::FitShard { .. }))
+                .filter_map(|t| t.node.strip_prefix("fit:").map(str::to_string))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            return Err(ClusterError::Other(format!(
+                "`--only {o}`: the pipeline has no per-shard model `{model}`{}",
+                if per_shard.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (its per-shard models: {})", per_shard.join(", "))
+                }
+            )));
+        }
+        if !shards.iter().any(|s| s == shard) {
+            return Err(ClusterError::Other(format!(
+                "`--only {o}`: model `{model}` has no shard `{shard}`; its shards are {}",
+                shards.join(", ")
+            )));
+        }
+        wanted.push((node, shard.to_string()));
+    }
+    Ok(plan.only(|t| match &t.kind {
+        TaskKind::FitShard { shard } => wanted.iter().any(|(n, s)| *n == t.node && s == shard),
+        _ => false,
+    }))
 }
 
 /// A failed call's message followed by the chain of errors under it (a

@@ -18,8 +18,10 @@ use super::flight::{FlightStore, Peers};
 use super::proto::scheduler_client::SchedulerClient;
 use super::proto::worker_server::{Worker, WorkerServer};
 use super::proto::*;
+use super::resident::Resident;
 use super::store::Store;
 use super::{ClusterError, HEARTBEAT, MAX_MESSAGE_BYTES, RPC_TIMEOUT};
+use crate::ml::model::Prediction;
 use crate::plan::Task;
 use crate::runtime::executor::Kernels;
 use crate::runtime::failure::FailureKind;
@@ -289,6 +291,10 @@ fn stopped() -> Status {
 struct RunState {
     kernels: Arc<PipelineKernels>,
     cancelled: Arc<AtomicBool>,
+    /// A serving run: the shard models fitted here stay resident.
+    serve: bool,
+    /// The version they get (0: one past this worker's own).
+    serve_version: u64,
 }
 
 struct State {
@@ -317,6 +323,8 @@ struct State {
     beat: tokio::sync::Notify,
     /// The id the scheduler knows this worker by, while registered.
     worker_id: Mutex<Option<u64>>,
+    /// Shard models kept for serving (not a run's: no run's end drops them).
+    resident: Arc<Resident>,
 }
 
 /// Counts a `RunTask` call as in flight while alive (dropped calls too).
@@ -359,6 +367,51 @@ impl State {
 #[derive(Clone)]
 struct Service(Arc<State>);
 
+impl Service {
+    /// Keep the shard models a serving run's task fitted here.
+    fn install(
+        &self,
+        run: &RunState,
+        task: &Task,
+        v: &crate::runtime::value::Value,
+        run_id: &str,
+    ) -> Result<(), Status> {
+        let models = crate::runtime::kernels::shard_models(&run.kernels.cx, task, v)
+            .map_err(|e| failure(tonic::Code::Internal, FailureKind::Internal, e))?;
+        for m in models {
+            let (model, shard) = (m.model.clone(), m.shard.clone());
+            let version = self
+                .0
+                .resident
+                .install(m, run_id, run.serve_version)
+                .map_err(|e| failure(tonic::Code::Internal, FailureKind::Io, e.to_string()))?;
+            eprintln!(
+                "dagml worker {}: serving {model}[{shard}] version {version}",
+                self.0.name
+            );
+        }
+        Ok(())
+    }
+}
+
+fn combine_name(c: crate::frontend::pipeline::Combine) -> &'static str {
+    match c {
+        crate::frontend::pipeline::Combine::Average => "average",
+        crate::frontend::pipeline::Combine::Vote => "vote",
+    }
+}
+
+/// The one batch of an Arrow IPC stream (several are concatenated).
+pub fn read_ipc_batch(bytes: &[u8]) -> Result<arrow::record_batch::RecordBatch, String> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| e.to_string())?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())
+}
+
 #[tonic::async_trait]
 impl Worker for Service {
     async fn start_run(
@@ -393,6 +446,11 @@ impl Worker for Service {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::invalid_argument(format!("the pipeline does not plan here: {e}")))?;
+        let mut prepared = prepared;
+        if !r.only.is_empty() {
+            prepared.plan = super::only_plan(&prepared.plan, &r.only)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
         let here = super::plan_hash(&prepared.plan);
         if !r.plan_hash.is_empty() && r.plan_hash != here {
             return Err(failure(
@@ -427,6 +485,8 @@ impl Worker for Service {
                 cx: Arc::new(prepared.cx),
             }),
             cancelled: Arc::default(),
+            serve: r.serve,
+            serve_version: r.serve_version,
         };
         self.0
             .runs
@@ -531,6 +591,7 @@ impl Worker for Service {
         let kernels = run.kernels.clone();
         let pool = self.0.pool.clone();
         let outputs = task.outputs.clone();
+        let serving = run.serve.then(|| task.clone());
         let result =
             tokio::task::spawn_blocking(move || pool.install(|| kernels.run(&task, inputs))).await;
         self.0.running.fetch_sub(1, Ordering::SeqCst);
@@ -564,6 +625,11 @@ impl Worker for Service {
         if self.0.kill.dead() {
             return Err(stopped());
         }
+        if let Some(task) = serving {
+            for v in &values {
+                self.install(&run, &task, v, &r.run_id)?;
+            }
+        }
         let mut infos = Vec::new();
         for (id, v) in outputs.into_iter().zip(values) {
             infos.push(PartitionInfo {
@@ -580,6 +646,85 @@ impl Worker for Service {
             outputs: infos,
             elapsed_us: t0.elapsed().as_micros() as u64,
         }))
+    }
+
+    async fn serving_models(
+        &self,
+        _request: Request<ServingModelsRequest>,
+    ) -> Result<Response<ServingModelsReply>, Status> {
+        let models = self
+            .0
+            .resident
+            .list()
+            .iter()
+            .map(|h| ResidentModel {
+                model: h.model.clone(),
+                shard: h.shard.clone(),
+                shard_index: h.index,
+                version: h.version(),
+                combine: combine_name(h.combine).into(),
+                header_json: serde_json::to_string(&h.header).unwrap_or_default(),
+                history: h
+                    .history
+                    .iter()
+                    .map(|v| ResidentVersion {
+                        version: v.version,
+                        run_id: v.run_id.clone(),
+                        fitted_at: v.fitted_at,
+                        sha: v.sha.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(ServingModelsReply {
+            worker: self.0.name.clone(),
+            models,
+        }))
+    }
+
+    async fn serve_infer(
+        &self,
+        request: Request<ServeInferRequest>,
+    ) -> Result<Response<ServeInferReply>, Status> {
+        let r = request.into_inner();
+        let held = self.0.resident.snapshot(&r.model, &r.shards);
+        if held.is_empty() {
+            return Err(Status::not_found(format!(
+                "no shard model of `{}` is served on worker `{}`",
+                r.model, self.0.name
+            )));
+        }
+        let batch = read_ipc_batch(&r.batch_ipc)
+            .map_err(|e| Status::invalid_argument(format!("the batch does not read: {e}")))?;
+        let pool = self.0.pool.clone();
+        let answered =
+            tokio::task::spawn_blocking(move || pool.install(|| Resident::predict(&held, &batch)))
+                .await
+                .map_err(|e| Status::internal(format!("the prediction stopped: {e}")))?
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.0.kill.dead() {
+            return Err(stopped());
+        }
+        let answers = answered
+            .into_iter()
+            .map(|(h, p)| {
+                let mut a = ShardAnswer {
+                    shard: h.shard.clone(),
+                    shard_index: h.index,
+                    version: h.version(),
+                    ..Default::default()
+                };
+                match p {
+                    Prediction::Classes { proba, classes } => {
+                        a.proba = proba;
+                        a.classes = classes;
+                    }
+                    Prediction::Values(v) => a.values = v,
+                }
+                a
+            })
+            .collect();
+        Ok(Response::new(ServeInferReply { answers }))
     }
 
     async fn drop_partitions(
@@ -813,6 +958,10 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         ),
     };
     let scratch = confine.is_none().then(|| data_root.clone());
+    let resident = Arc::new(match &confine {
+        Some(root) => Resident::open(root, &name),
+        None => Resident::in_memory(),
+    });
     let pool = match &cfg.pool {
         Some(p) => p.clone(),
         None => Arc::new(
@@ -846,6 +995,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         drain_heard: AtomicBool::new(false),
         beat: tokio::sync::Notify::new(),
         worker_id: Mutex::new(None),
+        resident,
     });
     let check = Gate {
         check: Check::new(cfg.token.as_deref()),
@@ -925,6 +1075,22 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         attach,
         fatal,
     })
+}
+
+/// A client of a worker's control service (serving asks it for predictions).
+pub(crate) fn worker_client(
+    addr: &str,
+    attach: Attach,
+) -> Result<
+    super::proto::worker_client::WorkerClient<InterceptedService<Channel, Attach>>,
+    ClusterError,
+> {
+    let channel = attach.channel(addr)?;
+    Ok(
+        super::proto::worker_client::WorkerClient::with_interceptor(channel, attach)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 pub(crate) fn scheduler_client(

@@ -625,57 +625,90 @@ fn predict_ensemble(
         .iter()
         .map(|(_, m)| m.predict(batch))
         .collect::<Result<Vec<_>, _>>()?;
-    let rows = batch.num_rows();
-    match model.task {
+    Ok(combine_predictions(
+        model.task,
+        &model.classes,
+        combine,
+        &preds,
+        batch.num_rows(),
+    ))
+}
+
+/// The ensemble's answer from its members' answers on the same `rows` rows,
+/// in member order: their mean (regression), or for classifiers the mean of
+/// their probabilities or their votes, over `classes` (the union of the
+/// members' classes, as [`ensemble_classes`] orders it). Serving combines the
+/// answers of shard models held on other workers with it, so a served
+/// ensemble answers what its model file does.
+pub fn combine_predictions(
+    task: Problem,
+    classes: &[String],
+    combine: Combine,
+    preds: &[Prediction],
+    rows: usize,
+) -> Prediction {
+    match task {
         Problem::Regression => {
             let mut out = vec![0.0; rows];
-            for p in &preds {
+            for p in preds {
                 if let Prediction::Values(v) = p {
                     for (o, x) in out.iter_mut().zip(v) {
                         *o += x / preds.len() as f64;
                     }
                 }
             }
-            Ok(Prediction::Values(out))
+            Prediction::Values(out)
         }
         Problem::Classification => {
             // Members may have seen different classes: map onto the union.
-            let k = model.classes.len();
+            let k = classes.len();
             let mut out = vec![0.0f32; rows * k];
-            for p in &preds {
-                let Prediction::Classes { proba, classes } = p else {
+            for p in preds {
+                let Prediction::Classes {
+                    proba,
+                    classes: theirs,
+                } = p
+                else {
                     continue;
                 };
-                let map: Vec<Option<usize>> = classes
+                let map: Vec<Option<usize>> = theirs
                     .iter()
-                    .map(|c| model.classes.iter().position(|x| x == c))
+                    .map(|c| classes.iter().position(|x| x == c))
                     .collect();
-                let w = classes.len().max(1);
+                let w = theirs.len().max(1);
                 for i in 0..rows {
-                    let row = &proba[i * w..(i + 1) * w];
+                    let Some(row) = proba.get(i * w..(i + 1) * w) else {
+                        break;
+                    };
                     match combine {
                         Combine::Average => {
                             for (j, &v) in row.iter().enumerate() {
-                                if let Some(t) = map[j] {
+                                if let Some(Some(t)) = map.get(j) {
                                     out[i * k + t] += v / preds.len() as f32;
                                 }
                             }
                         }
                         Combine::Vote => {
                             let best = (0..w).fold(0, |b, j| if row[j] > row[b] { j } else { b });
-                            if let Some(t) = map[best] {
+                            if let Some(Some(t)) = map.get(best) {
                                 out[i * k + t] += 1.0 / preds.len() as f32;
                             }
                         }
                     }
                 }
             }
-            Ok(Prediction::Classes {
+            Prediction::Classes {
                 proba: out,
-                classes: model.classes.clone(),
-            })
+                classes: classes.to_vec(),
+            }
         }
     }
+}
+
+/// The classes of an ensemble of members that saw these classes.
+pub fn ensemble_classes<'a>(members: impl IntoIterator<Item = &'a [String]>) -> Vec<String> {
+    let all: Vec<String> = members.into_iter().flatten().cloned().collect();
+    matrix::class_names(&all)
 }
 
 /// Combine per-shard models into one ensemble model.
@@ -686,11 +719,7 @@ pub fn ensemble(
     let Some((_, first)) = members.first() else {
         return Err(MlError::Invalid("an ensemble with no shard models".into()));
     };
-    let mut classes: Vec<String> = members
-        .iter()
-        .flat_map(|(_, m)| m.classes.clone())
-        .collect();
-    classes = matrix::class_names(&classes);
+    let classes = ensemble_classes(members.iter().map(|(_, m)| m.classes.as_slice()));
     Ok(TrainedModel {
         name: spec.name.value.clone(),
         estimator: format!("per_shard {}", spec.estimator.value.name()),

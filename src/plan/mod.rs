@@ -107,6 +107,46 @@ impl PhysicalPlan {
         }
         out
     }
+
+    /// The plan of only the tasks `keep` picks and every task whose output
+    /// they read, directly or not (retraining one shard model runs its
+    /// shard's reads, transforms and split, nothing else). The logical plan is
+    /// unchanged; the tasks keep their order.
+    pub fn only(&self, keep: impl Fn(&Task) -> bool) -> PhysicalPlan {
+        let producer: std::collections::HashMap<&PartitionId, usize> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.outputs.iter().map(move |p| (p, i)))
+            .collect();
+        let mut wanted = vec![false; self.tasks.len()];
+        let mut stack: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| keep(&self.tasks[i]))
+            .collect();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut wanted[i], true) {
+                continue;
+            }
+            stack.extend(
+                self.tasks[i]
+                    .inputs
+                    .iter()
+                    .filter_map(|p| producer.get(p).copied())
+                    .filter(|&j| !wanted[j]),
+            );
+        }
+        PhysicalPlan {
+            logical: self.logical.clone(),
+            tasks: self
+                .tasks
+                .iter()
+                .zip(&wanted)
+                .filter(|(_, w)| **w)
+                .map(|(t, _)| t.clone())
+                .collect(),
+            workers: self.workers,
+        }
+    }
 }
 
 fn join(ids: &[PartitionId]) -> String {

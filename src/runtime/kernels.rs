@@ -349,6 +349,86 @@ fn model_input(
     decode(mb)
 }
 
+/// A shard model a per-shard fit produced, as serving keeps it on the worker
+/// that fitted it.
+pub struct ShardModel {
+    /// The pipeline's model (`ensemble`), not the member's own name.
+    pub model: String,
+    pub shard: String,
+    /// The shard's place in the split's list (members combine in this order);
+    /// shards found only in the data come after the listed ones.
+    pub index: u32,
+    pub combine: crate::frontend::pipeline::Combine,
+    pub trained: TrainedModel,
+    /// The member as a model file (its header describes its inputs).
+    pub file: Vec<u8>,
+}
+
+/// The shard models in the output of a per-shard fit (`FitShard`); an empty
+/// list for any other task.
+pub fn shard_models(
+    cx: &RunContext,
+    task: &Task,
+    output: &Value,
+) -> Result<Vec<ShardModel>, String> {
+    let TaskKind::FitShard { shard } = &task.kind else {
+        return Ok(Vec::new());
+    };
+    let Some(LOp::Fit { model: spec, .. }) = cx.ops.get(&task.node) else {
+        return Err(format!("`{}` is not a fit", task.node));
+    };
+    // The names the split lists, in order.
+    let names: Vec<String> = cx
+        .ops
+        .values()
+        .find_map(|o| match o {
+            LOp::Split { split } if split.name.value == spec.input.value => match &split.kind {
+                SplitKind::Shards { by, .. } => Some(match by {
+                    crate::frontend::pipeline::ShardBy::Rows { names }
+                    | crate::frontend::pipeline::ShardBy::Column { names, .. }
+                    | crate::frontend::pipeline::ShardBy::File { names } => {
+                        names.iter().map(|n| n.value.clone()).collect()
+                    }
+                }),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or_default();
+    let bytes = bytes_of(output).map_err(|e| e.message)?;
+    let members: Vec<(String, TrainedModel)> = if shard == split::ANY_SHARD {
+        decode(bytes).map_err(|e| e.message)?
+    } else {
+        vec![(shard.clone(), decode(bytes).map_err(|e| e.message)?)]
+    };
+    let mut extra = names.len() as u32;
+    members
+        .into_iter()
+        .map(|(shard, trained)| {
+            let index = match names.iter().position(|n| *n == shard) {
+                Some(i) => i as u32,
+                None => {
+                    extra += 1;
+                    extra - 1
+                }
+            };
+            let params = match &spec.params {
+                Params::Tree(t) => serde_json::to_value(t).unwrap_or_default(),
+                Params::Linear(l) => serde_json::to_value(l).unwrap_or_default(),
+            };
+            let file = model_file_bytes(cx, &trained, params)?;
+            Ok(ShardModel {
+                model: spec.name.value.clone(),
+                shard,
+                index,
+                combine: spec.combine,
+                trained,
+                file,
+            })
+        })
+        .collect()
+}
+
 /// The model file's bytes: header and postcard payload.
 pub fn model_file_bytes(
     cx: &RunContext,

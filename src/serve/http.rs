@@ -9,9 +9,9 @@
 //! drop a request in flight on shutdown.
 
 use super::protocol::{self, HEADER_LENGTH, InferResponse, ServerMetadata};
-use super::{Backend, ServeError, StartError};
+use super::{Answer, Backend, ServeError, StartError};
 use arrow::array::ArrayRef;
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -378,7 +378,7 @@ async fn answer<B: Backend>(
         let columns = read_arrow(&body)?;
         let batch = info.conform(columns)?;
         let answer = run(app, name, batch).await?;
-        return arrow_response(&answer.columns);
+        return arrow_response(&answer);
     }
     let header_length = headers
         .get(HEADER_LENGTH)
@@ -485,10 +485,20 @@ fn read_arrow(body: &[u8]) -> Result<Vec<(String, ArrayRef)>, ServeError> {
         .collect())
 }
 
-fn arrow_response(columns: &[(Field, ArrayRef)]) -> Result<Response, ServeError> {
-    let schema = Arc::new(Schema::new(
-        columns.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
-    ));
+/// The answer as an Arrow IPC stream; the response's parameters (with the
+/// version that answered) travel as the schema's `parameters` metadata, JSON.
+fn arrow_response(answer: &Answer) -> Result<Response, ServeError> {
+    let columns = &answer.columns;
+    let mut parameters = answer.parameters.clone();
+    parameters.insert("model_version".into(), Value::from(answer.version.clone()));
+    let schema = Arc::new(
+        Schema::new(columns.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>()).with_metadata(
+            std::collections::HashMap::from([(
+                "parameters".to_string(),
+                Value::Object(parameters).to_string(),
+            )]),
+        ),
+    );
     let batch = RecordBatch::try_new(
         schema.clone(),
         columns.iter().map(|(_, c)| c.clone()).collect(),

@@ -11,6 +11,7 @@
 //! how a request's columns are made to fit a model's features), [`http`] (the
 //! axum server: routes, limits, the token, graceful shutdown), [`tls`].
 
+pub mod cluster;
 pub mod http;
 pub mod models;
 pub mod protocol;

@@ -1,0 +1,547 @@
+//! `dagml serve PIPELINE`: shard models trained on a cluster stay resident on
+//! their workers and answer together; retraining a shard while serving; a
+//! lost worker.
+//!
+//! A small per-shard forest on House Prices (three shards by rows) is served
+//! on the embedded cluster and on worker processes; every combined answer
+//! with all shards up must equal `dagml predict` on the ensemble's model file
+//! bit for bit. Processes are owned by a guard that kills them; waits are
+//! bounded; the load is a bounded number of requests to loopback.
+
+mod common;
+
+use arrow::record_batch::RecordBatch;
+use common::Procs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const TRAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/house_prices/train.csv");
+const TEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/house_prices/test.csv");
+
+const PIPELINE: &str = r#"
+[pipeline]
+name = "served_shards"
+seed = 7
+
+[sources.houses]
+kind = "csv"
+path = "train.csv"
+na_values = ["NA"]
+columns = { SalePrice = "float" }
+
+[transforms.prepared]
+input = "houses"
+steps = [
+  { op = "derive", column = "log_price", expr = "log(SalePrice)" },
+  { op = "drop", columns = ["Id", "SalePrice"] },
+]
+
+[splits.shards]
+kind = "shards"
+input = "prepared"
+by = "rows"
+names = ["A", "B", "C"]
+validation_fraction = 0.2
+
+[models.ensemble]
+estimator = "random_forest"
+per_shard = true
+combine = "average"
+input = "shards"
+target = "log_price"
+preprocess = [
+  { op = "impute", strategy = "median" },
+  { op = "impute", strategy = "most_frequent" },
+  { op = "ordinal" },
+]
+params = { n_trees = 6, max_features = 0.33, min_samples_leaf = 2 }
+
+[evaluations.matrix]
+model = "ensemble"
+data = "shards"
+metrics = ["rmse"]
+
+[outputs.model]
+kind = "model"
+model = "ensemble"
+path = "out/ensemble.model"
+
+[cluster]
+kind = "local"
+workers = 3
+"#;
+
+/// A folder with the pipeline and its training data (inside the workers'
+/// data root, which is this folder).
+fn workdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(d.path().join("pipeline.toml"), PIPELINE).expect("write");
+    std::fs::copy(TRAIN, d.path().join("train.csv")).expect("copy train.csv");
+    d
+}
+
+fn dagml_in(dir: &Path) -> Command {
+    let mut c = common::dagml(None);
+    c.current_dir(dir);
+    c
+}
+
+fn read_arrow(bytes: &[u8]) -> RecordBatch {
+    let batches: Vec<RecordBatch> =
+        match arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None) {
+            Ok(r) => r.collect::<Result<_, _>>().expect("batches"),
+            Err(_) => arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+                .expect("an Arrow file or stream")
+                .collect::<Result<_, _>>()
+                .expect("batches"),
+        };
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+}
+
+/// `dagml predict` of the ensemble's model file on test.csv (inputs and
+/// prediction), from the model file in `dir`.
+fn predicted(dir: &Path) -> RecordBatch {
+    let dest = dir.join("predicted.arrow");
+    let out = dagml_in(dir)
+        .args(["predict", "out/ensemble.model", TEST, "-o"])
+        .arg(&dest)
+        .output()
+        .expect("dagml predict");
+    assert!(out.status.success(), "{}", common::text(&out));
+    read_arrow(&std::fs::read(dest).expect("read"))
+}
+
+fn http(addr: &str, method: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    let _ = s.write_all(&bytes);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let split = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&got)));
+    let head = String::from_utf8_lossy(&got[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let mut body = got[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..end]).trim(), 16).unwrap_or(0);
+        if n == 0 || b.len() < end + 2 + n {
+            return out;
+        }
+        out.extend_from_slice(&b[end + 2..end + 2 + n]);
+        b = &b[(end + 4 + n).min(b.len())..];
+    }
+}
+
+/// The Arrow body of the model's inputs, from predict's output rows.
+fn body_of(addr: &str, want: &RecordBatch) -> Vec<u8> {
+    let (s, b) = http(addr, "GET", "/v2/models/ensemble", "application/json", b"");
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let meta: serde_json::Value = serde_json::from_slice(&b).expect("JSON");
+    let idx: Vec<usize> = meta["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|i| {
+            want.schema()
+                .index_of(i["name"].as_str().expect("name"))
+                .expect("feature in test.csv")
+        })
+        .collect();
+    let input = want.project(&idx).expect("project");
+    let mut body = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut body, &input.schema()).expect("w");
+    w.write(&input).expect("write");
+    w.finish().expect("finish");
+    drop(w);
+    body
+}
+
+/// An answer: its status, prediction column (when 200), and parameters.
+struct Got {
+    status: u16,
+    batch: Option<RecordBatch>,
+    parameters: serde_json::Value,
+    text: String,
+}
+
+fn infer(addr: &str, body: &[u8]) -> Got {
+    let (status, b) = http(
+        addr,
+        "POST",
+        "/v2/models/ensemble/infer",
+        "application/vnd.apache.arrow.stream",
+        body,
+    );
+    if status != 200 {
+        return Got {
+            status,
+            batch: None,
+            parameters: serde_json::Value::Null,
+            text: String::from_utf8_lossy(&b).into_owned(),
+        };
+    }
+    let batch = read_arrow(&b);
+    let parameters = batch
+        .schema()
+        .metadata()
+        .get("parameters")
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Got {
+        status,
+        batch: Some(batch),
+        parameters,
+        text: String::new(),
+    }
+}
+
+fn assert_equals_predict(got: &Got, want: &RecordBatch, what: &str) {
+    assert_eq!(got.status, 200, "{what}: {}", got.text);
+    let values = |b: &RecordBatch| -> Vec<u64> {
+        b.column_by_name("prediction")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Float64Array>())
+            .expect("a Float64 prediction")
+            .values()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let (g, w) = (values(got.batch.as_ref().expect("a batch")), values(want));
+    let differ = g.iter().zip(&w).filter(|(a, b)| a != b).count();
+    assert!(
+        g.len() == w.len() && differ == 0,
+        "{what}: the served ensemble differs from dagml predict in {differ} of {} rows ({})",
+        w.len(),
+        got.parameters
+    );
+    assert_eq!(
+        got.parameters["degraded"], false,
+        "{what}: {}",
+        got.parameters
+    );
+}
+
+/// The version and worker of every shard that answered.
+fn shards(got: &Got) -> Vec<(String, u64, String)> {
+    got.parameters["shards"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(s, v)| {
+                    (
+                        s.clone(),
+                        v["version"].as_u64().unwrap_or(0),
+                        v["worker"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A free loopback port (bound and let go: the worker binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn on_the_embedded_cluster_the_served_shards_answer_what_the_model_file_predicts() {
+    let d = workdir();
+    let mut procs = Procs::default();
+    let mut cmd = dagml_in(d.path());
+    cmd.args(["serve", "pipeline.toml", "--listen", "127.0.0.1:0"]);
+    let addr = procs.serve_command("serve", cmd, None);
+    let want = predicted(d.path());
+    let body = body_of(&addr, &want);
+    let got = infer(&addr, &body);
+    assert_equals_predict(&got, &want, "embedded");
+    let s = shards(&got);
+    assert_eq!(
+        s.iter()
+            .map(|(n, v, _)| (n.as_str(), *v))
+            .collect::<Vec<_>>(),
+        [("A", 1), ("B", 1), ("C", 1)]
+    );
+    // Model metadata names the versions and their history.
+    let (_, meta) = http(&addr, "GET", "/v2/models/ensemble", "application/json", b"");
+    let meta: serde_json::Value = serde_json::from_slice(&meta).expect("JSON");
+    assert_eq!(meta["versions"][0], "A:1,B:1,C:1", "{meta}");
+    assert_eq!(
+        meta["parameters"]["shards"]["B"]["history"][0]["version"], 1,
+        "{meta}"
+    );
+}
+
+/// A scheduler and workers `w0..w2` sharing `root` as their data root, `w0`
+/// also serving on a port of its own with `--min-shards 3`; returns the
+/// scheduler's address and w0's serving address.
+fn cluster(procs: &mut Procs, root: &Path, logs: &Path) -> (String, String) {
+    let sched = procs.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &[]);
+    let front = format!("127.0.0.1:{}", free_port());
+    for i in 0..3 {
+        start_worker(
+            procs,
+            &sched,
+            root,
+            logs,
+            i,
+            (i == 0).then_some(front.as_str()),
+        );
+    }
+    (sched, front)
+}
+
+fn start_worker(
+    procs: &mut Procs,
+    sched: &str,
+    root: &Path,
+    logs: &Path,
+    i: usize,
+    serve: Option<&str>,
+) {
+    let name = format!("w{i}");
+    let root = root.to_string_lossy().into_owned();
+    let mut args = vec![
+        "worker",
+        sched,
+        "--name",
+        &name,
+        "--listen",
+        "127.0.0.1:0",
+        "--data-root",
+        &root,
+    ];
+    if let Some(s) = serve {
+        args.extend(["--serve", s, "--min-shards", "3"]);
+    }
+    let log = logs.join(format!("{name}-{}.log", procs.0.len()));
+    procs.serve_logging(&name, &args, &[], Some(&log));
+}
+
+#[test]
+fn shard_models_answer_from_any_worker_and_a_lost_worker_degrades_then_returns() {
+    let d = workdir();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut procs = Procs::default();
+    let (sched, w0_front) = cluster(&mut procs, d.path(), logs.path());
+    let mut cmd = dagml_in(d.path());
+    cmd.args([
+        "serve",
+        "pipeline.toml",
+        "--scheduler",
+        &sched,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let front = procs.serve_command("serve", cmd, Some(&logs.path().join("serve.log")));
+    let want = predicted(d.path());
+    let body = body_of(&front, &want);
+    let got = infer(&front, &body);
+    assert_equals_predict(&got, &want, "the front door");
+    // Any worker's serving address answers the same.
+    wait_until("w0 sees the shard models", Duration::from_secs(20), || {
+        infer(&w0_front, &body).status == 200
+    });
+    assert_equals_predict(&infer(&w0_front, &body), &want, "w0's --serve");
+
+    // Lose a worker that holds a shard model (not w0, whose front door is
+    // asked below).
+    let s = shards(&got);
+    let (lost_shard, _, lost) = s
+        .iter()
+        .find(|(_, _, w)| w != "w0")
+        .cloned()
+        .expect("a shard on another worker than w0");
+    procs.kill(&lost);
+    let degraded = infer(&front, &body);
+    assert_eq!(degraded.status, 200, "{}", degraded.text);
+    assert_eq!(
+        degraded.parameters["degraded"], true,
+        "{}",
+        degraded.parameters
+    );
+    assert!(
+        degraded.parameters["missing_shards"]
+            .get(&lost_shard)
+            .is_some(),
+        "{}",
+        degraded.parameters
+    );
+    // w0 asks for all three: it says why it cannot answer.
+    let refused = infer(&w0_front, &body);
+    assert_eq!(
+        refused.status, 503,
+        "{} {} (the lost shard {lost_shard} was on {lost})",
+        refused.text, refused.parameters
+    );
+    assert!(
+        refused.text.contains("of 3 shard models answered"),
+        "{}",
+        refused.text
+    );
+
+    // The worker comes back under its name and serves its model again, from
+    // its data root.
+    let i: usize = lost[1..].parse().expect("wN");
+    start_worker(&mut procs, &sched, d.path(), logs.path(), i, None);
+    wait_until(
+        "the returned worker serves",
+        Duration::from_secs(30),
+        || infer(&front, &body).parameters["degraded"] == false,
+    );
+    assert_equals_predict(&infer(&front, &body), &want, "after the worker returned");
+}
+
+#[test]
+fn retraining_a_shard_and_losing_a_worker_under_load_fail_no_request_and_mix_no_versions() {
+    let d = workdir();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut procs = Procs::default();
+    let (sched, _) = cluster(&mut procs, d.path(), logs.path());
+    let mut cmd = dagml_in(d.path());
+    cmd.args([
+        "serve",
+        "pipeline.toml",
+        "--scheduler",
+        &sched,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let front = procs.serve_command("serve", cmd, Some(&logs.path().join("serve.log")));
+    let want = predicted(d.path());
+    let body = Arc::new(body_of(&front, &want));
+
+    // Load: one client, at most 3,000 requests, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, body, front) = (stop.clone(), body.clone(), front.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut failed = Vec::new();
+            for _ in 0..3000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let g = infer(&front, &body);
+                if g.status != 200 {
+                    failed.push(format!("{}: {}", g.status, g.text));
+                    continue;
+                }
+                seen.push(shards(&g));
+            }
+            (seen, failed)
+        })
+    };
+    // Retrain shard A while it serves.
+    let out = dagml_in(d.path())
+        .args([
+            "run",
+            "pipeline.toml",
+            "--quiet",
+            "--scheduler",
+            &sched,
+            "--only",
+            "ensemble.A",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("dagml run --only");
+    assert!(out.status.success(), "{}", common::text(&out));
+    wait_until("version 2 of A answers", Duration::from_secs(20), || {
+        shards(&infer(&front, &body))
+            .iter()
+            .any(|(s, v, _)| s == "A" && *v == 2)
+    });
+    // Then lose a worker: one holding another shard's model than A's new
+    // version (A's old version would answer instead, rightly), else any
+    // other.
+    let now = shards(&infer(&front, &body));
+    let a_holder = now
+        .iter()
+        .find(|(s, _, _)| s == "A")
+        .map(|(_, _, w)| w.clone())
+        .expect("A answers");
+    let holder = now
+        .iter()
+        .map(|(_, _, w)| w.clone())
+        .find(|w| *w != a_holder)
+        .or_else(|| {
+            ["w0", "w1", "w2"]
+                .into_iter()
+                .map(String::from)
+                .find(|w| *w != a_holder)
+        })
+        .expect("another worker");
+    procs.kill(&holder);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let (seen, failed) = load.join().expect("the load thread");
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        seen.len() > 10,
+        "only {} requests were answered",
+        seen.len()
+    );
+    // Each answer names each shard once, with one version.
+    for s in &seen {
+        let mut names: Vec<&str> = s.iter().map(|(n, _, _)| n.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), s.len(), "{s:?}");
+    }
+    let a_versions: std::collections::BTreeSet<u64> = seen
+        .iter()
+        .flat_map(|s| s.iter().filter(|(n, _, _)| n == "A").map(|(_, v, _)| *v))
+        .collect();
+    assert!(a_versions.contains(&1), "{a_versions:?}");
+    // The answers after the retraining are version 2's.
+    let last = shards(&infer(&front, &body));
+    assert!(last.iter().any(|(s, v, _)| s == "A" && *v == 2), "{last:?}");
+}
