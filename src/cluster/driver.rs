@@ -187,6 +187,12 @@ impl Driver<'_> {
             assigned: HashMap::new(),
             no_worker_since: None,
             paused_since: None,
+            pins: plan
+                .pins()
+                .into_iter()
+                .map(|(t, w)| (t.to_string(), w))
+                .collect(),
+            pinned_since: None,
             t0: Instant::now(),
         };
         let out = run.drive().await;
@@ -217,6 +223,11 @@ struct Run<'a, 'b> {
     assigned: HashMap<u64, u32>,
     no_worker_since: Option<Instant>,
     paused_since: Option<Instant>,
+    /// Tasks that must run on one worker (by name): they read rows that stay
+    /// there (`PhysicalPlan::pins`).
+    pins: HashMap<String, String>,
+    /// Since when a pinned task has been ready with its worker absent.
+    pinned_since: Option<Instant>,
     t0: Instant,
 }
 
@@ -358,12 +369,14 @@ impl Run<'_, '_> {
                     self.launch(t, wid, live, etx).await
                 }
                 Some(_) => later.push(t),
-                None => break,
+                // No free worker for it (a pinned task's may be busy): the
+                // others may still have one.
+                None => continue,
             }
         }
         for t in later {
             let Some((wid, _)) = self.best_worker(t, live) else {
-                break;
+                continue;
             };
             self.launch(t, wid, live, etx).await;
         }
@@ -372,6 +385,7 @@ impl Run<'_, '_> {
     /// The free worker to run `t` on (the one holding most of its input
     /// bytes, then the least busy), and the input bytes it would fetch.
     fn best_worker(&self, t: TaskIx, live: &BTreeMap<u64, WorkerEntry>) -> Option<(u64, u64)> {
+        let pin = self.pins.get(self.g.name(t));
         let total: u64 = self
             .g
             .inputs(t)
@@ -383,7 +397,10 @@ impl Run<'_, '_> {
             .keys()
             .filter_map(|id| live.get(id).map(|w| (*id, w)))
             .filter(|(id, w)| {
-                !w.paused && !w.draining && self.assigned.get(id).copied().unwrap_or(0) < w.threads
+                !w.paused
+                    && !w.draining
+                    && self.assigned.get(id).copied().unwrap_or(0) < w.threads
+                    && pin.is_none_or(|p| *p == w.name)
             })
             .map(|(id, _)| {
                 let held: Vec<u64> = self
@@ -498,6 +515,38 @@ impl Run<'_, '_> {
             if !self.starting.is_empty() {
                 return Ok(None);
             }
+            // Ready tasks whose rows stay on a worker that is not here: wait
+            // for it (it may be starting, or coming back), then say which.
+            let names: BTreeSet<&str> = self
+                .started
+                .keys()
+                .filter_map(|id| live.get(id))
+                .map(|w| w.name.as_str())
+                .collect();
+            let missing: BTreeSet<&str> = self
+                .g
+                .ready()
+                .filter_map(|t| self.pins.get(self.g.name(t)))
+                .map(String::as_str)
+                .filter(|w| !names.contains(w))
+                .collect();
+            if !missing.is_empty() {
+                let since = *self.pinned_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > grace {
+                    let missing: Vec<&str> = missing.into_iter().collect();
+                    return Err(RunError::of_run(
+                        FailureKind::WorkerLost,
+                        format!(
+                            "the shards of worker {} are read from that worker's --data-root, and no worker of that name is in the cluster after {}s (workers: {}); start it with `dagml worker SCHEDULER --name NAME --data-root DIR`",
+                            missing.join(", "),
+                            grace.as_secs(),
+                            names.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                return Ok(Some(since + grace));
+            }
+            self.pinned_since = None;
             let at = self
                 .g
                 .stuck_at()

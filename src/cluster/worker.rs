@@ -480,10 +480,10 @@ impl Worker for Service {
                 root.display()
             )));
         }
+        let mut cx = prepared.cx;
+        cx.data_root = self.0.confine.clone();
         let state = RunState {
-            kernels: Arc::new(PipelineKernels {
-                cx: Arc::new(prepared.cx),
-            }),
+            kernels: Arc::new(PipelineKernels { cx: Arc::new(cx) }),
             cancelled: Arc::default(),
             serve: r.serve,
             serve_version: r.serve_version,

@@ -39,6 +39,11 @@ pub enum LOp {
         /// by `compile::shard_files` before planning); else the source decides.
         #[serde(default)]
         files: Option<Vec<String>>,
+        /// Partition `i` is read on worker `on_workers[i]`, from its
+        /// `--data-root` (a split shards by worker; set with `files` by
+        /// `compile::shard_files`).
+        #[serde(default)]
+        on_workers: Option<Vec<String>>,
     },
     /// Row and column operations; after fusion, the names of all fused transforms.
     Transform {
@@ -249,6 +254,7 @@ pub fn build(
                     source: s.clone(),
                     columns: None,
                     files: None,
+                    on_workers: None,
                 },
                 span: s.span,
             })

@@ -793,7 +793,11 @@ pub fn parts_of(k: &SplitKind) -> Vec<String> {
             .map(|i| format!("fold{i}"))
             .collect(),
         SplitKind::Shards {
-            by: ShardBy::Rows { names } | ShardBy::Column { names, .. } | ShardBy::File { names },
+            by:
+                ShardBy::Rows { names }
+                | ShardBy::Column { names, .. }
+                | ShardBy::File { names }
+                | ShardBy::Worker { names },
             ..
         } => names
             .iter()
@@ -830,7 +834,9 @@ fn parse_part(k: &SplitKind, part: &str) -> Option<Part> {
                 ShardBy::Rows { names } => names.iter().any(|n| n.value == shard),
                 // Values are only known from the data: a part is named only when listed.
                 // File stems are listed before planning (`compile::shard_files`).
-                ShardBy::Column { names, .. } => names.iter().any(|n| n.value == shard),
+                ShardBy::Column { names, .. } | ShardBy::Worker { names } => {
+                    names.iter().any(|n| n.value == shard)
+                }
                 ShardBy::File { names } => {
                     names.is_empty() || names.iter().any(|n| n.value == shard)
                 }

@@ -1,5 +1,7 @@
 //! Shards by file: list the files behind a split with `by = "file"`, so that the
 //! plan can give each file its own partition and name each shard by its stem.
+//! Shards by worker (`by = "worker"`): one partition per named worker, each
+//! read from the source's path under that worker's data root.
 //!
 //! In: a checked [`LogicalPlan`] and the folder relative paths are read from.
 //! Out: the plan with each such split's shard names filled in and its source's
@@ -27,7 +29,7 @@ pub fn list(plan: &mut LogicalPlan, base: &Path) -> Vec<Diagnostic> {
         .filter(|n| {
             matches!(
                 &plan.graph[*n].op,
-                LOp::Split { split } if matches!(split.kind, SplitKind::Shards { by: ShardBy::File { .. }, .. })
+                LOp::Split { split } if matches!(split.kind, SplitKind::Shards { by: ShardBy::File { .. } | ShardBy::Worker { .. }, .. })
             )
         })
         .collect();
@@ -50,7 +52,7 @@ pub fn list(plan: &mut LogicalPlan, base: &Path) -> Vec<Diagnostic> {
                 Diagnostic::new(
                     Code::WrongStepKind,
                     span,
-                    format!("split `{split_name}` shards by file, but its input does not come from a source read from files"),
+                    format!("split `{split_name}` shards by file or worker, but its input does not come from a source read from files"),
                 )
                 .with_help("shard a CSV, Parquet or Arrow source that names a folder or a glob, or use `by = \"rows\"`"),
             );
@@ -71,6 +73,44 @@ pub fn list(plan: &mut LogicalPlan, base: &Path) -> Vec<Diagnostic> {
             continue;
         }
         let at_path = source.path().map(|p| p.span).unwrap_or(span);
+        if let LOp::Split { split } = &plan.graph[n].op
+            && let SplitKind::Shards {
+                by: ShardBy::Worker { names },
+                ..
+            } = &split.kind
+        {
+            let names: Vec<String> = names.iter().map(|n| n.value.clone()).collect();
+            match source.path() {
+                Some(p)
+                    if Path::new(&p.value).is_relative()
+                        && !Path::new(&p.value)
+                            .components()
+                            .any(|c| matches!(c, std::path::Component::ParentDir)) =>
+                {
+                    let files = vec![p.value.clone(); names.len()];
+                    if let LOp::Source {
+                        files: f,
+                        on_workers,
+                        ..
+                    } = &mut plan.graph[src].op
+                    {
+                        *f = Some(files);
+                        *on_workers = Some(names);
+                    }
+                }
+                _ => diags.push(
+                    Diagnostic::new(
+                        Code::WrongStepKind,
+                        at_path,
+                        format!(
+                            "split `{split_name}` shards by worker: its source's path is read under each worker's --data-root, so it must be a relative path inside it (no `..`)"
+                        ),
+                    )
+                    .with_help("give a CSV, Parquet or Arrow source a path like `shard.csv` or `data/part.parquet`"),
+                ),
+            }
+            continue;
+        }
         let files = match crate::data::source::list(source, base) {
             Ok(f) => f,
             Err(e) => {

@@ -239,8 +239,9 @@ pub fn split(
                             .collect()
                     }
                 }
-                ShardBy::File { names } => {
-                    // One input partition per file, in the order the files were listed.
+                ShardBy::File { names } | ShardBy::Worker { names } => {
+                    // One input partition per file (per worker), in the order
+                    // the files (workers) were listed.
                     if names.len() != inputs.len() {
                         return Err(DataError::Unsupported(format!(
                             "a split by file got {} partitions for {} files",

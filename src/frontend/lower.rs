@@ -1127,7 +1127,12 @@ fn lower_split(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
         _ => {
             let input = r.req_string(cx, "input");
             let by = r
-                .choice(cx, "by", &["rows", "column", "file"], "shard method")
+                .choice(
+                    cx,
+                    "by",
+                    &["rows", "column", "file", "worker"],
+                    "shard method",
+                )
                 .map(|i| i.value)
                 .unwrap_or(0);
             let names = r.string_list(cx, "names");
@@ -1189,7 +1194,22 @@ fn lower_split(cx: &mut Cx, name: Spanned<String>, t: &Table, span: Span) -> Opt
                         names: names.unwrap_or_default(),
                     })
                 }
-                _ => Some(ShardBy::File { names: vec![] }),
+                2 => Some(ShardBy::File { names: vec![] }),
+                _ => match names {
+                    Some(names) if !names.is_empty() => Some(ShardBy::Worker { names }),
+                    _ => {
+                        cx.err(
+                            Code::MissingKey,
+                            r.head,
+                            format!(
+                                "{} shards by worker and needs `names`: the workers' `--name`s, one shard each",
+                                r.what
+                            ),
+                        )
+                        .help = Some("add `names = [\"node1\", \"node2\"]`".into());
+                        None
+                    }
+                },
             };
             match (input, by) {
                 (Some(input), Some(by)) => Some(SplitKind::Shards {

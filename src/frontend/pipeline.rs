@@ -338,6 +338,11 @@ pub enum ShardBy {
     /// `names` is empty in a parsed pipeline: the planner fills it from the files
     /// the source lists (see `compile::shard_files`).
     File { names: Vec<Name> },
+    /// One shard per worker, named by the workers' `--name`s: shard `w` is the
+    /// file at the source's path under worker `w`'s `--data-root`, read there;
+    /// its rows never leave it (only models travel). Needs a cluster of
+    /// workers with those names.
+    Worker { names: Vec<Name> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

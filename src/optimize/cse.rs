@@ -18,13 +18,15 @@ fn same(plan: &LogicalPlan, a: NodeIndex, b: NodeIndex) -> bool {
                 source: x,
                 columns: cx,
                 files: fx,
+                on_workers: wx,
             },
             LOp::Source {
                 source: y,
                 columns: cy,
                 files: fy,
+                on_workers: wy,
             },
-        ) => x.kind == y.kind && x.after == y.after && cx == cy && fx == fy,
+        ) => x.kind == y.kind && x.after == y.after && cx == cy && fx == fy && wx == wy,
         (LOp::Transform { steps: x, .. }, LOp::Transform { steps: y, .. }) => x == y,
         _ => false,
     };

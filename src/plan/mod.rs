@@ -108,6 +108,62 @@ impl PhysicalPlan {
         out
     }
 
+    /// The worker (by `--name`) each task must run on because it reads rows
+    /// that stay there: the reads of a source sharded by worker, and every
+    /// task that reads rows those reads produced (transforms, the split, the
+    /// shard's fit, the scoring of its validation part). Models and metrics
+    /// travel; data partitions of a pinned shard never do. By task id.
+    pub fn pins(&self) -> std::collections::BTreeMap<TaskId, String> {
+        let g = &self.logical.graph;
+        let ops: std::collections::HashMap<String, &LOp> =
+            g.node_indices().map(|n| (g[n].id(), &g[n].op)).collect();
+        let mut pins: std::collections::BTreeMap<TaskId, String> = Default::default();
+        for t in &self.tasks {
+            if let (
+                TaskKind::Read,
+                Some(LOp::Source {
+                    on_workers: Some(w),
+                    ..
+                }),
+            ) = (&t.kind, ops.get(&t.node))
+                && let Some(name) = w.get(t.partition().unwrap_or(0) as usize)
+            {
+                pins.insert(t.id.clone(), name.clone());
+            }
+        }
+        if pins.is_empty() {
+            return pins;
+        }
+        let producer: std::collections::HashMap<&PartitionId, &TaskId> = self
+            .tasks
+            .iter()
+            .flat_map(|t| t.outputs.iter().map(move |p| (p, &t.id)))
+            .collect();
+        // Tasks are sorted by id, not by dependency: repeat until nothing
+        // changes (at most one round per step of the longest chain).
+        loop {
+            let mut changed = false;
+            for t in &self.tasks {
+                if pins.contains_key(&t.id) {
+                    continue;
+                }
+                let pin = t
+                    .inputs
+                    .iter()
+                    .filter(|p| matches!(p, PartitionId::Data { .. }))
+                    .filter_map(|p| producer.get(p))
+                    .find_map(|id| pins.get(*id).cloned());
+                if let Some(w) = pin {
+                    pins.insert(t.id.clone(), w);
+                    changed = true;
+                }
+            }
+            if !changed {
+                return pins;
+            }
+        }
+    }
+
     /// The plan of only the tasks `keep` picks and every task whose output
     /// they read, directly or not (retraining one shard model runs its
     /// shard's reads, transforms and split, nothing else). The logical plan is
@@ -304,7 +360,8 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                         by:
                             ShardBy::Rows { names }
                             | ShardBy::Column { names, .. }
-                            | ShardBy::File { names },
+                            | ShardBy::File { names }
+                            | ShardBy::Worker { names },
                         ..
                     } => names
                         .iter()
@@ -344,16 +401,46 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 for (pt, o) in parts.iter().zip(&these) {
                     outs.entry(pt.clone()).or_default().push(o.clone());
                 }
-                new_tasks.push(Task {
-                    id: TaskId::new(&id, TaskPart::Partition(0)),
-                    node: id.clone(),
-                    kind: TaskKind::Split,
-                    inputs: input,
-                    outputs: these,
-                    est_rows: rows_in,
-                    est_bytes: bytes_in,
-                    worker: place(0),
-                });
+                if let SplitKind::Shards {
+                    by: ShardBy::Worker { names },
+                    ..
+                } = &split.kind
+                {
+                    // Shards by worker: partition i is shard i's rows, split
+                    // where they are read (the rows never gather).
+                    let k = names.len().max(1) as u64;
+                    for (i, (input, s)) in (0u32..).zip(input.iter().zip(names)) {
+                        let mine: Vec<PartitionId> = these
+                            .iter()
+                            .zip(&parts)
+                            .filter(|(_, pt)| {
+                                matches!(pt, Part::Shard(x) | Part::ShardTrain(x) | Part::ShardValidation(x) if *x == s.value)
+                            })
+                            .map(|(o, _)| o.clone())
+                            .collect();
+                        new_tasks.push(Task {
+                            id: TaskId::new(&id, TaskPart::Partition(i)),
+                            node: id.clone(),
+                            kind: TaskKind::Split,
+                            inputs: vec![input.clone()],
+                            outputs: mine,
+                            est_rows: rows_in.map(|r| r / k),
+                            est_bytes: bytes_in.map(|b| b / k),
+                            worker: place(i),
+                        });
+                    }
+                } else {
+                    new_tasks.push(Task {
+                        id: TaskId::new(&id, TaskPart::Partition(0)),
+                        node: id.clone(),
+                        kind: TaskKind::Split,
+                        inputs: input,
+                        outputs: these,
+                        est_rows: rows_in,
+                        est_bytes: bytes_in,
+                        worker: place(0),
+                    });
+                }
                 let whole: Vec<PartitionId> = outs.values().flatten().cloned().collect();
                 for (pt, o) in outs {
                     produced.insert((n, Some(pt)), o);
@@ -410,7 +497,8 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                                                     by:
                                                         ShardBy::Rows { names }
                                                         | ShardBy::Column { names, .. }
-                                                        | ShardBy::File { names },
+                                                        | ShardBy::File { names }
+                                                        | ShardBy::Worker { names },
                                                     ..
                                                 },
                                             ..
@@ -502,6 +590,54 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                     // scored partition by partition where each is, and only
                     // the tallies travel to the evaluation.
                     let mut scored = Vec::new();
+                    for (s, p, _, _) in &data_in {
+                        // A split by worker: each shard's validation part is
+                        // scored on its worker by every model, and its other
+                        // parts are not read here (the rows stay put).
+                        let LOp::Split { split } = &g[*s].op else {
+                            continue;
+                        };
+                        if !matches!(
+                            split.kind,
+                            SplitKind::Shards {
+                                by: ShardBy::Worker { .. },
+                                ..
+                            }
+                        ) {
+                            continue;
+                        }
+                        let parts = in_parts(&(*s, p.clone()));
+                        inputs.retain(|x| !parts.contains(x));
+                        for part in parts {
+                            let PartitionId::Data { dataset, index } = &part else {
+                                continue;
+                            };
+                            if !matches!(dataset.split_part(), Some((_, Part::ShardValidation(_))))
+                            {
+                                continue;
+                            }
+                            let tid = TaskId::new(
+                                &id,
+                                TaskPart::Score {
+                                    data: dataset.to_string(),
+                                    index: *index,
+                                },
+                            );
+                            new_tasks.push(Task {
+                                id: tid.clone(),
+                                node: id.clone(),
+                                kind: TaskKind::ScorePartition,
+                                inputs: std::iter::once(part.clone())
+                                    .chain(other_in.iter().cloned())
+                                    .collect(),
+                                outputs: vec![tid.clone().into()],
+                                est_rows: None,
+                                est_bytes: None,
+                                worker: None,
+                            });
+                            inputs.push(tid.into());
+                        }
+                    }
                     for (s, p, rows, bytes) in &data_in {
                         let parts = in_parts(&(*s, p.clone()));
                         if matches!(g[*s].op, LOp::Split { .. }) || parts.len() < 2 {

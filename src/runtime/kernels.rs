@@ -39,6 +39,9 @@ pub struct RunContext {
     pub seed: u64,
     /// Folder that relative paths in the pipeline are resolved against.
     pub base: PathBuf,
+    /// A worker's `--data-root`, where the sources of shards by worker are
+    /// read; `None` elsewhere.
+    pub data_root: Option<PathBuf>,
     /// Logical operation per node id.
     pub ops: BTreeMap<String, LOp>,
     /// Pre-rendered plan pictures, per output name.
@@ -76,6 +79,7 @@ impl RunContext {
             pipeline_hash: model_file::hash_hex(text.as_bytes()),
             seed: pipeline.seed,
             base,
+            data_root: None,
             ops,
             pictures: BTreeMap::new(),
             trees_done: AtomicU64::new(0),
@@ -386,7 +390,8 @@ pub fn shard_models(
                 SplitKind::Shards { by, .. } => Some(match by {
                     crate::frontend::pipeline::ShardBy::Rows { names }
                     | crate::frontend::pipeline::ShardBy::Column { names, .. }
-                    | crate::frontend::pipeline::ShardBy::File { names } => {
+                    | crate::frontend::pipeline::ShardBy::File { names }
+                    | crate::frontend::pipeline::ShardBy::Worker { names } => {
                         names.iter().map(|n| n.value.clone()).collect()
                     }
                 }),
@@ -611,13 +616,27 @@ impl PipelineKernels {
                     source,
                     columns,
                     files,
+                    on_workers,
                 },
             ) => {
                 let p = task.partition().unwrap_or(0);
-                let b = match files {
-                    Some(f) => {
-                        data::source::read_listed(source, f, p, columns.as_deref(), &cx.base)
+                // A shard by worker is read from this worker's data root.
+                let base = match (on_workers, &cx.data_root) {
+                    (None, _) => &cx.base,
+                    (Some(_), Some(root)) => root,
+                    (Some(w), None) => {
+                        return Err(TaskError::new(
+                            FailureKind::BadData,
+                            format!(
+                                "source `{}` is read on each of the workers {} from its own --data-root; this process has none: run on a cluster of workers started with `--name NAME --data-root DIR`",
+                                source.name.value,
+                                w.join(", ")
+                            ),
+                        ));
                     }
+                };
+                let b = match files {
+                    Some(f) => data::source::read_listed(source, f, p, columns.as_deref(), base),
                     None => data::source::read(source, p, cx.seed, columns.as_deref(), &cx.base),
                 }?;
                 Ok(vec![Value::Batch(b)])
@@ -649,6 +668,29 @@ impl PipelineKernels {
                         Ok((d.to_string(), batch_of(v)?.clone()))
                     })
                     .collect::<Result<_, TaskError>>()?;
+                // A split by worker runs once per worker, on that worker's
+                // shard alone.
+                let one;
+                let sp = match &sp.kind {
+                    SplitKind::Shards {
+                        by: crate::frontend::pipeline::ShardBy::Worker { names },
+                        ..
+                    } => {
+                        let p = task.partition().unwrap_or(0) as usize;
+                        let name = names.get(p).ok_or_else(|| {
+                            format!("split by worker: no worker for partition {p}")
+                        })?;
+                        let mut s = sp.clone();
+                        if let SplitKind::Shards { by, .. } = &mut s.kind {
+                            *by = crate::frontend::pipeline::ShardBy::Worker {
+                                names: vec![name.clone()],
+                            };
+                        }
+                        one = s;
+                        &one
+                    }
+                    _ => sp,
+                };
                 let mut parts = split::split(sp, cx.seed, &ins).map_err(fail)?;
                 task.outputs
                     .iter()
@@ -779,10 +821,25 @@ impl PipelineKernels {
             (TaskKind::ScorePartition, LOp::Evaluate { .. }) => {
                 let (data, bytes) = split_inputs(task, inputs)?;
                 let model = model_input(cx, &bytes)?;
-                let b = data
+                let (d, b) = data
                     .first()
-                    .and_then(|(_, ps)| ps.first())
+                    .and_then(|(d, ps)| ps.first().map(|b| (d, b)))
                     .ok_or_else(|| TaskError::internal("no partition to score"))?;
+                // A shard's validation part (a split by worker): the matrix's
+                // cells of that shard, every member and the ensemble.
+                if matches!(d.split_part(), Some((_, Part::ShardValidation(_)))) {
+                    let mut cells: Vec<(String, Scores)> = Vec::new();
+                    if let model::Body::Ensemble { members, .. } = &model.body {
+                        for (shard, m) in members {
+                            cells.push((format!("{}[{shard}]", model.name), score(m, b)?));
+                        }
+                    }
+                    cells.push((model.name.clone(), score(&model, b)?));
+                    // JSON: scores skip absent fields, which postcard cannot.
+                    return Ok(vec![Value::Bytes(
+                        serde_json::to_vec(&cells).map_err(fail)?,
+                    )]);
+                }
                 Ok(vec![encode(&tally(&model, b)?)?])
             }
             (TaskKind::Evaluate, LOp::Evaluate { evaluation }) => {
@@ -869,6 +926,40 @@ impl PipelineKernels {
                             scores: mean,
                             std: Some(std),
                         });
+                        continue;
+                    }
+                    // A split by worker: each shard's cells, scored where its
+                    // rows are, in the order the tasks list them.
+                    let cells: Vec<(String, Vec<(String, Scores)>)> = bytes
+                        .iter()
+                        .filter_map(|(id, b)| match id.task().map(|t| &t.part) {
+                            Some(TaskPart::Score { data, .. })
+                                if data.starts_with(&format!("{want}.")) =>
+                            {
+                                Some((data.clone(), *b))
+                            }
+                            _ => None,
+                        })
+                        .map(|(d, b)| {
+                            serde_json::from_slice(b).map(|c| (d, c)).map_err(|e| {
+                                TaskError::new(
+                                    FailureKind::CorruptPartition,
+                                    format!("corrupt scores of a shard: {e}"),
+                                )
+                            })
+                        })
+                        .collect::<Result<_, TaskError>>()?;
+                    if !cells.is_empty() {
+                        for (d, list) in cells {
+                            for (m, scores) in list {
+                                results.push(EvalEntry {
+                                    data: d.clone(),
+                                    model: m,
+                                    scores,
+                                    std: None,
+                                });
+                            }
+                        }
                         continue;
                     }
                     // A whole shards split: every validation part.
