@@ -338,6 +338,71 @@ pub fn data_warnings(path: &Path, base: &Path) -> Vec<String> {
         .collect()
 }
 
+/// What `check` and `plan` warn of on this machine's disks (the file's own
+/// checks are machine-independent): outputs whose estimated sizes exceed the
+/// space free where they go (`run` refuses those before the first task), and,
+/// for an embedded cluster the file declares (`[cluster]` with `workers` and
+/// `memory_limit`), data beyond its memory that would spill to a disk without
+/// room for it. Each says what is estimated, what is free, and what to do.
+pub fn disk_warnings(report: &Report, base: &Path) -> Vec<String> {
+    use crate::plan::dot::human_bytes;
+    let Some(checked) = &report.checked else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = crate::runtime::outputs::exceeding_disk(
+        &crate::runtime::outputs::planned_logical(&checked.plan, base),
+    )
+    .into_iter()
+    .map(|(outputs, folder, need, free)| {
+        let names = outputs
+            .iter()
+            .map(|o| format!("`{o}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "the outputs {names} are estimated at ~{} together, and the disk that holds `{folder}` has {} free; `run` will refuse to start; free some space, write them elsewhere, or write fewer rows",
+            human_bytes(need),
+            human_bytes(free)
+        )
+    })
+    .collect();
+    if let Some(crate::frontend::pipeline::Cluster::Local {
+        workers: Some(w),
+        memory_limit: Some(m),
+        ..
+    }) = &checked.pipeline.cluster
+    {
+        use crate::compile::logical::{EdgeKind, LOp};
+        let memory = u64::from(w.value).saturating_mul(m.value);
+        let g = &checked.plan.graph;
+        let spill_to = std::env::temp_dir();
+        let free = crate::data::write::free_disk(&spill_to).map(|(_, f)| f);
+        for n in g.node_indices() {
+            let LOp::Source { source, .. } = &g[n].op else {
+                continue;
+            };
+            let est = g.edges(n).find_map(|e| match e.weight() {
+                EdgeKind::Data { schema, part: None } => schema.est_bytes(),
+                _ => None,
+            });
+            if let (Some(bytes), Some(free)) = (est, free)
+                && bytes.saturating_sub(memory) > free
+            {
+                out.push(format!(
+                    "source `{}` is estimated at ~{}: beyond the memory of the cluster this file declares ({}), ~{} would spill to its workers' data root under `{}`, whose disk has {} free; use fewer rows, more workers or a larger `memory_limit`",
+                    source.name.value,
+                    human_bytes(bytes),
+                    human_bytes(memory),
+                    human_bytes(bytes - memory),
+                    spill_to.display(),
+                    human_bytes(free)
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Memory the kernel says this machine can still give (Linux: `MemAvailable`
 /// in /proc/meminfo); `None` where it cannot tell.
 pub fn available_memory_bytes() -> Option<u64> {
@@ -373,7 +438,7 @@ pub fn refuse_what_cannot_fit(
     }
     use crate::plan::dot::human_bytes;
     Err(format!(
-        "task `{}` would hold ~{} (the plan's estimate: {} rows), and {whose} {}: it cannot fit, so nothing was run; use more partitions (`partitions = N` on a synthetic source, more files for a file source), fewer rows, or workers with more memory",
+        "task `{}` would hold ~{} (the plan's estimate: {} rows), and {whose} {}: it cannot fit, so nothing was run; use more partitions (`partitions = N` on a synthetic source, more files for a file source), fewer rows, or workers with more memory or disk",
         t.id,
         human_bytes(bytes),
         t.est_rows

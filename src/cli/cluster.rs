@@ -5,6 +5,7 @@
 //! `cluster::worker::WorkerHandle::drain`). Must not: hold cluster logic.
 
 use dagml::cluster::{self, ClusterError, auth, scheduler, worker};
+use dagml::data::write;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +164,36 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
         health_listen: a.health_listen,
     };
     let drain_timeout = a.drain_timeout;
+    // Temporaries a killed worker of this machine left (in its data root and
+    // in the runs' folders it wrote) go now; this one's are recorded, and
+    // removed when it stops (`data::write::journal_in`).
+    let journals = cfg
+        .data_root
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("dagml-worker-journals"));
+    match write::journal_in(&journals) {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "dagml worker: removed {n} temporary output file{} a killed worker left",
+            if n == 1 { "" } else { "s" }
+        ),
+        Err(e) => eprintln!(
+            "warning: cannot keep a journal of temporary files in `{}` ({e}): a kill of this worker may leave some until the next run",
+            journals.display()
+        ),
+    }
+    let code = serve_worker(cfg, drain_timeout);
+    // Ctrl-C, SIGTERM (after the drain), or a refused token: no file it was
+    // still writing is left. Staged files of runs that ended here were handed
+    // to their clients; those of runs still going on are removed by their
+    // client, or else by the next worker started on this machine (its
+    // journal stays for that).
+    let staged = write::remove_unfinished();
+    write::end_journal(staged > 0);
+    code
+}
+
+fn serve_worker(cfg: worker::WorkerConfig, drain_timeout: std::time::Duration) -> ExitCode {
     let Ok(rt) = runtime() else {
         eprintln!("error: cannot start the async runtime");
         return ExitCode::from(1);

@@ -289,6 +289,15 @@ fn stopped() -> Status {
 struct RunState {
     kernels: Arc<PipelineKernels>,
     cancelled: Arc<AtomicBool>,
+    /// Output files its sinks staged here: the client's to put in place once
+    /// the run has ended here; removed if this worker forgets the run first.
+    staged: Mutex<Vec<PathBuf>>,
+}
+
+impl RunState {
+    fn staged(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 struct State {
@@ -300,6 +309,9 @@ struct State {
     pool: Arc<rayon::ThreadPool>,
     running: AtomicU32,
     confine: Option<PathBuf>,
+    /// Where spills go (`<data root>/spill`): its free disk, with the
+    /// machine's available memory, is what a task here can hold.
+    data_root: PathBuf,
     fault: Option<WorkerFault>,
     /// Tasks handed to this worker so far.
     handed: AtomicU32,
@@ -343,6 +355,10 @@ impl State {
         for (id, run) in runs {
             run.cancelled.store(true, Ordering::SeqCst);
             self.store.remove_prefix(&format!("{id}/"));
+            // The scheduler writes those outputs again elsewhere.
+            for f in run.staged() {
+                crate::data::write::discard(&f);
+            }
         }
     }
 
@@ -422,11 +438,29 @@ impl Worker for Service {
                 root.display()
             )));
         }
+        // A task whose estimated output fits neither in this machine's
+        // memory nor on the disk it spills to would be killed after whatever
+        // ran before it: refused now, naming both. (`--memory-limit` is the
+        // spill threshold, not a cap: it is not what refuses.)
+        if let Some(mem) = crate::workspace::available_memory_bytes() {
+            let disk = crate::data::write::free_disk(&self.0.data_root).map_or(0, |(_, f)| f);
+            use crate::plan::dot::human_bytes;
+            let whose = format!(
+                "worker `{}` can hold ({} of memory available + {} free under its data root `{}`)",
+                self.0.name,
+                human_bytes(mem),
+                human_bytes(disk),
+                self.0.data_root.display()
+            );
+            crate::workspace::refuse_what_cannot_fit(&prepared.plan, mem.saturating_add(disk), &whose)
+                .map_err(|e| failure(tonic::Code::FailedPrecondition, FailureKind::Io, e))?;
+        }
         let state = RunState {
             kernels: Arc::new(PipelineKernels {
                 cx: Arc::new(prepared.cx),
             }),
             cancelled: Arc::default(),
+            staged: Mutex::default(),
         };
         self.0
             .runs
@@ -531,6 +565,7 @@ impl Worker for Service {
         let kernels = run.kernels.clone();
         let pool = self.0.pool.clone();
         let outputs = task.outputs.clone();
+        let writes = task.kind == crate::plan::TaskKind::Write;
         let result =
             tokio::task::spawn_blocking(move || pool.install(|| kernels.run(&task, inputs))).await;
         self.0.running.fetch_sub(1, Ordering::SeqCst);
@@ -553,6 +588,16 @@ impl Worker for Service {
                     outputs.len()
                 ),
             ));
+        }
+        if writes {
+            let mut staged = run.staged.lock().unwrap_or_else(|p| p.into_inner());
+            for v in &values {
+                if let crate::runtime::value::Value::Bytes(b) = v
+                    && let Ok(r) = serde_json::from_slice::<crate::runtime::kernels::Receipt>(b)
+                {
+                    staged.extend(r.staged.into_iter().map(PathBuf::from));
+                }
+            }
         }
         if run.cancelled.load(Ordering::SeqCst) {
             return Err(failure(
@@ -606,6 +651,9 @@ impl Worker for Service {
             .remove(&id);
         if let Some(run) = run {
             run.cancelled.store(true, Ordering::SeqCst);
+            // The run has ended here: its staged outputs are the client's to
+            // put in place (or remove), not this process's to remove on exit.
+            crate::data::write::hand_over(&run.staged());
         }
         self.0.store.remove_prefix(&format!("{id}/"));
         Ok(Response::new(CancelRunReply {}))
@@ -823,7 +871,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         ),
     };
     let attach = Attach::new(cfg.token.as_deref(), &cfg.tls)?;
-    let mut store = Store::new(data_root, cfg.memory_limit);
+    let mut store = Store::new(data_root.clone(), cfg.memory_limit);
     if cfg.log_spills {
         store = store.logging_spills(&name);
     }
@@ -838,6 +886,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         pool,
         running: AtomicU32::new(0),
         confine,
+        data_root: data_root.clone(),
         fault: cfg.fault.clone(),
         handed: AtomicU32::new(0),
         kill: kill.clone(),
