@@ -354,14 +354,9 @@ pub fn disk_warnings(report: &Report, base: &Path) -> Vec<String> {
     )
     .into_iter()
     .map(|(outputs, folder, need, free)| {
-        let names = outputs
-            .iter()
-            .map(|o| format!("`{o}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
         format!(
-            "the outputs {names} are estimated at ~{} together, and the disk that holds `{folder}` has {} free; `run` will refuse to start; free some space, write them elsewhere, or write fewer rows",
-            human_bytes(need),
+            "{}, and the disk that holds `{folder}` has {} free: `run` will refuse to start; free some space, write them elsewhere, or write fewer rows",
+            crate::runtime::outputs::estimated(&outputs, need),
             human_bytes(free)
         )
     })

@@ -452,8 +452,12 @@ impl Worker for Service {
                 human_bytes(disk),
                 self.0.data_root.display()
             );
-            crate::workspace::refuse_what_cannot_fit(&prepared.plan, mem.saturating_add(disk), &whose)
-                .map_err(|e| failure(tonic::Code::FailedPrecondition, FailureKind::Io, e))?;
+            crate::workspace::refuse_what_cannot_fit(
+                &prepared.plan,
+                mem.saturating_add(disk),
+                &whose,
+            )
+            .map_err(|e| failure(tonic::Code::FailedPrecondition, FailureKind::Io, e))?;
         }
         let state = RunState {
             kernels: Arc::new(PipelineKernels {

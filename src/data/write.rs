@@ -140,7 +140,9 @@ pub fn commit_folder(
 ) -> Result<(), DataError> {
     // A dataset folder that is a link: swap the folder it points to.
     let folder = match std::fs::symlink_metadata(folder) {
-        Ok(m) if m.file_type().is_symlink() => folder.canonicalize().map_err(|e| cannot_write(shown, e))?,
+        Ok(m) if m.file_type().is_symlink() => {
+            folder.canonicalize().map_err(|e| cannot_write(shown, e))?
+        }
         _ => folder.to_path_buf(),
     };
     let parent = match folder.parent() {
@@ -346,7 +348,13 @@ fn host_name() -> String {
             let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
             let name: String = String::from_utf8_lossy(&buf[..end])
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             if !name.is_empty() {
                 return name;

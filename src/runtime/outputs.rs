@@ -45,9 +45,8 @@ pub enum OutputError {
     #[error("{0} (checked before the run: nothing was computed)")]
     NotWritable(DataError),
     #[error(
-        "the outputs {} are estimated at ~{} together (the plan's estimate), and the disk that holds `{folder}` has {} free: they cannot be written, so nothing was run; free some space, write them elsewhere, or write fewer rows",
-        list(outputs),
-        human_bytes(*need),
+        "{} (the plan's estimate), and the disk that holds `{folder}` has {} free: nothing was run; free some space, write them elsewhere, or write fewer rows",
+        estimated(outputs, *need),
         human_bytes(*free)
     )]
     NoRoom {
@@ -85,7 +84,10 @@ pub fn planned(plan: &PhysicalPlan, base: &Path) -> Vec<PlannedOutput> {
 }
 
 /// [`planned`] from the logical plan (`check`, which cuts no tasks).
-pub fn planned_logical(plan: &crate::compile::logical::LogicalPlan, base: &Path) -> Vec<PlannedOutput> {
+pub fn planned_logical(
+    plan: &crate::compile::logical::LogicalPlan,
+    base: &Path,
+) -> Vec<PlannedOutput> {
     let g = &plan.graph;
     let read_back: Vec<&str> = g
         .node_indices()
@@ -213,6 +215,18 @@ pub fn prepare(outputs: &[PlannedOutput]) -> Result<usize, OutputError> {
         });
     }
     Ok(remove_stale(outputs))
+}
+
+/// "output `a` is estimated at ~N", or "outputs `a`, `b` are … together".
+pub fn estimated(outputs: &[String], bytes: u64) -> String {
+    match outputs {
+        [one] => format!("output `{one}` is estimated at ~{}", human_bytes(bytes)),
+        many => format!(
+            "outputs {} are estimated at ~{} together",
+            list(many),
+            human_bytes(bytes)
+        ),
+    }
 }
 
 /// Bytes as the plan prints them.
@@ -446,10 +460,16 @@ mod tests {
         // The last staged part vanished (a disk error, a user's rm): the
         // first two must not be put in place without it.
         std::fs::remove_file(&new.staged[2]).unwrap();
-        let e = commit(std::slice::from_ref(&o), &[new]).unwrap_err().to_string();
+        let e = commit(std::slice::from_ref(&o), &[new])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("cannot write `out/rows`"), "{e}");
         assert!(e.contains("left as they were: `out/rows`"), "{e}");
-        assert_eq!(listing(&o.full), before, "all old, no new part, no temporary");
+        assert_eq!(
+            listing(&o.full),
+            before,
+            "all old, no new part, no temporary"
+        );
         assert_eq!(listing(&dir.path().join("out")).len(), 1);
     }
 
