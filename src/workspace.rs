@@ -5,7 +5,8 @@
 //! runs in). Out: the list of pipeline files, and for each its [`Parsed`] with
 //! every diagnostic of every layer that could run; its plan; and a
 //! [`Prepared`] run (the plan and its kernels' context) for the in-process
-//! executor and for a cluster worker alike.
+//! executor and for a cluster worker alike; the size checks against this
+//! machine (memory: [`refuse_what_cannot_fit`]; disks: [`disk_warnings`]).
 //! Must not: print, or decide exit statuses (that is `cli`).
 
 use crate::compile;

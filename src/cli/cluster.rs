@@ -2,7 +2,11 @@
 //!
 //! In: flags and the environment (token, TLS). Out: a server serving until it
 //! fails, Ctrl-C, or SIGTERM (the scheduler stops; a worker drains first, see
-//! `cluster::worker::WorkerHandle::drain`). Must not: hold cluster logic.
+//! `cluster::worker::WorkerHandle::drain`). A worker process first removes
+//! the temporary files dead workers of this machine journaled, journals its
+//! own, and on the way out removes those it was still writing
+//! (`data::write::journal_in`, `remove_unfinished`). Must not: hold cluster
+//! logic.
 
 use dagml::cluster::{self, ClusterError, auth, scheduler, worker};
 use dagml::data::write;

@@ -8,7 +8,11 @@
 //! scheduler to fetch by Flight. A worker the scheduler declared lost (it was
 //! silent) forgets its runs and registers again when it hears so. Drained
 //! (SIGTERM, `WorkerHandle::drain`): it says so in its heartbeats, lets its
-//! tasks finish within a timeout, then leaves (`LeaveCluster`). Must not: run
+//! tasks finish within a timeout, then leaves (`LeaveCluster`). A run with a
+//! task whose estimated partition fits neither in this machine's available
+//! memory nor on the disk under its data root is refused at `StartRun`. The
+//! output files its sinks stage are handed to the client when the run ends
+//! here (`CancelRun`), and removed if it forgets the run first. Must not: run
 //! code it was sent (it plans the pipeline text itself), take more tasks than
 //! its threads, write outside its data root (spills go to `<data root>/spill`),
 //! or wait on the scheduler or a peer without a deadline.

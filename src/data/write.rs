@@ -11,13 +11,19 @@
 //! for the run to [`commit`] with all its other outputs, or [`discard`]. Every
 //! temporary and staged file of this process is listed until it is renamed or
 //! removed, so an interrupted process can remove them
-//! ([`remove_temporaries_from_signal_handler`]);
-//! those a killed process left are found by name ([`stale_temporaries`]).
+//! ([`remove_temporaries_from_signal_handler`]; a cluster worker about to exit,
+//! those it is still writing: [`remove_unfinished`]);
+//! those a killed process left are found by name ([`stale_temporaries`]), and
+//! a worker process journals its own so the next one on the machine removes
+//! them ([`journal_in`]). A dataset's staged part files are committed together,
+//! as one folder swap ([`commit_folder`]). [`free_disk`] tells the space left
+//! where a path would be written.
 //!
 //! In: a path, a batch, a format. Out: the file (or its staged twin); errors
 //! say "cannot write" and name the path given, never the temporary file.
-//! Must not: write anywhere but the path given (and its temporary siblings);
-//! follow a link when creating a file.
+//! Must not: write anywhere but the path given (and its temporary siblings,
+//! and a worker's journal in the folder it is given); follow a link when
+//! creating a file; remove a file not named as dagml names temporaries.
 
 use super::DataError;
 use crate::frontend::pipeline::FileFormat;

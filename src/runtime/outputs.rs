@@ -3,14 +3,17 @@
 //!
 //! Sinks stage their files (`data::write::stage_*`, recorded in each
 //! [`Receipt`]); when the run succeeds [`commit`] renames every staged file into
-//! place, and when it fails [`discard`] removes them, so a run's outputs are all
-//! new or all as they were. The one exception is an output a later source reads
+//! place (a dataset's part files together, as one folder swap) and removes any
+//! other temporary of these outputs (a killed cluster worker's), and when it
+//! fails [`discard`] removes them, so a run's outputs are all new or all as
+//! they were. The one exception is an output a later source reads
 //! back (`after = "outputs.NAME"`): it must be in place before that source runs,
 //! so its sink writes it at once.
 //!
 //! In: the plan (its sinks), the run's base folder, the run's receipts.
 //! Out: before the run, every output folder checked writable (a read-only
-//! folder is found before any compute) and stale temporary files of these
+//! folder is found before any compute), the outputs' estimated sizes checked
+//! against the free space of their disks, and stale temporary files of these
 //! outputs removed; after it, the files in place, or the staged ones removed
 //! and the list of outputs left unchanged.
 //! Must not: run tasks; touch any file but the outputs' own and their
