@@ -340,3 +340,57 @@ path = "out/copy"
     );
     assert!(!dir.path().join("out/copy").exists(), "nothing was written");
 }
+
+#[test]
+fn data_beyond_a_declared_clusters_memory_that_its_disk_cannot_hold_is_warned_at_check() {
+    // ~72 TB against 2 × 1 GB of memory: the rest would spill to the embedded
+    // workers' data root (the system temp dir), whose disk has far less free.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("spill.toml"),
+        r#"
+[pipeline]
+name = "spill"
+
+[cluster]
+kind = "local"
+workers = 2
+memory_limit = "1GB"
+
+[sources.rows]
+kind = "synthetic"
+generator = "classification"
+rows = 1_000_000_000_000
+features = 8
+partitions = 100000
+
+[models.m]
+estimator = "logistic_regression"
+input = "rows"
+target = "y"
+
+[evaluations.e]
+model = "m"
+data = ["rows"]
+metrics = ["accuracy"]
+"#,
+    )
+    .expect("write");
+    let check = dagml(&["check", "spill.toml"], dir.path());
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "warnings only: {}",
+        text(&check)
+    );
+    assert!(said.contains("warning[W0302]"), "{said}");
+    let disk = said
+        .lines()
+        .find(|l| l.starts_with("spill.toml: warning[disk]: source `rows` is estimated at ~"))
+        .unwrap_or_else(|| panic!("no disk warning: {said}"));
+    assert!(
+        disk.contains("would spill to its workers' data root") && disk.contains("free;"),
+        "{disk}"
+    );
+}
