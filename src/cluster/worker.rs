@@ -12,7 +12,8 @@
 //! task whose estimated partition fits neither in this machine's available
 //! memory nor on the disk under its data root is refused at `StartRun`. The
 //! output files its sinks stage are handed to the client when the run ends
-//! here (`CancelRun`), and removed if it forgets the run first. Must not: run
+//! or is forgotten here (the client removes those its run does not use).
+//! Must not: run
 //! code it was sent (it plans the pipeline text itself), take more tasks than
 //! its threads, write outside its data root (spills go to `<data root>/spill`),
 //! or wait on the scheduler or a peer without a deadline.
@@ -293,8 +294,9 @@ fn stopped() -> Status {
 struct RunState {
     kernels: Arc<PipelineKernels>,
     cancelled: Arc<AtomicBool>,
-    /// Output files its sinks staged here: the client's to put in place once
-    /// the run has ended here; removed if this worker forgets the run first.
+    /// Output files its sinks staged here: the client's to put in place (or
+    /// remove, if its run does not use them) once the run has ended or been
+    /// forgotten here.
     staged: Mutex<Vec<PathBuf>>,
 }
 
@@ -359,10 +361,10 @@ impl State {
         for (id, run) in runs {
             run.cancelled.store(true, Ordering::SeqCst);
             self.store.remove_prefix(&format!("{id}/"));
-            // The scheduler writes those outputs again elsewhere.
-            for f in run.staged() {
-                crate::data::write::discard(&f);
-            }
+            // The scheduler writes those outputs again elsewhere, and the
+            // client removes the files its run does not use (removing them
+            // here could race with a client putting a result in place).
+            crate::data::write::hand_over(&run.staged());
         }
     }
 
