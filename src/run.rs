@@ -7,7 +7,8 @@
 //! folders are checked writable before the first task; the outputs are put in
 //! place together when the last task succeeds, and a failed run leaves them all
 //! as they were and says so (`runtime::outputs`). A task whose estimated
-//! output alone exceeds the memory available is refused before anything runs.
+//! output alone exceeds the memory available, or outputs estimated larger
+//! than the free space of their disk, are refused before anything runs.
 //! Must not: print (the CLI does), decide exit codes, or be used by the
 //! cluster (which shares `workspace` and `runtime` with it, not this room).
 
@@ -83,9 +84,11 @@ pub fn run_file(
     let threads = threads_for(&plan, opts);
     // Every output folder writable, before any compute; stale temporaries of
     // these outputs (a killed run's) removed.
-    refuse_what_cannot_fit(&plan, crate::workspace::available_memory_bytes())?;
+    // The outputs' estimated sizes must fit on their disks, and each task's
+    // data partition in memory (an in-process run does not spill).
     let outs = outputs::planned(&plan, &cx.base);
     outputs::prepare(&outs).map_err(|e| RunFailure::Other(e.to_string()))?;
+    refuse_what_cannot_fit(&plan, crate::workspace::available_memory_bytes())?;
     let kernels = PipelineKernels { cx: Arc::new(cx) };
     // Evaluations feed the metrics sink, and a written dataset may be read back,
     // so the executor would free them; the report needs them.

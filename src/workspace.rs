@@ -5,7 +5,8 @@
 //! runs in). Out: the list of pipeline files, and for each its [`Parsed`] with
 //! every diagnostic of every layer that could run; its plan; and a
 //! [`Prepared`] run (the plan and its kernels' context) for the in-process
-//! executor and for a cluster worker alike.
+//! executor and for a cluster worker alike; the size checks against this
+//! machine (memory: [`refuse_what_cannot_fit`]; disks: [`disk_warnings`]).
 //! Must not: print, or decide exit statuses (that is `cli`).
 
 use crate::compile;
@@ -338,6 +339,66 @@ pub fn data_warnings(path: &Path, base: &Path) -> Vec<String> {
         .collect()
 }
 
+/// What `check` and `plan` warn of on this machine's disks (the file's own
+/// checks are machine-independent): outputs whose estimated sizes exceed the
+/// space free where they go (`run` refuses those before the first task), and,
+/// for an embedded cluster the file declares (`[cluster]` with `workers` and
+/// `memory_limit`), data beyond its memory that would spill to a disk without
+/// room for it. Each says what is estimated, what is free, and what to do.
+pub fn disk_warnings(report: &Report, base: &Path) -> Vec<String> {
+    use crate::plan::dot::human_bytes;
+    let Some(checked) = &report.checked else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = crate::runtime::outputs::exceeding_disk(
+        &crate::runtime::outputs::planned_logical(&checked.plan, base),
+    )
+    .into_iter()
+    .map(|(outputs, folder, need, free)| {
+        format!(
+            "{}, and the disk that holds `{folder}` has {} free: `run` will refuse to start; free some space, write them elsewhere, or write fewer rows",
+            crate::runtime::outputs::estimated(&outputs, need),
+            human_bytes(free)
+        )
+    })
+    .collect();
+    if let Some(crate::frontend::pipeline::Cluster::Local {
+        workers: Some(w),
+        memory_limit: Some(m),
+        ..
+    }) = &checked.pipeline.cluster
+    {
+        use crate::compile::logical::{EdgeKind, LOp};
+        let memory = u64::from(w.value).saturating_mul(m.value);
+        let g = &checked.plan.graph;
+        let spill_to = std::env::temp_dir();
+        let free = crate::data::write::free_disk(&spill_to).map(|(_, f)| f);
+        for n in g.node_indices() {
+            let LOp::Source { source, .. } = &g[n].op else {
+                continue;
+            };
+            let est = g.edges(n).find_map(|e| match e.weight() {
+                EdgeKind::Data { schema, part: None } => schema.est_bytes(),
+                _ => None,
+            });
+            if let (Some(bytes), Some(free)) = (est, free)
+                && bytes.saturating_sub(memory) > free
+            {
+                out.push(format!(
+                    "source `{}` is estimated at ~{}: beyond the memory of the cluster this file declares ({}), ~{} would spill to its workers' data root under `{}`, whose disk has {} free; use fewer rows, more workers or a larger `memory_limit`",
+                    source.name.value,
+                    human_bytes(bytes),
+                    human_bytes(memory),
+                    human_bytes(bytes - memory),
+                    spill_to.display(),
+                    human_bytes(free)
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Memory the kernel says this machine can still give (Linux: `MemAvailable`
 /// in /proc/meminfo); `None` where it cannot tell.
 pub fn available_memory_bytes() -> Option<u64> {
@@ -373,7 +434,7 @@ pub fn refuse_what_cannot_fit(
     }
     use crate::plan::dot::human_bytes;
     Err(format!(
-        "task `{}` would hold ~{} (the plan's estimate: {} rows), and {whose} {}: it cannot fit, so nothing was run; use more partitions (`partitions = N` on a synthetic source, more files for a file source), fewer rows, or workers with more memory",
+        "task `{}` would hold ~{} (the plan's estimate: {} rows), and {whose} {}: it cannot fit, so nothing was run; use more partitions (`partitions = N` on a synthetic source, more files for a file source), fewer rows, or workers with more memory or disk",
         t.id,
         human_bytes(bytes),
         t.est_rows

@@ -870,3 +870,160 @@ fn an_embedded_run_whose_partition_cannot_fit_in_this_machine_is_refused() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("this machine has"), "{err}");
 }
+
+/// Temporary files (`.NAME.dagml-XXXXXX.tmp`) under `dir/out`.
+fn temporaries_in_out(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("out"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".dagml-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The worker the line `finished TASK on WORKER` names, if TASK is `task`.
+fn finished_on<'a>(line: &'a str, task: &str) -> Option<&'a str> {
+    line.strip_prefix("finished ")?
+        .strip_prefix(task)?
+        .strip_prefix(" on ")
+        .map(str::trim)
+}
+
+/// A worker process killed (SIGKILL, or SIGTERM: drained) just after it
+/// staged the model file: the scheduler writes the model again elsewhere, and
+/// the client, putting the run's outputs in place, removes the killed
+/// worker's staged twin. The run gives the in-process bytes and leaves no
+/// temporary file.
+fn a_worker_stopped_after_staging_an_output_leaves_no_temporary(signal: &str) {
+    let mut procs = Procs::default();
+    let sched = procs.cluster(3, None);
+    let d = workdir();
+    let mut stopped: Option<String> = None;
+    let out = procs.run_watching(d.path(), &sched, |procs, line, _| {
+        if stopped.is_none()
+            && let Some(w) = finished_on(line, "sink:model/out")
+        {
+            match signal {
+                "KILL" => procs.kill(w),
+                s => common::signal(procs.pid(w).expect("worker pid"), s),
+            }
+            stopped = Some(w.to_string());
+        }
+    });
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(stopped.is_some(), "no model was written:\n{log}");
+    assert_same_as_in_process(d.path(), &out);
+    assert_eq!(temporaries_in_out(d.path()), Vec::<String>::new(), "{log}");
+}
+
+#[test]
+fn a_worker_killed_after_staging_an_output_leaves_no_temporary_after_the_run() {
+    a_worker_stopped_after_staging_an_output_leaves_no_temporary("KILL");
+}
+
+#[test]
+fn a_worker_sent_sigterm_after_staging_an_output_leaves_no_temporary_after_the_run() {
+    a_worker_stopped_after_staging_an_output_leaves_no_temporary("TERM");
+}
+
+/// The journal a worker process keeps of its temporary files (see
+/// `data::write::journal_in`), found by its process id.
+fn journal_of(pid: u32) -> Option<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join("dagml-worker-journals");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(&format!("-{pid}.journal")).then(|| e.path())
+        })
+}
+
+#[test]
+fn a_worker_killed_with_its_client_has_its_staged_files_removed_by_the_next_worker() {
+    // Worker and client killed together just after the worker staged the
+    // model: nobody is left to put it in place or remove it. The next worker
+    // started on this machine removes it (from the killed one's journal)
+    // before it serves, and the next run leaves no temporary either.
+    let mut procs = Procs::default();
+    let sched = procs.cluster(2, None);
+    let d = workdir();
+    let mut killed: Option<(String, Vec<String>)> = None;
+    procs.run_watching(d.path(), &sched, |procs, line, client| {
+        if killed.is_none()
+            && let Some(w) = finished_on(line, "sink:model/out")
+        {
+            let pid = procs.pid(w).expect("worker pid");
+            procs.kill(w);
+            common::signal(client, "KILL");
+            let journal = journal_of(pid).expect("the worker's journal");
+            let listed = std::fs::read_to_string(journal).unwrap_or_default();
+            killed = Some((w.to_string(), listed.lines().map(str::to_string).collect()));
+        }
+    });
+    let (worker, listed) = killed.expect("no model was written");
+    let out_dir = d.path().canonicalize().expect("dir").join("out");
+    let mine: Vec<&String> = listed
+        .iter()
+        .filter(|l| Path::new(l.as_str()).starts_with(&out_dir))
+        .collect();
+    let staged: Vec<&&String> = mine
+        .iter()
+        .filter(|l| Path::new(l.as_str()).exists())
+        .collect();
+    assert!(
+        staged.iter().any(|l| l.contains(".forest.model.dagml-")),
+        "{worker} left no staged model: {mine:?} in {:?}",
+        temporaries_in_out(d.path())
+    );
+    procs.serve(
+        "w9",
+        &[
+            "worker",
+            &sched,
+            "--nthreads",
+            "1",
+            "--name",
+            "w9",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    for l in &mine {
+        assert!(!Path::new(l.as_str()).exists(), "{l} is still there");
+    }
+    let out = dagml_run(d.path(), &["--scheduler", &sched], None);
+    assert_same_as_in_process(d.path(), &out);
+    assert_eq!(temporaries_in_out(d.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_worker_refuses_a_run_whose_partition_fits_neither_its_memory_nor_its_disk() {
+    // 10^12 rows in one partition (~72 TB): more than this machine's memory
+    // and disk together. The worker's --memory-limit (2GB here) is only where it
+    // starts to spill: it is not what refuses.
+    let mut procs = Procs::default();
+    let sched = procs.cluster(1, None);
+    let d = tempfile::tempdir().expect("tempdir");
+    one_big_partition(d.path(), "1_000_000_000_000");
+    // Only small outputs: the client's disk check passes, the worker decides.
+    let text = std::fs::read_to_string(d.path().join("pipeline.toml")).expect("read");
+    let (head, _) = text
+        .split_once("[outputs.predictions]")
+        .expect("the fixture's predictions output");
+    std::fs::write(d.path().join("pipeline.toml"), head).expect("write");
+    let out = dagml_run(d.path(), &["--scheduler", &sched], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("worker `w0` refused the run"), "{err}");
+    assert!(
+        err.contains("of memory available +") && err.contains("free under its data root"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was run"), "{err}");
+}

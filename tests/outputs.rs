@@ -286,3 +286,111 @@ metrics = ["accuracy"]
     assert!(no_temporaries(&after), "{names:?}");
     assert!(after == before, "an old output changed: {names:?}");
 }
+
+#[test]
+fn an_output_larger_than_its_disk_is_warned_at_check_and_plan_and_refused_at_run() {
+    // 10^12 generated rows written as a dataset: ~72 TB, more than any disk
+    // this runs on has free.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("big.toml"),
+        r#"
+[pipeline]
+name = "big"
+seed = 1
+
+[sources.rows]
+kind = "synthetic"
+generator = "classification"
+rows = 1_000_000_000_000
+features = 8
+partitions = 4
+
+[outputs.copy]
+kind = "dataset"
+data = "rows"
+path = "out/copy"
+"#,
+    )
+    .expect("write");
+    let check = dagml(&["check", "big.toml"], dir.path());
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(check.status.code(), Some(0), "a warning: {}", text(&check));
+    assert!(
+        said.starts_with("big.toml: warning[disk]: output `out/copy` is estimated at ~"),
+        "{said}"
+    );
+    assert!(said.contains("free: `run` will refuse to start"), "{said}");
+    let denied = dagml(&["check", "big.toml", "--deny-warnings"], dir.path());
+    assert_eq!(denied.status.code(), Some(1), "{}", text(&denied));
+    let plan = dagml(&["plan", "big.toml"], dir.path());
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    assert!(
+        String::from_utf8_lossy(&plan.stderr).contains("warning[disk]: output `out/copy`"),
+        "{}",
+        text(&plan)
+    );
+    let run = dagml(&["run", "big.toml", "-q", "--in-process"], dir.path());
+    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    assert!(err.contains("output `out/copy` is estimated at ~"), "{err}");
+    assert!(
+        err.contains("and the disk that holds `out/copy` has") && err.contains("nothing was run"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out/copy").exists(), "nothing was written");
+}
+
+#[test]
+fn data_beyond_a_declared_clusters_memory_that_its_disk_cannot_hold_is_warned_at_check() {
+    // ~72 TB against 2 × 1 GB of memory: the rest would spill to the embedded
+    // workers' data root (the system temp dir), whose disk has far less free.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("spill.toml"),
+        r#"
+[pipeline]
+name = "spill"
+
+[cluster]
+kind = "local"
+workers = 2
+memory_limit = "1GB"
+
+[sources.rows]
+kind = "synthetic"
+generator = "classification"
+rows = 1_000_000_000_000
+features = 8
+partitions = 100000
+
+[models.m]
+estimator = "logistic_regression"
+input = "rows"
+target = "y"
+
+[evaluations.e]
+model = "m"
+data = ["rows"]
+metrics = ["accuracy"]
+"#,
+    )
+    .expect("write");
+    let check = dagml(&["check", "spill.toml"], dir.path());
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "warnings only: {}",
+        text(&check)
+    );
+    assert!(said.contains("warning[W0302]"), "{said}");
+    let disk = said
+        .lines()
+        .find(|l| l.starts_with("spill.toml: warning[disk]: source `rows` is estimated at ~"))
+        .unwrap_or_else(|| panic!("no disk warning: {said}"));
+    assert!(
+        disk.contains("would spill to its workers' data root") && disk.contains("free;"),
+        "{disk}"
+    );
+}

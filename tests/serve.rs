@@ -368,7 +368,7 @@ fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
         "missing column",
         infer_body(missing),
         400,
-        "needs input `FullBath`",
+        "has no column `FullBath`, which the model reads",
     ));
     let mut extra = linear_inputs();
     extra.as_array_mut().expect("array").push(

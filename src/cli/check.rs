@@ -1,4 +1,6 @@
-//! `dagml check PATH...`
+//! `dagml check PATH...`: every diagnostic of every file, then this
+//! machine's disk warnings (`workspace::disk_warnings`), which are warnings
+//! like the others (`--deny-warnings` fails on them).
 
 use dagml::frontend::Severity;
 use dagml::workspace::{self, CheckOptions};
@@ -49,7 +51,9 @@ pub fn run(a: Args) -> ExitCode {
             .iter()
             .filter(|d| d.severity == Severity::Error)
             .count();
-        let w = report.parsed.diagnostics.len() - e;
+        // This machine's disks: warnings `run` would turn into a refusal.
+        let disk = workspace::disk_warnings(&report, std::path::Path::new("."));
+        let w = report.parsed.diagnostics.len() - e + disk.len();
         errors += e;
         warnings += w;
         if e > 0 || (a.deny_warnings && w > 0) {
@@ -59,6 +63,21 @@ pub fn run(a: Args) -> ExitCode {
             let _ = match a.format {
                 Format::Text => writeln!(out, "{}", d.render(&report.parsed.file)),
                 Format::Json => writeln!(out, "{}", d.to_json(&report.parsed.file)),
+            };
+        }
+        for m in &disk {
+            let _ = match a.format {
+                Format::Text => writeln!(out, "{}: warning[disk]: {m}", path.display()),
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "file": path.display().to_string(),
+                        "severity": "warning",
+                        "code": "disk",
+                        "message": m,
+                    })
+                ),
             };
         }
     }

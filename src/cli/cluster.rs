@@ -2,9 +2,14 @@
 //!
 //! In: flags and the environment (token, TLS). Out: a server serving until it
 //! fails, Ctrl-C, or SIGTERM (the scheduler stops; a worker drains first, see
-//! `cluster::worker::WorkerHandle::drain`). Must not: hold cluster logic.
+//! `cluster::worker::WorkerHandle::drain`). A worker process first removes
+//! the temporary files dead workers of this machine journaled, journals its
+//! own, and on the way out removes those it was still writing
+//! (`data::write::journal_in`, `remove_unfinished`). Must not: hold cluster
+//! logic.
 
 use dagml::cluster::{self, ClusterError, auth, scheduler, worker};
+use dagml::data::write;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -200,7 +205,57 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
         health_listen: a.health_listen,
     };
     let drain_timeout = a.drain_timeout;
-    let (serve, scheduler, min_shards) = (a.serve, cfg.scheduler.clone(), a.min_shards);
+    // Temporaries a killed worker of this machine left (in its data root and
+    // in the runs' folders it wrote) go now; this one's are recorded, and
+    // removed when it stops (`data::write::journal_in`).
+    let journals = cfg
+        .data_root
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("dagml-worker-journals"));
+    match write::journal_in(&journals) {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "dagml worker: removed {n} temporary output file{} a killed worker left",
+            if n == 1 { "" } else { "s" }
+        ),
+        Err(e) => eprintln!(
+            "warning: cannot keep a journal of temporary files in `{}` ({e}): a kill of this worker may leave some until the next run",
+            journals.display()
+        ),
+    }
+    let front = FrontDoor {
+        listen: a.serve,
+        scheduler: cfg.scheduler.clone(),
+        min_shards: a.min_shards,
+    };
+    let code = serve_worker(cfg, drain_timeout, front);
+    // Ctrl-C, SIGTERM (after the drain), or a refused token: no file it was
+    // still writing is left. Staged files of runs that ended here were handed
+    // to their clients; those of runs still going on are removed by their
+    // client, or else by the next worker started on this machine (its
+    // journal stays for that).
+    let staged = write::remove_unfinished();
+    write::end_journal(staged > 0);
+    code
+}
+
+/// A worker's `--serve`: where, and what it asks.
+struct FrontDoor {
+    listen: Option<String>,
+    scheduler: String,
+    min_shards: usize,
+}
+
+fn serve_worker(
+    cfg: worker::WorkerConfig,
+    drain_timeout: std::time::Duration,
+    front: FrontDoor,
+) -> ExitCode {
+    let FrontDoor {
+        listen: serve,
+        scheduler,
+        min_shards,
+    } = front;
     let Ok(rt) = runtime() else {
         eprintln!("error: cannot start the async runtime");
         return ExitCode::from(1);

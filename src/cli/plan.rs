@@ -44,6 +44,9 @@ pub fn run(a: Args) -> ExitCode {
     for d in &report.parsed.diagnostics {
         eprintln!("{}", d.render(&report.parsed.file));
     }
+    for m in workspace::disk_warnings(&report, std::path::Path::new(".")) {
+        eprintln!("{}: warning[disk]: {m}", a.file.display());
+    }
     if a.explain {
         println!("== initial plan\n{}", planned.initial);
         for s in &planned.steps {

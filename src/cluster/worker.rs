@@ -8,7 +8,12 @@
 //! scheduler to fetch by Flight. A worker the scheduler declared lost (it was
 //! silent) forgets its runs and registers again when it hears so. Drained
 //! (SIGTERM, `WorkerHandle::drain`): it says so in its heartbeats, lets its
-//! tasks finish within a timeout, then leaves (`LeaveCluster`). Must not: run
+//! tasks finish within a timeout, then leaves (`LeaveCluster`). A run with a
+//! task whose estimated partition fits neither in this machine's available
+//! memory nor on the disk under its data root is refused at `StartRun`. The
+//! output files its sinks stage are handed to the client when the run ends
+//! or is forgotten here (the client removes those its run does not use).
+//! Must not: run
 //! code it was sent (it plans the pipeline text itself), take more tasks than
 //! its threads, write outside its data root (spills go to `<data root>/spill`),
 //! or wait on the scheduler or a peer without a deadline.
@@ -295,6 +300,16 @@ struct RunState {
     serve: bool,
     /// The version they get (0: one past this worker's own).
     serve_version: u64,
+    /// Output files its sinks staged here: the client's to put in place (or
+    /// remove, if its run does not use them) once the run has ended or been
+    /// forgotten here.
+    staged: Mutex<Vec<PathBuf>>,
+}
+
+impl RunState {
+    fn staged(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 struct State {
@@ -306,6 +321,9 @@ struct State {
     pool: Arc<rayon::ThreadPool>,
     running: AtomicU32,
     confine: Option<PathBuf>,
+    /// Where spills go (`<data root>/spill`): its free disk, with the
+    /// machine's available memory, is what a task here can hold.
+    data_root: PathBuf,
     fault: Option<WorkerFault>,
     /// Tasks handed to this worker so far.
     handed: AtomicU32,
@@ -351,6 +369,10 @@ impl State {
         for (id, run) in runs {
             run.cancelled.store(true, Ordering::SeqCst);
             self.store.remove_prefix(&format!("{id}/"));
+            // The scheduler writes those outputs again elsewhere, and the
+            // client removes the files its run does not use (removing them
+            // here could race with a client putting a result in place).
+            crate::data::write::hand_over(&run.staged());
         }
     }
 
@@ -480,6 +502,27 @@ impl Worker for Service {
                 root.display()
             )));
         }
+        // A task whose estimated output fits neither in this machine's
+        // memory nor on the disk it spills to would be killed after whatever
+        // ran before it: refused now, naming both. (`--memory-limit` is the
+        // spill threshold, not a cap: it is not what refuses.)
+        if let Some(mem) = crate::workspace::available_memory_bytes() {
+            let disk = crate::data::write::free_disk(&self.0.data_root).map_or(0, |(_, f)| f);
+            use crate::plan::dot::human_bytes;
+            let whose = format!(
+                "worker `{}` can hold ({} of memory available + {} free under its data root `{}`)",
+                self.0.name,
+                human_bytes(mem),
+                human_bytes(disk),
+                self.0.data_root.display()
+            );
+            crate::workspace::refuse_what_cannot_fit(
+                &prepared.plan,
+                mem.saturating_add(disk),
+                &whose,
+            )
+            .map_err(|e| failure(tonic::Code::FailedPrecondition, FailureKind::Io, e))?;
+        }
         let mut cx = prepared.cx;
         cx.data_root = self.0.confine.clone();
         let state = RunState {
@@ -487,6 +530,7 @@ impl Worker for Service {
             cancelled: Arc::default(),
             serve: r.serve,
             serve_version: r.serve_version,
+            staged: Mutex::default(),
         };
         self.0
             .runs
@@ -592,6 +636,7 @@ impl Worker for Service {
         let pool = self.0.pool.clone();
         let outputs = task.outputs.clone();
         let serving = run.serve.then(|| task.clone());
+        let writes = task.kind == crate::plan::TaskKind::Write;
         let result =
             tokio::task::spawn_blocking(move || pool.install(|| kernels.run(&task, inputs))).await;
         self.0.running.fetch_sub(1, Ordering::SeqCst);
@@ -614,6 +659,16 @@ impl Worker for Service {
                     outputs.len()
                 ),
             ));
+        }
+        if writes {
+            let mut staged = run.staged.lock().unwrap_or_else(|p| p.into_inner());
+            for v in &values {
+                if let crate::runtime::value::Value::Bytes(b) = v
+                    && let Ok(r) = serde_json::from_slice::<crate::runtime::kernels::Receipt>(b)
+                {
+                    staged.extend(r.staged.into_iter().map(PathBuf::from));
+                }
+            }
         }
         if run.cancelled.load(Ordering::SeqCst) {
             return Err(failure(
@@ -751,6 +806,9 @@ impl Worker for Service {
             .remove(&id);
         if let Some(run) = run {
             run.cancelled.store(true, Ordering::SeqCst);
+            // The run has ended here: its staged outputs are the client's to
+            // put in place (or remove), not this process's to remove on exit.
+            crate::data::write::hand_over(&run.staged());
         }
         self.0.store.remove_prefix(&format!("{id}/"));
         Ok(Response::new(CancelRunReply {}))
@@ -972,7 +1030,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         ),
     };
     let attach = Attach::new(cfg.token.as_deref(), &cfg.tls)?;
-    let mut store = Store::new(data_root, cfg.memory_limit);
+    let mut store = Store::new(data_root.clone(), cfg.memory_limit);
     if cfg.log_spills {
         store = store.logging_spills(&name);
     }
@@ -987,6 +1045,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         pool,
         running: AtomicU32::new(0),
         confine,
+        data_root: data_root.clone(),
         fault: cfg.fault.clone(),
         handed: AtomicU32::new(0),
         kill: kill.clone(),

@@ -58,19 +58,9 @@ pub fn check_data(p: &Pipeline, base: &Path) -> (BTreeMap<usize, Schema>, Vec<Di
                     diags.push(missing_file(&c.path.value, c.path.span));
                     continue;
                 };
-                match sample_findings(&file, c) {
-                    Ok(found) => diags.extend(found.into_iter().map(|f| f.diagnostic(c))),
-                    Err(e) => {
-                        diags.push(Diagnostic::new(
-                            Code::MissingFile,
-                            c.path.span,
-                            format!("cannot read `{}`: {e}", c.path.value),
-                        ));
-                        continue;
-                    }
-                }
-                match read_csv_schema(&file, c) {
-                    Ok(schema) => {
+                match sample_csv(&file, c) {
+                    Ok((found, schema)) => {
+                        diags.extend(found.into_iter().map(|f| f.diagnostic(c)));
                         for (name, _) in &c.columns {
                             if schema.get(&name.value).is_none() {
                                 diags.push(
@@ -179,9 +169,14 @@ impl Finding {
 /// called numeric but for a few.
 const FEW: f64 = 0.05;
 
-fn sample_findings(file: &Path, c: &CsvSource) -> Result<Vec<Finding>, String> {
-    if std::fs::metadata(file).map_err(|e| e.to_string())?.len() == 0 {
-        return Ok(vec![Finding::Empty]);
+/// One read of a CSV's header and first rows: what they show that the run
+/// would trip on or silently get wrong, and the schema (each column's type
+/// inferred from those rows; declared types win).
+fn sample_csv(file: &Path, c: &CsvSource) -> Result<(Vec<Finding>, Schema), String> {
+    let mut out = Vec::new();
+    let empty = std::fs::metadata(file).map_err(|e| e.to_string())?.len() == 0;
+    if empty {
+        out.push(Finding::Empty);
     }
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(c.header)
@@ -189,8 +184,7 @@ fn sample_findings(file: &Path, c: &CsvSource) -> Result<Vec<Finding>, String> {
         .flexible(true)
         .from_path(file)
         .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let names: Vec<String> = if c.header {
+    let mut names: Vec<String> = if c.header {
         rdr.headers()
             .map_err(|e| e.to_string())?
             .iter()
@@ -211,12 +205,21 @@ fn sample_findings(file: &Path, c: &CsvSource) -> Result<Vec<Finding>, String> {
     // Per column: numeric cells, other cells, the first other cell.
     type Tally = (usize, usize, Option<(u64, String)>);
     let mut tally: Vec<Tally> = Vec::new();
+    let mut types: Vec<Option<DType>> = vec![None; names.len()];
     let mut rows = 0;
     for rec in rdr.records().take(SAMPLE_ROWS) {
         let rec = rec.map_err(|e| e.to_string())?;
+        if rows == 0 && !c.header {
+            // Without a header, the first record says how many columns there are.
+            names = (0..rec.len()).map(|i| format!("c{i}")).collect();
+            types = vec![None; names.len()];
+        }
         rows += 1;
         let line = rec.position().map_or(0, |p| p.line());
         for (i, v) in rec.iter().enumerate() {
+            if i < types.len() && !c.na_values.iter().any(|na| na == v) {
+                types[i] = Some(merge(types[i], cell_type(v)));
+            }
             if tally.len() <= i {
                 tally.resize(i + 1, (0, 0, None));
             }
@@ -235,7 +238,7 @@ fn sample_findings(file: &Path, c: &CsvSource) -> Result<Vec<Finding>, String> {
             }
         }
     }
-    if rows == 0 && c.header {
+    if rows == 0 && c.header && !empty {
         out.push(Finding::HeaderOnly);
     }
     for (i, (numbers, others, first)) in tally.into_iter().enumerate() {
@@ -256,63 +259,6 @@ fn sample_findings(file: &Path, c: &CsvSource) -> Result<Vec<Finding>, String> {
             });
         }
     }
-    Ok(out)
-}
-
-fn missing_file(path: &str, span: crate::frontend::Span) -> Diagnostic {
-    Diagnostic::new(Code::MissingFile, span, format!("`{path}` does not exist"))
-        .with_help("paths in a pipeline are relative to the directory dagml runs in")
-}
-
-/// The header, with each column's type inferred from the first rows; declared
-/// types win.
-pub fn read_csv_schema(file: &Path, c: &CsvSource) -> Result<Schema, String> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(c.header)
-        .delimiter(c.delimiter as u8)
-        .flexible(true)
-        .from_path(file)
-        .map_err(|e| e.to_string())?;
-    let names: Vec<String> = if c.header {
-        rdr.headers()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(String::from)
-            .collect()
-    } else {
-        let first = rdr
-            .records()
-            .next()
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        (0..first.map(|r| r.len()).unwrap_or(0))
-            .map(|i| format!("c{i}"))
-            .collect()
-    };
-    let mut types: Vec<Option<DType>> = vec![None; names.len()];
-    for rec in rdr.records().take(SAMPLE_ROWS) {
-        let rec = rec.map_err(|e| e.to_string())?;
-        for (i, v) in rec.iter().enumerate().take(names.len()) {
-            if c.na_values.iter().any(|na| na == v) {
-                continue;
-            }
-            let t = if v.parse::<i64>().is_ok() {
-                DType::Int
-            } else if v.parse::<f64>().is_ok() {
-                DType::Float
-            } else if matches!(v.to_ascii_lowercase().as_str(), "true" | "false") {
-                DType::Bool
-            } else {
-                DType::String
-            };
-            types[i] = Some(match (types[i], t) {
-                (None, t) => t,
-                (Some(a), b) if a == b => a,
-                (Some(DType::Int), DType::Float) | (Some(DType::Float), DType::Int) => DType::Float,
-                _ => DType::String,
-            });
-        }
-    }
     let declared: BTreeMap<&str, DType> = c
         .columns
         .iter()
@@ -330,11 +276,40 @@ pub fn read_csv_schema(file: &Path, c: &CsvSource) -> Result<Schema, String> {
             (n, t)
         })
         .collect();
-    Ok(Schema {
+    let schema = Schema {
         columns,
         open: false,
         rows: None,
-    })
+    };
+    Ok((out, schema))
+}
+
+/// The type a cell reads as.
+fn cell_type(v: &str) -> DType {
+    if v.parse::<i64>().is_ok() {
+        DType::Int
+    } else if v.parse::<f64>().is_ok() {
+        DType::Float
+    } else if matches!(v.to_ascii_lowercase().as_str(), "true" | "false") {
+        DType::Bool
+    } else {
+        DType::String
+    }
+}
+
+/// A column's type so far, with one more cell's.
+fn merge(so_far: Option<DType>, t: DType) -> DType {
+    match (so_far, t) {
+        (None, t) => t,
+        (Some(a), b) if a == b => a,
+        (Some(DType::Int), DType::Float) | (Some(DType::Float), DType::Int) => DType::Float,
+        _ => DType::String,
+    }
+}
+
+fn missing_file(path: &str, span: crate::frontend::Span) -> Diagnostic {
+    Diagnostic::new(Code::MissingFile, span, format!("`{path}` does not exist"))
+        .with_help("paths in a pipeline are relative to the directory dagml runs in")
 }
 
 #[cfg(test)]
@@ -353,7 +328,7 @@ mod tests {
             na_values: vec!["NA".into()],
             columns: vec![],
         };
-        let s = read_csv_schema(Path::new("data/house_prices/train.csv"), &c).unwrap();
+        let (_, s) = sample_csv(Path::new("data/house_prices/train.csv"), &c).unwrap();
         assert_eq!(s.columns.len(), 81);
         assert_eq!(s.get("SalePrice"), Some(DType::Int));
         assert_eq!(s.get("MSZoning"), Some(DType::String));
@@ -376,7 +351,7 @@ mod tests {
         let p = dir.path().join("d.csv");
         std::fs::write(&p, "a,a,c,y\n1,2,3,p\n").unwrap();
         assert_eq!(
-            sample_findings(&p, &csv(&p)).unwrap(),
+            sample_csv(&p, &csv(&p)).unwrap().0,
             vec![Finding::Duplicate {
                 name: "a".into(),
                 first: 1,
@@ -384,10 +359,10 @@ mod tests {
             }]
         );
         std::fs::write(&p, "").unwrap();
-        assert_eq!(sample_findings(&p, &csv(&p)).unwrap(), vec![Finding::Empty]);
+        assert_eq!(sample_csv(&p, &csv(&p)).unwrap().0, vec![Finding::Empty]);
         std::fs::write(&p, "a,y\n").unwrap();
         assert_eq!(
-            sample_findings(&p, &csv(&p)).unwrap(),
+            sample_csv(&p, &csv(&p)).unwrap().0,
             vec![Finding::HeaderOnly]
         );
         let mut text = String::from("a,y\n");
@@ -403,7 +378,7 @@ mod tests {
         }
         std::fs::write(&p, &text).unwrap();
         assert_eq!(
-            sample_findings(&p, &csv(&p)).unwrap(),
+            sample_csv(&p, &csv(&p)).unwrap().0,
             vec![Finding::MostlyNumeric {
                 column: "a".into(),
                 numbers: 39,
@@ -415,6 +390,6 @@ mod tests {
         // Declared, or a marker of missing values: nothing to say.
         let mut declared = csv(&p);
         declared.na_values.push("n/a".into());
-        assert_eq!(sample_findings(&p, &declared).unwrap(), vec![]);
+        assert_eq!(sample_csv(&p, &declared).unwrap().0, vec![]);
     }
 }

@@ -11,13 +11,19 @@
 //! for the run to [`commit`] with all its other outputs, or [`discard`]. Every
 //! temporary and staged file of this process is listed until it is renamed or
 //! removed, so an interrupted process can remove them
-//! ([`remove_temporaries_from_signal_handler`]);
-//! those a killed process left are found by name ([`stale_temporaries`]).
+//! ([`remove_temporaries_from_signal_handler`]; a cluster worker about to exit,
+//! those it is still writing: [`remove_unfinished`]);
+//! those a killed process left are found by name ([`stale_temporaries`]), and
+//! a worker process journals its own so the next one on the machine removes
+//! them ([`journal_in`]). A dataset's staged part files are committed together,
+//! as one folder swap ([`commit_folder`]). [`free_disk`] tells the space left
+//! where a path would be written.
 //!
 //! In: a path, a batch, a format. Out: the file (or its staged twin); errors
 //! say "cannot write" and name the path given, never the temporary file.
-//! Must not: write anywhere but the path given (and its temporary siblings);
-//! follow a link when creating a file.
+//! Must not: write anywhere but the path given (and its temporary siblings,
+//! and a worker's journal in the folder it is given); follow a link when
+//! creating a file; remove a file not named as dagml names temporaries.
 
 use super::DataError;
 use crate::frontend::pipeline::FileFormat;
@@ -36,11 +42,18 @@ const TMP_SUFFIX: &str = ".tmp";
 /// each with its path as NUL-terminated bytes (made when it is listed, so a
 /// signal handler can unlink it without allocating). A file is listed under
 /// this lock as it is created.
-static PENDING: Mutex<BTreeMap<PathBuf, Vec<u8>>> = Mutex::new(BTreeMap::new());
+static PENDING: Mutex<BTreeMap<PathBuf, Pending>> = Mutex::new(BTreeMap::new());
+
+/// One listed file: its path for `unlink(2)`, and whether it is staged (whole,
+/// waiting for its run's commit) or still being written.
+struct Pending {
+    c_path: Vec<u8>,
+    staged: bool,
+}
 /// Set on SIGINT / SIGTERM: no new temporary file after it.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-fn pending() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, Vec<u8>>> {
+fn pending() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, Pending>> {
     PENDING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -115,6 +128,144 @@ pub fn commit(staged: &Path, path: &Path) -> Result<(), DataError> {
     r
 }
 
+/// Put a dataset's staged part files in place together, so a reader of
+/// `folder` sees all its old part files or all the new ones, never a mix:
+/// the parts are moved into a new folder beside it (`.NAME.dagml-XXXXXX.tmp`)
+/// and that folder is swapped with the old one in one step (Linux:
+/// `renameat2(RENAME_EXCHANGE)`; elsewhere, or on a file system without it,
+/// two renames, between which the folder is briefly absent, never mixed).
+/// Then what the old folder holds besides part files and temporaries is
+/// moved into the new one, and the old one is removed. `parts` are (staged, final) paths, every
+/// final one directly in `folder`. On an error the old folder is left as it
+/// was and this run's staged parts are removed; `shown` is the path the
+/// pipeline gives the dataset.
+pub fn commit_folder(
+    folder: &Path,
+    parts: &[(PathBuf, PathBuf)],
+    shown: &Path,
+) -> Result<(), DataError> {
+    // A dataset folder that is a link: swap the folder it points to.
+    let folder = match std::fs::symlink_metadata(folder) {
+        Ok(m) if m.file_type().is_symlink() => {
+            folder.canonicalize().map_err(|e| cannot_write(shown, e))?
+        }
+        _ => folder.to_path_buf(),
+    };
+    let parent = match folder.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let give_up = |e: std::io::Error| {
+        for (s, _) in parts {
+            discard(s);
+        }
+        cannot_write(shown, e)
+    };
+    let fresh = tempfile::Builder::new()
+        .prefix(&format!(".{name}{MARK}"))
+        .suffix(TMP_SUFFIX)
+        .tempdir_in(&parent)
+        .map_err(give_up)?
+        .keep();
+    let moved = (|| -> std::io::Result<()> {
+        for (staged, path) in parts {
+            let file = path.file_name().ok_or_else(|| {
+                std::io::Error::other(format!("`{}` names no file", path.display()))
+            })?;
+            std::fs::rename(staged, fresh.join(file))?;
+            pending().remove(staged);
+        }
+        Ok(())
+    })();
+    if let Err(e) = moved {
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Err(give_up(e));
+    }
+    let swapped = if folder.exists() {
+        exchange(&fresh, &folder).or_else(|_| {
+            // Two renames: the old folder aside, the new one in place.
+            let aside = tempfile::Builder::new()
+                .prefix(&format!(".{name}{MARK}old-"))
+                .suffix(TMP_SUFFIX)
+                .tempdir_in(&parent)?
+                .keep();
+            std::fs::remove_dir(&aside)?;
+            std::fs::rename(&folder, &aside)?;
+            if let Err(e) = std::fs::rename(&fresh, &folder) {
+                let _ = std::fs::rename(&aside, &folder);
+                return Err(e);
+            }
+            std::fs::rename(&aside, &fresh)
+        })
+    } else {
+        std::fs::rename(&fresh, &folder)
+    };
+    match swapped {
+        Ok(()) => {
+            // `fresh` now holds the old folder (or nothing): what it holds
+            // besides part files and temporaries stays with the dataset.
+            if let Ok(rd) = std::fs::read_dir(&fresh) {
+                for e in rd.filter_map(Result::ok) {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    let temporary =
+                        n.starts_with('.') && n.contains(MARK) && n.ends_with(TMP_SUFFIX);
+                    if !n.starts_with("part-") && !temporary {
+                        let _ = std::fs::rename(e.path(), folder.join(e.file_name()));
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir_all(&fresh);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&fresh);
+            Err(cannot_write(shown, e))
+        }
+    }
+}
+
+/// Swap two paths in one step (Linux `renameat2(RENAME_EXCHANGE)`).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    let (ca, cb) = (c_path(a), c_path(b));
+    // SAFETY: both are NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr().cast::<libc::c_char>(),
+            libc::AT_FDCWD,
+            cb.as_ptr().cast::<libc::c_char>(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::other("no atomic exchange here"))
+}
+
+/// Remove a temporary file or folder [`temporaries`] listed; whether it went.
+pub fn remove_temporary(p: &Path) -> bool {
+    let gone = match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).is_ok(),
+        Ok(_) => std::fs::remove_file(p).is_ok(),
+        Err(_) => false,
+    };
+    pending().remove(p);
+    gone
+}
+
 /// Remove a staged file (a run that failed).
 pub fn discard(staged: &Path) {
     let _ = std::fs::remove_file(staged);
@@ -139,15 +290,177 @@ pub fn remove_temporaries_from_signal_handler() -> bool {
                 continue;
             }
         };
-        for raw in guard.values() {
-            // SAFETY: `raw` is a NUL-terminated path made when it was listed.
+        for p in guard.values() {
+            // SAFETY: `c_path` is a NUL-terminated path made when it was listed.
             unsafe {
-                libc::unlink(raw.as_ptr().cast());
+                libc::unlink(p.c_path.as_ptr().cast());
             }
         }
         return true;
     }
     false
+}
+
+/// Stop listing staged files as this process's: they are handed to another
+/// (a cluster worker's staged outputs, once its run has ended there, are the
+/// client's to put in place or remove), so this process's exit leaves them.
+pub fn hand_over(staged: &[PathBuf]) {
+    let mut p = pending();
+    for s in staged {
+        p.remove(s);
+    }
+}
+
+/// A process about to exit (a cluster worker stopped by Ctrl-C, SIGTERM or a
+/// refused token): remove the temporary files it is still writing, and
+/// refuse every write after it. Its staged files are left: they may be in a
+/// run's result its client is putting in place now; the client removes those
+/// its run does not use (`runtime::outputs::commit`, `discard`), and a later
+/// worker of this machine removes what is left of them ([`journal_in`]).
+/// How many staged files are left.
+pub fn remove_unfinished() -> usize {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    let mut p = pending();
+    let writing: Vec<PathBuf> = p
+        .iter()
+        .filter(|(_, f)| !f.staged)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for f in writing {
+        let _ = std::fs::remove_file(&f);
+        p.remove(&f);
+    }
+    p.len()
+}
+
+/// Where this process records the path of every temporary file it creates
+/// (one a line, appended as each is created), so that a later process can
+/// remove those a kill left: see [`journal_in`].
+static JOURNAL: Mutex<Option<(PathBuf, std::fs::File)>> = Mutex::new(None);
+
+fn journal() -> std::sync::MutexGuard<'static, Option<(PathBuf, std::fs::File)>> {
+    JOURNAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// This machine's name, for journal names (a data root may be shared
+/// between machines, where another's process ids mean nothing).
+fn host_name() -> String {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer outlives the call, which writes at most its length.
+        let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if r == 0 {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            let name: String = String::from_utf8_lossy(&buf[..end])
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            if !name.is_empty() {
+                return name;
+            }
+        }
+    }
+    "localhost".into()
+}
+
+/// Whether process `pid` of this machine is alive (unsure: alive).
+fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(p) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        if unsafe { libc::kill(p, 0) } == 0 {
+            return true;
+        }
+        std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+const JOURNAL_PREFIX: &str = ".dagml-temporaries-";
+const JOURNAL_SUFFIX: &str = ".journal";
+
+/// A long-lived process that writes into folders it does not own (a cluster
+/// worker, into a run's shared folder): first remove the temporary files
+/// that processes of this machine which are gone (killed) recorded in their
+/// journals in `dir`, and those journals; then record this process's in its
+/// own (`dir/.dagml-temporaries-HOST-PID.journal`, removed by
+/// [`end_journal`]). How many stale temporaries were removed. Only files
+/// still named as dagml names temporaries are removed.
+pub fn journal_in(dir: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let host = host_name();
+    let mine = std::process::id();
+    let mut removed = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = n
+                .strip_prefix(JOURNAL_PREFIX)
+                .and_then(|r| r.strip_suffix(JOURNAL_SUFFIX))
+                .and_then(|r| r.strip_prefix(host.as_str()))
+                .and_then(|r| r.strip_prefix('-'))
+                .and_then(|r| r.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == mine || alive(pid) {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            for line in text.lines() {
+                let p = Path::new(line);
+                let named = p.file_name().map(|f| f.to_string_lossy()).is_some_and(|f| {
+                    f.starts_with('.') && f.contains(MARK) && f.ends_with(TMP_SUFFIX)
+                });
+                if named && p.is_file() && std::fs::remove_file(p).is_ok() {
+                    removed += 1;
+                }
+            }
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let path = dir.join(format!("{JOURNAL_PREFIX}{host}-{mine}{JOURNAL_SUFFIX}"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    *journal() = Some((path, file));
+    Ok(removed)
+}
+
+/// An exit: stop recording; remove this process's journal unless `keep`
+/// (it staged files it did not hand over: the next [`journal_in`] on this
+/// machine removes those still there).
+pub fn end_journal(keep: bool) {
+    if let Some((path, _)) = journal().take()
+        && !keep
+    {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+fn record(tmp: &Path) {
+    if let Some((_, f)) = journal().as_mut() {
+        use std::io::Write;
+        let mut line = tmp.to_string_lossy().into_owned();
+        line.push('\n');
+        // The journal is a help for later clean-up, never a reason to fail a write.
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// Whether `name` is a temporary name dagml gives `file`: `.FILE.dagml-*.tmp`,
@@ -163,14 +476,16 @@ fn is_temporary_of(name: &str, file: &str) -> bool {
 }
 
 /// Temporary files dagml names after `file` in `folder` (`file: None`: after
-/// any file there, for a dataset's folder), this process's included.
+/// any file there, for a dataset's folder), this process's included; and the
+/// folders a dataset's commit makes ([`commit_folder`]), left if it was killed.
+/// Remove either with [`remove_temporary`].
 pub fn temporaries(folder: &Path, file: Option<&str>) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(folder) else {
         return Vec::new();
     };
     let mut out: Vec<PathBuf> = rd
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_dir()))
         .filter(|e| {
             let n = e.file_name();
             let n = n.to_string_lossy();
@@ -224,6 +539,50 @@ pub fn check_writable(folder: &Path, shown: &Path) -> Result<(), DataError> {
         .tempfile_in(dir)
         .map(drop)
         .map_err(|e| cannot_write(shown, e))
+}
+
+/// The file system that holds `path` (or, if it does not exist yet, the
+/// nearest folder above it that does): an id that is the same for every path
+/// on it, and the bytes an unprivileged user may still write there
+/// (`statvfs`: available blocks × fragment size). `None` where it cannot tell.
+pub fn free_disk(path: &Path) -> Option<(u64, u64)> {
+    let mut dir = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    while std::fs::symlink_metadata(dir).is_err() {
+        dir = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if dir == Path::new(".") {
+            break;
+        }
+    }
+    statvfs(dir)
+}
+
+#[cfg(unix)]
+fn statvfs(dir: &Path) -> Option<(u64, u64)> {
+    let c = c_path(dir);
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, filled by the call.
+    let r = unsafe { libc::statvfs(c.as_ptr().cast(), st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)]
+    let free = (st.f_bavail as u64).checked_mul(st.f_frsize as u64)?;
+    #[allow(clippy::unnecessary_cast)]
+    Some((st.f_fsid as u64, free))
+}
+
+#[cfg(not(unix))]
+fn statvfs(_: &Path) -> Option<(u64, u64)> {
+    None
 }
 
 type Body<'a> = Box<dyn FnOnce(&mut std::fs::File) -> Result<(), DataError> + 'a>;
@@ -287,9 +646,16 @@ fn write_with(path: &Path, body: Body<'_>) -> Result<NamedTempFile, DataError> {
             .suffix(TMP_SUFFIX)
             .tempfile_in(dir)
             .map_err(|e| cannot_write(path, e))?;
-        p.insert(tmp.path().to_path_buf(), c_path(tmp.path()));
+        p.insert(
+            tmp.path().to_path_buf(),
+            Pending {
+                c_path: c_path(tmp.path()),
+                staged: false,
+            },
+        );
         tmp
     };
+    record(tmp.path());
     let tmp_path = tmp.path().to_path_buf();
     let res = body(tmp.as_file_mut())
         .and_then(|_| tmp.as_file().sync_all().map_err(|e| cannot_write(path, e)));
@@ -321,7 +687,12 @@ fn persist(tmp: NamedTempFile, path: &Path) -> Result<(), DataError> {
 fn keep(tmp: NamedTempFile, path: &Path) -> Result<PathBuf, DataError> {
     let tmp_path = tmp.path().to_path_buf();
     match tmp.keep() {
-        Ok((_, p)) => Ok(p),
+        Ok((_, p)) => {
+            if let Some(f) = pending().get_mut(&p) {
+                f.staged = true;
+            }
+            Ok(p)
+        }
         Err(e) => {
             pending().remove(&tmp_path);
             Err(cannot_write(path, e.error))

@@ -3,21 +3,24 @@
 //!
 //! Sinks stage their files (`data::write::stage_*`, recorded in each
 //! [`Receipt`]); when the run succeeds [`commit`] renames every staged file into
-//! place, and when it fails [`discard`] removes them, so a run's outputs are all
-//! new or all as they were. The one exception is an output a later source reads
+//! place (a dataset's part files together, as one folder swap) and removes any
+//! other temporary of these outputs (a killed cluster worker's), and when it
+//! fails [`discard`] removes them, so a run's outputs are all new or all as
+//! they were. The one exception is an output a later source reads
 //! back (`after = "outputs.NAME"`): it must be in place before that source runs,
 //! so its sink writes it at once.
 //!
 //! In: the plan (its sinks), the run's base folder, the run's receipts.
 //! Out: before the run, every output folder checked writable (a read-only
-//! folder is found before any compute) and stale temporary files of these
+//! folder is found before any compute), the outputs' estimated sizes checked
+//! against the free space of their disks, and stale temporary files of these
 //! outputs removed; after it, the files in place, or the staged ones removed
 //! and the list of outputs left unchanged.
 //! Must not: run tasks; touch any file but the outputs' own and their
 //! temporary siblings.
 
 use super::kernels::Receipt;
-use crate::compile::logical::LOp;
+use crate::compile::logical::{EdgeKind, LOp};
 use crate::data::{DataError, write};
 use crate::frontend::pipeline::{FileFormat, OutputKind};
 use crate::plan::PhysicalPlan;
@@ -35,12 +38,26 @@ pub struct PlannedOutput {
     pub dataset: Option<FileFormat>,
     /// Read back by a later source: written in place at once, not staged.
     pub read_back: bool,
+    /// The plan's estimate of its size (the data it writes: a dataset or
+    /// predictions); `None` for a model, metrics or a picture, which are small.
+    pub est_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error("{0} (checked before the run: nothing was computed)")]
     NotWritable(DataError),
+    #[error(
+        "{} (the plan's estimate), and the disk that holds `{folder}` has {} free: nothing was run; free some space, write them elsewhere, or write fewer rows",
+        estimated(outputs, *need),
+        human_bytes(*free)
+    )]
+    NoRoom {
+        outputs: Vec<String>,
+        folder: String,
+        need: u64,
+        free: u64,
+    },
     #[error(
         "{error}; outputs already put in place: {}; left as they were: {}",
         list(written),
@@ -66,7 +83,15 @@ fn list(v: &[String]) -> String {
 
 /// The plan's outputs, in plan order.
 pub fn planned(plan: &PhysicalPlan, base: &Path) -> Vec<PlannedOutput> {
-    let g = &plan.logical.graph;
+    planned_logical(&plan.logical, base)
+}
+
+/// [`planned`] from the logical plan (`check`, which cuts no tasks).
+pub fn planned_logical(
+    plan: &crate::compile::logical::LogicalPlan,
+    base: &Path,
+) -> Vec<PlannedOutput> {
+    let g = &plan.graph;
     let read_back: Vec<&str> = g
         .node_indices()
         .filter_map(|n| match &g[n].op {
@@ -86,6 +111,13 @@ pub fn planned(plan: &PhysicalPlan, base: &Path) -> Vec<PlannedOutput> {
                     _ => None,
                 },
                 read_back: read_back.contains(&output.name.value.as_str()),
+                est_bytes: g
+                    .edges_directed(n, petgraph::Direction::Incoming)
+                    .filter_map(|e| match e.weight() {
+                        EdgeKind::Data { schema, .. } => schema.est_bytes(),
+                        _ => None,
+                    })
+                    .max(),
             }),
             _ => None,
         })
@@ -94,44 +126,132 @@ pub fn planned(plan: &PhysicalPlan, base: &Path) -> Vec<PlannedOutput> {
     out
 }
 
-/// The folder an output's files go in, and the file name its temporaries
-/// carry (none for a dataset: every part file's).
-fn folder_of(o: &PlannedOutput) -> (PathBuf, Option<String>) {
-    if o.dataset.is_some() {
-        return (o.full.clone(), None);
-    }
-    let folder = o
+/// The folders where an output's temporaries are, each with the file name
+/// they carry (none: any file's, inside a dataset's folder).
+fn temporary_places(o: &PlannedOutput) -> Vec<(PathBuf, Option<String>)> {
+    let parent = o
         .full
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let name = o.full.file_name().map(|n| n.to_string_lossy().into_owned());
-    (folder, name)
+    let mut places = vec![(parent, name)];
+    if o.dataset.is_some() {
+        // Its staged part files are inside it; beside it, the folder a
+        // commit killed midway left.
+        places.push((o.full.clone(), None));
+    }
+    places
 }
 
-/// Before the first task: every output's folder can be written, and no
-/// temporary file of a killed run is left beside these outputs. How many stale
-/// temporary files were removed.
-pub fn prepare(outputs: &[PlannedOutput]) -> Result<usize, OutputError> {
+/// The folder that must be writable for an output.
+fn folder_of(o: &PlannedOutput) -> PathBuf {
+    if o.dataset.is_some() {
+        return o.full.clone();
+    }
+    o.full
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Remove the temporaries of `outputs` that are not this process's (left by
+/// a killed run, or by a cluster worker killed after it staged a file that
+/// was then written again elsewhere); how many went.
+pub fn remove_stale(outputs: &[PlannedOutput]) -> usize {
     let mut removed = 0;
     for o in outputs {
-        let (folder, file) = folder_of(o);
-        write::check_writable(&folder, Path::new(&o.shown)).map_err(OutputError::NotWritable)?;
-        for f in write::stale_temporaries(&folder, file.as_deref()) {
-            if std::fs::remove_file(&f).is_ok() {
-                removed += 1;
+        for (folder, file) in temporary_places(o) {
+            for f in write::stale_temporaries(&folder, file.as_deref()) {
+                if write::remove_temporary(&f) {
+                    removed += 1;
+                }
             }
         }
     }
-    Ok(removed)
+    removed
 }
 
-/// After the last task: put every staged file in place. A dataset's folder
-/// keeps only this run's part files. If a rename fails (the folder was
-/// removed or made read-only during the run), the staged files not yet in
-/// place are removed and the error says which outputs were written and which
-/// were left as they were.
+/// The outputs whose estimated sizes, together with the others on the same
+/// disk (all of a run's outputs are staged there until the commit), exceed
+/// the space free on it: per disk, the outputs (as the pipeline names them),
+/// the first one's folder, their total estimate and the space free.
+pub fn exceeding_disk(outputs: &[PlannedOutput]) -> Vec<(Vec<String>, String, u64, u64)> {
+    let mut by_disk: std::collections::BTreeMap<u64, (Vec<String>, String, u64, u64)> =
+        Default::default();
+    for o in outputs {
+        let Some(bytes) = o.est_bytes else { continue };
+        let Some((disk, free)) = write::free_disk(&folder_of(o)) else {
+            continue;
+        };
+        let folder = Path::new(&o.shown)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && o.dataset.is_none())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| o.shown.clone());
+        let e = by_disk
+            .entry(disk)
+            .or_insert_with(|| (Vec::new(), folder, 0, free));
+        e.0.push(o.shown.clone());
+        e.2 = e.2.saturating_add(bytes);
+    }
+    by_disk
+        .into_values()
+        .filter(|(_, _, need, free)| need > free)
+        .collect()
+}
+
+/// Before the first task: every output's folder can be written, the outputs'
+/// estimated sizes fit on their disks, and no temporary file of a killed run
+/// is left beside these outputs. How many stale temporary files were removed.
+pub fn prepare(outputs: &[PlannedOutput]) -> Result<usize, OutputError> {
+    for o in outputs {
+        write::check_writable(&folder_of(o), Path::new(&o.shown))
+            .map_err(OutputError::NotWritable)?;
+    }
+    if let Some((outputs, folder, need, free)) = exceeding_disk(outputs).into_iter().next() {
+        return Err(OutputError::NoRoom {
+            outputs,
+            folder,
+            need,
+            free,
+        });
+    }
+    Ok(remove_stale(outputs))
+}
+
+/// "output `a` is estimated at ~N", or "outputs `a`, `b` are … together".
+pub fn estimated(outputs: &[String], bytes: u64) -> String {
+    match outputs {
+        [one] => format!("output `{one}` is estimated at ~{}", human_bytes(bytes)),
+        many => format!(
+            "outputs {} are estimated at ~{} together",
+            list(many),
+            human_bytes(bytes)
+        ),
+    }
+}
+
+/// Bytes as the plan prints them.
+fn human_bytes(b: u64) -> String {
+    crate::plan::dot::human_bytes(b)
+}
+
+/// After the last task: put every staged file in place, a dataset's part
+/// files together (its folder then holds only this run's part files:
+/// [`write::commit_folder`]). If a rename fails (the folder was removed or
+/// made read-only during the run), the staged files not yet in place are
+/// removed and the error says which outputs were written and which were left
+/// as they were. Then no temporary of these outputs is left: those a killed
+/// cluster worker staged before its task was run again elsewhere are removed
+/// too.
 pub fn commit(outputs: &[PlannedOutput], receipts: &[Receipt]) -> Result<(), OutputError> {
+    let r = commit_receipts(outputs, receipts);
+    remove_stale(outputs);
+    r
+}
+
+fn commit_receipts(outputs: &[PlannedOutput], receipts: &[Receipt]) -> Result<(), OutputError> {
     let mut written: Vec<String> = Vec::new();
     let shown = |name: &str| {
         outputs
@@ -141,32 +261,37 @@ pub fn commit(outputs: &[PlannedOutput], receipts: &[Receipt]) -> Result<(), Out
             .unwrap_or_else(|| name.to_string())
     };
     for (i, r) in receipts.iter().enumerate() {
-        for (staged, path) in r.staged.iter().zip(&r.paths) {
-            if let Err(error) = write::commit(Path::new(staged), Path::new(path)) {
-                for later in &receipts[i..] {
-                    for s in &later.staged {
-                        write::discard(Path::new(s));
-                    }
-                }
-                let mut unchanged: Vec<String> =
-                    receipts[i..].iter().map(|r| shown(&r.output)).collect();
-                if r.staged.len() > 1 {
-                    // Some of a dataset's files may already be in place.
-                    written.push(format!("{} (in part)", shown(&r.output)));
-                    unchanged.retain(|u| *u != shown(&r.output));
-                }
-                return Err(OutputError::Commit {
-                    error,
-                    written,
-                    unchanged,
-                });
+        let dataset = outputs
+            .iter()
+            .find(|o| o.name == r.output && o.dataset.is_some());
+        let res = match dataset {
+            Some(o) if !r.staged.is_empty() => {
+                let parts: Vec<(PathBuf, PathBuf)> = r
+                    .staged
+                    .iter()
+                    .zip(&r.paths)
+                    .map(|(s, p)| (PathBuf::from(s), PathBuf::from(p)))
+                    .collect();
+                write::commit_folder(&o.full, &parts, Path::new(&o.shown))
             }
-        }
-        if let Some(o) = outputs.iter().find(|o| o.name == r.output)
-            && o.dataset.is_some()
-            && !r.staged.is_empty()
-        {
-            remove_old_parts(&o.full, &r.paths);
+            _ => r
+                .staged
+                .iter()
+                .zip(&r.paths)
+                .try_for_each(|(s, p)| write::commit(Path::new(s), Path::new(p))),
+        };
+        if let Err(error) = res {
+            for later in &receipts[i..] {
+                for s in &later.staged {
+                    write::discard(Path::new(s));
+                }
+            }
+            let unchanged: Vec<String> = receipts[i..].iter().map(|r| shown(&r.output)).collect();
+            return Err(OutputError::Commit {
+                error,
+                written,
+                unchanged,
+            });
         }
         if !r.staged.is_empty() {
             written.push(shown(&r.output));
@@ -175,32 +300,16 @@ pub fn commit(outputs: &[PlannedOutput], receipts: &[Receipt]) -> Result<(), Out
     Ok(())
 }
 
-/// Part files of an earlier run with more partitions than this one.
-fn remove_old_parts(folder: &Path, kept: &[String]) {
-    let Ok(rd) = std::fs::read_dir(folder) else {
-        return;
-    };
-    for e in rd.filter_map(Result::ok) {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let p = e.path();
-        if name.starts_with("part-")
-            && e.file_type().is_ok_and(|t| t.is_file())
-            && !kept.iter().any(|k| Path::new(k) == p)
-        {
-            let _ = std::fs::remove_file(&p);
-        }
-    }
-}
-
 /// A failed run: remove the staged files of its outputs (those of its sinks
 /// that finished, found by name beside each output; and any still listed in
 /// this process). The outputs left as they were, as the pipeline names them.
 pub fn discard(outputs: &[PlannedOutput]) -> Vec<String> {
     let mut unchanged = Vec::new();
     for o in outputs {
-        let (folder, file) = folder_of(o);
-        for f in write::temporaries(&folder, file.as_deref()) {
-            write::discard(&f);
+        for (folder, file) in temporary_places(o) {
+            for f in write::temporaries(&folder, file.as_deref()) {
+                write::remove_temporary(&f);
+            }
         }
         if !o.read_back {
             unchanged.push(o.shown.clone());
@@ -232,6 +341,7 @@ mod tests {
             full: dir.join(path),
             dataset: None,
             read_back: false,
+            est_bytes: None,
         }
     }
 
@@ -273,6 +383,109 @@ mod tests {
             std::fs::read_dir(dir.path().join("out")).unwrap().count(),
             2
         );
+    }
+
+    fn dataset(dir: &Path) -> PlannedOutput {
+        PlannedOutput {
+            dataset: Some(FileFormat::Csv),
+            ..out(dir, "rows", "out/rows")
+        }
+    }
+
+    /// Stage `n` part files of generation `gen` of the dataset `o`.
+    fn stage_parts(o: &PlannedOutput, n: usize, generation: &str) -> Receipt {
+        let mut r = Receipt {
+            output: o.name.clone(),
+            paths: Vec::new(),
+            rows: None,
+            staged: Vec::new(),
+        };
+        for i in 0..n {
+            let p = o.full.join(write::part_file_name(i, FileFormat::Csv));
+            let s = write::stage_bytes(&p, format!("{generation} {i}").as_bytes()).unwrap();
+            r.paths.push(p.display().to_string());
+            r.staged.push(s.display().to_string());
+        }
+        r
+    }
+
+    /// Every entry of a folder with its bytes (folders as "<dir>").
+    fn listing(dir: &Path) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let body = std::fs::read_to_string(e.path()).unwrap_or_else(|_| "<dir>".into());
+                (e.file_name().to_string_lossy().into_owned(), body)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_datasets_part_files_are_put_in_place_together_and_the_old_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = dataset(dir.path());
+        let old = stage_parts(&o, 3, "old");
+        commit(std::slice::from_ref(&o), &[old]).unwrap();
+        std::fs::write(o.full.join("NOTES.txt"), b"mine").unwrap();
+        let new = stage_parts(&o, 2, "new");
+        // Staged: the old dataset is still whole.
+        assert_eq!(
+            listing(&o.full)
+                .iter()
+                .filter(|(n, _)| n.starts_with("part-"))
+                .count(),
+            3
+        );
+        commit(std::slice::from_ref(&o), &[new]).unwrap();
+        assert_eq!(
+            listing(&o.full),
+            vec![
+                ("NOTES.txt".to_string(), "mine".to_string()),
+                ("part-00000.csv".into(), "new 0".into()),
+                ("part-00001.csv".into(), "new 1".into()),
+            ]
+        );
+        // No staging folder, nor the old one, is left beside it.
+        assert_eq!(listing(&dir.path().join("out")).len(), 1);
+    }
+
+    #[test]
+    fn a_dataset_whose_commit_fails_keeps_every_old_part_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = dataset(dir.path());
+        let old = stage_parts(&o, 3, "old");
+        commit(std::slice::from_ref(&o), &[old]).unwrap();
+        let before = listing(&o.full);
+        let new = stage_parts(&o, 3, "new");
+        // The last staged part vanished (a disk error, a user's rm): the
+        // first two must not be put in place without it.
+        std::fs::remove_file(&new.staged[2]).unwrap();
+        let e = commit(std::slice::from_ref(&o), &[new])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot write `out/rows`"), "{e}");
+        assert!(e.contains("left as they were: `out/rows`"), "{e}");
+        assert_eq!(
+            listing(&o.full),
+            before,
+            "all old, no new part, no temporary"
+        );
+        assert_eq!(listing(&dir.path().join("out")).len(), 1);
+    }
+
+    #[test]
+    fn a_dataset_commit_killed_midway_leaves_a_folder_the_next_run_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = dataset(dir.path());
+        std::fs::create_dir_all(&o.full).unwrap();
+        let left = dir.path().join("out/.rows.dagml-Ab12Cd.tmp");
+        std::fs::create_dir(&left).unwrap();
+        std::fs::write(left.join("part-00000.csv"), b"x").unwrap();
+        assert_eq!(prepare(std::slice::from_ref(&o)).unwrap(), 1);
+        assert!(!left.exists());
     }
 
     #[test]

@@ -105,26 +105,21 @@ impl ModelInfo {
 
     /// The batch the model reads, from a request's columns: every feature
     /// present, no other column, each one cast to the feature's type when
-    /// that changes no value.
+    /// that changes no value. A column the model does not read, and text for
+    /// a number, are refused here; a feature missing or given twice, and the
+    /// casts, are `model_file::conform`'s, as for `dagml predict`.
     pub fn conform(&self, columns: Vec<(String, ArrayRef)>) -> Result<RecordBatch, ServeError> {
-        let mut by_name: BTreeMap<String, ArrayRef> = BTreeMap::new();
-        for (name, col) in columns {
-            if by_name.insert(name.clone(), col).is_some() {
-                return Err(ServeError::BadRequest(format!(
-                    "input `{name}` is given twice"
-                )));
-            }
-        }
-        let extra: Vec<&str> = by_name
-            .keys()
-            .filter(|k| !self.features.iter().any(|f| &f.name == *k))
-            .map(String::as_str)
+        let is_feature = |n: &str| self.features.iter().any(|f| f.name == n);
+        let extra: std::collections::BTreeSet<&str> = columns
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| !is_feature(n))
             .collect();
         if !extra.is_empty() {
             return Err(ServeError::BadRequest(format!(
                 "model `{}` has no input {}; its inputs are {}",
                 self.name,
-                quoted(&extra),
+                quoted(&extra.into_iter().collect::<Vec<_>>()),
                 quoted(
                     &self
                         .features
@@ -134,23 +129,10 @@ impl ModelInfo {
                 )
             )));
         }
-        let missing: Vec<&str> = self
-            .features
-            .iter()
-            .filter(|f| !by_name.contains_key(&f.name))
-            .map(|f| f.name.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(ServeError::BadRequest(format!(
-                "model `{}` needs input {} as well",
-                self.name,
-                quoted(&missing)
-            )));
-        }
         // Text for a number is a wrong datatype here (a CSV cell may be text
         // that parses; a tensor has a type).
         for f in &self.features {
-            if let Some(col) = by_name.get(&f.name)
+            if let Some((_, col)) = columns.iter().find(|(n, _)| *n == f.name)
                 && matches!(col.data_type(), DataType::Utf8)
                 && f.dtype != "Utf8"
             {
@@ -164,20 +146,31 @@ impl ModelInfo {
                 )));
             }
         }
-        let mut fields = Vec::with_capacity(self.features.len());
-        let mut cols = Vec::with_capacity(self.features.len());
-        for f in &self.features {
-            if let Some(col) = by_name.remove(&f.name) {
-                fields.push(Field::new(&f.name, col.data_type().clone(), true));
-                cols.push(col);
-            }
-        }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| {
-            ServeError::BadRequest(format!("the inputs do not make one batch: {e}"))
-        })?;
-        // The casts `dagml predict` makes, so the answers are its answers.
-        model_file::conform(&self.features, &batch)
-            .map_err(|e| ServeError::BadRequest(format!("model `{}`: {e}", self.name)))
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(n, c)| Field::new(n, c.data_type().clone(), true))
+            .collect();
+        let cols: Vec<ArrayRef> = columns.into_iter().map(|(_, c)| c).collect();
+        let rows = cols.first().map_or(0, |c| c.len());
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            cols,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| ServeError::BadRequest(format!("the inputs do not make one batch: {e}")))?;
+        // Missing and duplicated inputs, and the casts `dagml predict` makes,
+        // so the answers are its answers.
+        let batch = model_file::conform(&self.features, &batch)
+            .map_err(|e| ServeError::BadRequest(format!("model `{}`: {e}", self.name)))?;
+        // In the features' order (conform checked each is there once).
+        let order: Vec<usize> = self
+            .features
+            .iter()
+            .filter_map(|f| batch.schema().index_of(&f.name).ok())
+            .collect();
+        batch
+            .project(&order)
+            .map_err(|e| ServeError::BadRequest(format!("the inputs do not make one batch: {e}")))
     }
 }
 
@@ -386,7 +379,20 @@ mod tests {
         let e = info()
             .conform(vec![("x".into(), col(Float64Array::from(vec![1.0])))])
             .unwrap_err();
-        assert!(e.to_string().contains("needs input `n`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the input has no column `n`, which the model reads"),
+            "{e}"
+        );
+        // Given twice: refused by the same check `dagml predict` makes.
+        let e = info()
+            .conform(vec![
+                ("x".into(), col(Float64Array::from(vec![1.0]))),
+                ("x".into(), col(Float64Array::from(vec![2.0]))),
+                ("n".into(), col(Int64Array::from(vec![1]))),
+            ])
+            .unwrap_err();
+        assert!(e.to_string().contains("2 columns named `x`"), "{e}");
         let e = info()
             .conform(vec![
                 ("x".into(), col(Float64Array::from(vec![1.0]))),
