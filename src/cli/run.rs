@@ -43,6 +43,11 @@ pub struct Args {
     /// wall; peak memory) as JSON to this file.
     #[arg(long, value_name = "FILE")]
     timings: Option<PathBuf>,
+    /// On the embedded cluster: serve the live dashboard (web page, /api/,
+    /// /metrics) on this host:port while the run runs, and print its address.
+    /// (For a remote cluster, start `dagml scheduler --dashboard`.)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = dagml::dashboard::DEFAULT_LISTEN, conflicts_with_all = ["scheduler", "in_process", "threads"])]
+    dashboard: Option<String>,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -92,6 +97,11 @@ pub fn run(a: Args) -> ExitCode {
     };
     let result = match placement {
         Placement::InProcess { threads } => {
+            if a.dashboard.is_some() {
+                eprintln!(
+                    "warning: --dashboard shows a cluster, and this run is in-process (the file's [cluster] says so); give --workers N to run it on the embedded cluster"
+                );
+            }
             remove_temporaries_on_signal();
             run::run_file(&a.file, &RunOptions { threads, ..opts }, &progress)
         }
@@ -188,6 +198,7 @@ fn on_cluster(
     let other = |e: &dyn std::fmt::Display| RunFailure::Other(e.to_string());
     let rt = super::cluster::runtime().map_err(|e| other(&e))?;
     rt.block_on(async {
+        let mut board = None;
         let (embedded, scheduler, token) = match placement {
             Placement::Embedded {
                 workers,
@@ -206,6 +217,26 @@ fn on_cluster(
                 })
                 .await
                 .map_err(|e| other(&e))?;
+                if let Some(listen) = &a.dashboard {
+                    let d = dagml::dashboard::start(
+                        dagml::dashboard::DashboardConfig {
+                            listen: listen.clone(),
+                            token: auth::token_from_env(),
+                        },
+                        e.scheduler.observe.clone(),
+                    )
+                    .await;
+                    match d {
+                        Ok(d) => {
+                            eprintln!("dashboard on {}", super::cluster::dashboard_url(&d.address));
+                            board = Some(d);
+                        }
+                        Err(err) => {
+                            e.stop().await;
+                            return Err(other(&err));
+                        }
+                    }
+                }
                 if a.events {
                     eprintln!("embedded scheduler listening on {}", e.scheduler.address);
                     for w in &e.workers {
@@ -239,6 +270,9 @@ fn on_cluster(
             same_machine: embedded.is_some(),
         };
         let r = client::run_file(&a.file, &opts, progress).await;
+        if let Some(d) = board {
+            d.stop().await;
+        }
         if let Some(e) = embedded {
             e.stop().await;
         }
