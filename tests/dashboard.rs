@@ -550,3 +550,115 @@ fn run_on_the_embedded_cluster_serves_its_dashboard_and_prints_the_address() {
         std::fs::read_to_string(&err).unwrap_or_default()
     );
 }
+
+#[test]
+fn a_worker_killed_mid_fit_shows_as_lost_with_its_retried_task_and_cause() {
+    let mut procs = Procs::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(common::FIXTURE, dir.path().join("pipeline.toml")).expect("fixture");
+    let log = dir.path().join("scheduler.log");
+    let sched = procs.serve_logging(
+        "scheduler",
+        &[
+            "scheduler",
+            "--listen",
+            "127.0.0.1:0",
+            "--dashboard",
+            "127.0.0.1:0",
+        ],
+        &[],
+        Some(&log),
+    );
+    let board = dashboard_address(&log, "dashboard on");
+    for name in ["w0", "w1"] {
+        procs.serve(
+            name,
+            &[
+                "worker",
+                &sched,
+                "--nthreads",
+                "1",
+                "--name",
+                name,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
+    }
+    let mut run = dagml(None);
+    run.current_dir(dir.path())
+        .args([
+            "run",
+            "pipeline.toml",
+            "--quiet",
+            "--events",
+            "--scheduler",
+            &sched,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = run.spawn().expect("start the run");
+    let stderr = child.stderr.take().expect("stderr");
+    procs.0.push(("client".into(), child));
+    // SIGKILL the worker that starts the first forest task.
+    let mut killed = None;
+    let mut lines = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        lines.push_str(&line);
+        lines.push('\n');
+        if killed.is_none()
+            && let Some(w) = common::started_on(&line, "fit:forest/")
+        {
+            let w = w.to_string();
+            procs.kill(&w);
+            killed = Some(w);
+        }
+    }
+    let killed = killed.unwrap_or_else(|| panic!("no forest task started:\n{lines}"));
+    let pos = procs
+        .0
+        .iter()
+        .position(|(n, _)| n == "client")
+        .expect("client");
+    let (_, mut client) = procs.0.remove(pos);
+    let status = client.wait().expect("wait");
+    assert!(status.success(), "the run failed:\n{lines}");
+
+    let s = state(&board);
+    let lost = s["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|w| w["name"] == killed.as_str())
+        .unwrap_or_else(|| panic!("{killed} is not listed: {s}"));
+    assert_eq!(lost["alive"], false, "{s}");
+    let failures = s["runs"][0]["failures"].as_array().expect("failures");
+    assert!(
+        failures.iter().any(|f| f["kind"] == "worker-lost"
+            && f["retried"] == true
+            && f["worker"] == killed.as_str()),
+        "no retried worker-lost failure on {killed}: {failures:?}"
+    );
+    let (_, text) = get(&board, "/metrics", &[]);
+    assert!(text.contains("\ndagml_workers_lost_total 1\n"), "{text}");
+    assert!(!text.contains("\ndagml_task_retries_total 0\n"), "{text}");
+    assert!(text.contains("dagml_workers{state=\"lost\"} 1"), "{text}");
+    if let Some(b) = chromium() {
+        let dom = browse(
+            b.as_path(),
+            &format!("http://{board}/?events=off"),
+            &artifact("dashboard-lost-worker.png"),
+        );
+        assert!(
+            dom.contains(&format!("<tr class=\"lost\" data-worker=\"{killed}\"")),
+            "{killed} not shown lost:\n{dom}"
+        );
+        assert!(
+            dom.contains("data-kind=\"worker-lost\""),
+            "no worker-lost row:\n{dom}"
+        );
+    }
+}

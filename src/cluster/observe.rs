@@ -789,3 +789,80 @@ fn steps(plan: &PhysicalPlan, tasks: &[TaskView]) -> Vec<StepView> {
     out.retain(|s| s.tasks > 0);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Arc<PhysicalPlan> {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/cluster_forest.toml"
+        ))
+        .expect("fixture");
+        let (_, p) = crate::workspace::plan_bytes("p.toml", text.as_bytes(), &Default::default())
+            .unwrap_or_else(|_| panic!("the fixture plans"));
+        Arc::new(p.physical)
+    }
+
+    #[test]
+    fn tasks_take_the_lowest_free_slot_and_failures_are_counted_by_kind() {
+        let o = Observer::default();
+        let mut events = o.subscribe();
+        o.worker_joined(1, "w1", "127.0.0.1:1", 2, 0);
+        let p = plan();
+        let n = p.tasks.len();
+        o.run_started("run1", "p.toml", ".", p);
+        assert_eq!(o.task_started("run1", 0, (1, "w1"), 10), 0);
+        assert_eq!(o.task_started("run1", 1, (1, "w1"), 0), 1);
+        o.task_finished("run1", 0, 2_000);
+        // Slot 0 is free again.
+        assert_eq!(o.task_started("run1", 2, (1, "w1"), 5), 0);
+        o.task_failed(
+            "run1",
+            1,
+            FailureKind::WorkerLost,
+            "missed heartbeats",
+            true,
+        );
+        o.worker_lost(1, "missed heartbeats");
+        let s = o.snapshot();
+        let r = &s.runs[0];
+        assert_eq!(r.tasks[0].state, TaskState::Done);
+        assert_eq!(r.tasks[1].state, TaskState::Waiting, "retried: waits again");
+        assert_eq!(r.attempts.len(), 3);
+        assert_eq!(r.attempts[1].state, TaskState::Failed);
+        assert_eq!(r.failures[0].kind, "worker-lost");
+        assert!(r.failures[0].retried);
+        assert_eq!(r.steps.iter().map(|s| s.tasks).sum::<usize>(), n);
+        assert!(!s.workers[0].alive);
+        let c = &s.counters;
+        assert_eq!(
+            (c.tasks_started, c.tasks_done, c.retries, c.workers_lost),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(c.bytes_moved, 15);
+        // 2 ms lands in the 0.005 s bucket.
+        assert_eq!(c.duration_buckets[1], 1);
+        let first = events.try_recv().expect("an event");
+        assert!(
+            matches!(first, Event::WorkerJoined { worker: 1 }),
+            "{first:?}"
+        );
+    }
+
+    #[test]
+    fn a_run_that_fails_before_it_is_planned_is_listed_with_its_cause() {
+        let o = Observer::default();
+        let e = RunError::of_run(FailureKind::BadData, "the pipeline is not valid");
+        o.run_failed("run7", "bad.toml", &e);
+        let s = o.snapshot();
+        assert_eq!(s.runs[0].state, RunState::Failed);
+        let err = s.runs[0].error.as_ref().expect("its error");
+        assert_eq!(
+            (err.kind, err.cause.as_str()),
+            ("bad-data", "the pipeline is not valid")
+        );
+        assert_eq!(s.counters.runs_failed, 1);
+    }
+}
