@@ -255,6 +255,11 @@ fn on_cluster(
                 scheduler,
                 token_env,
             } => {
+                if a.dashboard.is_some() {
+                    eprintln!(
+                        "warning: --dashboard serves the embedded cluster's page; this run goes to the scheduler at {scheduler} (the file's [cluster] says so): start that scheduler with --dashboard"
+                    );
+                }
                 let token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
                 (None, scheduler, token)
             }
