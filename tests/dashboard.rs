@@ -642,6 +642,15 @@ fn a_worker_killed_mid_fit_shows_as_lost_with_its_retried_task_and_cause() {
             && f["worker"] == killed.as_str()),
         "no retried worker-lost failure on {killed}: {failures:?}"
     );
+    // A done task whose outputs went with the worker is computed again, not
+    // failed: every failure is the killed worker's, or a peer's lost input.
+    assert!(
+        failures.iter().all(
+            |f| (f["kind"] == "worker-lost" && f["worker"] == killed.as_str())
+                || f["kind"] == "lost-peer"
+        ),
+        "{failures:?}"
+    );
     let (_, text) = get(&board, "/metrics", &[]);
     assert!(text.contains("\ndagml_workers_lost_total 1\n"), "{text}");
     assert!(!text.contains("\ndagml_task_retries_total 0\n"), "{text}");

@@ -305,15 +305,22 @@ impl Run<'_, '_> {
                     cause: cause.clone(),
                 }))
                 .await;
+            let on_it: BTreeSet<usize> = self
+                .g
+                .running()
+                .filter(|(_, r, _)| r.id == w.id)
+                .map(|(t, _, _)| t.0)
+                .collect();
             let back = self.g.worker_lost(&w, &cause)?;
+            let obs = &self.d.shared.observe;
             for t in back {
-                self.d.shared.observe.task_failed(
-                    self.d.run_id,
-                    t.0,
-                    FailureKind::WorkerLost,
-                    &cause,
-                    true,
-                );
+                if on_it.contains(&t.0) {
+                    obs.task_failed(self.d.run_id, t.0, FailureKind::WorkerLost, &cause, true);
+                } else {
+                    // Done, but its outputs were lost with the worker (or
+                    // released): computed again, not a failure.
+                    obs.task_recomputed(self.d.run_id, t.0);
+                }
             }
         }
         Ok(())

@@ -222,6 +222,8 @@ pub struct Counters {
     /// Attempts that failed (retried or not).
     pub task_failures: u64,
     pub retries: u64,
+    /// Done tasks run again because their outputs were lost with a worker.
+    pub recomputed: u64,
     pub workers_lost: u64,
     /// Input bytes tasks fetched from another worker than the one running them.
     pub bytes_moved: u64,
@@ -271,6 +273,10 @@ pub enum Event {
         task: TaskId,
         kind: &'static str,
         retried: bool,
+    },
+    TaskRecomputed {
+        run: String,
+        task: TaskId,
     },
     RunEnded {
         run: String,
@@ -661,6 +667,28 @@ impl Observer {
         }
     }
 
+    /// Task `t` was done, and runs again: its outputs were lost with a worker.
+    pub fn task_recomputed(&self, run: &str, t: usize) {
+        let id = {
+            let mut g = self.lock();
+            g.counters.recomputed += 1;
+            g.runs
+                .iter_mut()
+                .find(|r| r.view.id == run)
+                .and_then(|r| r.view.tasks.get_mut(t))
+                .map(|tv| {
+                    tv.state = TaskState::Waiting;
+                    tv.id.clone()
+                })
+        };
+        if let Some(task) = id {
+            self.emit(Event::TaskRecomputed {
+                run: run.into(),
+                task,
+            });
+        }
+    }
+
     /// The run ended with these final values (partition name → bytes).
     pub fn run_done(&self, run: &str, values: &HashMap<String, crate::runtime::value::Value>) {
         {
@@ -825,10 +853,12 @@ mod tests {
             "missed heartbeats",
             true,
         );
+        o.task_recomputed("run1", 0);
         o.worker_lost(1, "missed heartbeats");
         let s = o.snapshot();
         let r = &s.runs[0];
-        assert_eq!(r.tasks[0].state, TaskState::Done);
+        assert_eq!(r.tasks[0].state, TaskState::Waiting, "recomputed");
+        assert_eq!(r.failures.len(), 1, "a recomputation is not a failure");
         assert_eq!(r.tasks[1].state, TaskState::Waiting, "retried: waits again");
         assert_eq!(r.attempts.len(), 3);
         assert_eq!(r.attempts[1].state, TaskState::Failed);
@@ -838,8 +868,14 @@ mod tests {
         assert!(!s.workers[0].alive);
         let c = &s.counters;
         assert_eq!(
-            (c.tasks_started, c.tasks_done, c.retries, c.workers_lost),
-            (3, 1, 1, 1)
+            (
+                c.tasks_started,
+                c.tasks_done,
+                c.retries,
+                c.recomputed,
+                c.workers_lost
+            ),
+            (3, 1, 1, 1, 1)
         );
         assert_eq!(c.bytes_moved, 15);
         // 2 ms lands in the 0.005 s bucket.

@@ -26,7 +26,7 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(s: &Snapshot) -> String {
     let c = &s.counters;
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 9] = [
+    let counters: [(&str, &str, u64); 10] = [
         (
             "dagml_runs_started_total",
             "Runs submitted and planned.",
@@ -57,6 +57,11 @@ pub fn render(s: &Snapshot) -> String {
             "dagml_task_retries_total",
             "Task attempts that failed and run again.",
             c.retries,
+        ),
+        (
+            "dagml_tasks_recomputed_total",
+            "Done tasks run again: their outputs were lost with a worker.",
+            c.recomputed,
         ),
         (
             "dagml_workers_lost_total",
