@@ -183,7 +183,7 @@ impl Scheduler for Service {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let r = request.into_inner();
-        let (known, flipped, began_draining) = {
+        let (known, flipped, began_draining, registered) = {
             let mut g = self.0.workers.lock().unwrap_or_else(|p| p.into_inner());
             match g.get_mut(&r.worker_id) {
                 Some(w) => {
@@ -199,19 +199,23 @@ impl Scheduler for Service {
                         true,
                         flipped,
                         began.then(|| (w.name.clone(), w.address.clone())),
+                        (w.threads, w.memory_limit),
                     )
                 }
-                None => (false, false, None),
+                None => (false, false, None, (0, 0)),
             }
         };
         if known {
+            // A worker of an older dagml sends none of the watchers' fields:
+            // what it registered with stands.
+            let (threads, memory_limit) = registered;
             self.0.observe.heartbeat(
                 r.worker_id,
                 super::observe::WorkerStats {
-                    threads: r.threads,
-                    busy_threads: r.busy_threads,
+                    threads: if r.threads == 0 { threads } else { r.threads },
+                    busy_threads: r.busy_threads.max(r.running.min(threads)),
                     memory_used: r.memory_used,
-                    memory_limit: r.memory_limit,
+                    memory_limit: r.memory_limit.max(memory_limit),
                     spill_threshold: r.spill_threshold,
                     pause_threshold: r.pause_threshold,
                     spilled_bytes: r.spilled_bytes,
