@@ -671,3 +671,98 @@ fn a_worker_killed_mid_fit_shows_as_lost_with_its_retried_task_and_cause() {
         );
     }
 }
+
+#[test]
+fn workers_past_their_spill_threshold_report_their_spills_and_thresholds() {
+    let mut procs = Procs::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(common::FIXTURE, dir.path().join("pipeline.toml")).expect("fixture");
+    let log = dir.path().join("scheduler.log");
+    let sched = procs.serve_logging(
+        "scheduler",
+        &[
+            "scheduler",
+            "--listen",
+            "127.0.0.1:0",
+            "--dashboard",
+            "127.0.0.1:0",
+        ],
+        &[],
+        Some(&log),
+    );
+    let board = dashboard_address(&log, "dashboard on");
+    // The spill test's limit (tests/cluster.rs): every worker spills.
+    let limit = "200KB";
+    let mut worker_logs = Vec::new();
+    for name in ["w0", "w1"] {
+        let wlog = dir.path().join(format!("{name}.log"));
+        procs.serve_logging(
+            name,
+            &[
+                "worker",
+                &sched,
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                limit,
+                "--name",
+                name,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+            Some(&wlog),
+        );
+        worker_logs.push(wlog);
+    }
+    let out = dagml(None)
+        .current_dir(dir.path())
+        .args(["run", "pipeline.toml", "--quiet", "--scheduler", &sched])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", common::text(&out));
+    // What the workers logged they spilled, against what their heartbeats said.
+    let logged: u64 = worker_logs
+        .iter()
+        .flat_map(|l| {
+            std::fs::read_to_string(l)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| {
+                    let (_, rest) = line.split_once("` (")?;
+                    rest.split_once(" bytes)")?.0.parse::<u64>().ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert!(logged > 0, "nothing was spilled");
+    // The next heartbeats carry the last spills.
+    let t0 = Instant::now();
+    loop {
+        let s = state(&board);
+        let workers = s["workers"].as_array().expect("workers");
+        let reported: u64 = workers
+            .iter()
+            .map(|w| w["stats"]["spilled_bytes"].as_u64().unwrap_or(0))
+            .sum();
+        if reported == logged {
+            for w in workers {
+                assert_eq!(w["stats"]["memory_limit"], 200_000, "{w}");
+                assert_eq!(w["stats"]["spill_threshold"], 140_000, "{w}");
+                assert_eq!(w["stats"]["pause_threshold"], 170_000, "{w}");
+            }
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the heartbeats say {reported} bytes spilled, the logs {logged}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, text) = get(&board, "/metrics", &[]);
+    assert!(
+        text.contains(&format!("\ndagml_spilled_bytes_total {logged}\n")),
+        "{text}"
+    );
+}
