@@ -99,7 +99,8 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Headless Chromium on `url`: its DOM after the scripts ran, and a
-/// screenshot at `shot`. Bounded; never left running.
+/// screenshot at `shot`. Bounded; never left running. `url` must have
+/// `events=off` (see the flags).
 fn browse(browser: &Path, url: &str, shot: &Path) -> String {
     let run = |extra: &[&str]| {
         let profile = tempfile::tempdir().expect("a profile folder");
@@ -110,6 +111,10 @@ fn browse(browser: &Path, url: &str, shot: &Path) -> String {
             "--disable-gpu",
             "--disable-background-networking",
             "--window-size=1400,1000",
+            // Virtual time until the network is idle: the pages read here
+            // poll (`?events=off`), as an open event stream never lets the
+            // network be idle (and `--dump-dom` without a budget dumps at the
+            // load event, before the page has fetched anything).
             "--virtual-time-budget=2500",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
