@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod compile;
+pub mod dashboard;
 pub mod data;
 pub mod frontend;
 pub mod ml;

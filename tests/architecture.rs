@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime"],
     &["workspace"],
     &["run", "predict", "cluster"],
-    &["serve"],
+    &["serve", "dashboard"],
     &["cli"],
 ];
 

@@ -25,6 +25,10 @@ pub struct SchedulerArgs {
     /// Kubernetes' `grpc:` probe).
     #[arg(long)]
     health_listen: Option<String>,
+    /// Serve the live dashboard (web page, /api/, /metrics) on this host:port,
+    /// e.g. 127.0.0.1:8787; with DAGML_TOKEN set it asks for the token.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = dagml::dashboard::DEFAULT_LISTEN)]
+    dashboard: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -161,23 +165,54 @@ where
 }
 
 pub fn scheduler(a: SchedulerArgs) -> ExitCode {
+    let token = auth::token_from_env();
     let cfg = scheduler::SchedulerConfig {
         listen: a.listen,
-        token: auth::token_from_env(),
+        token: token.clone(),
         tls: auth::Tls::from_env(),
         health_listen: a.health_listen,
         ..Default::default()
     };
+    let dashboard = a.dashboard;
     serve(async move {
         let h = scheduler::start(cfg).await?;
         if let Some(hl) = &h.health_address {
             eprintln!("dagml scheduler: health service (plain, no token) on {hl}");
         }
+        // Kept running as long as the scheduler serves (the process's end
+        // stops it).
+        let mut board = None;
+        if let Some(listen) = dashboard {
+            let d = dagml::dashboard::start(
+                dagml::dashboard::DashboardConfig { listen, token },
+                h.observe.clone(),
+            )
+            .await
+            .map_err(|e| ClusterError::Other(e.to_string()))?;
+            eprintln!(
+                "dagml scheduler: dashboard on {}",
+                dashboard_url(&d.address)
+            );
+            board = Some(d);
+        }
+        let address = h.address.clone();
         Ok((
-            format!("dagml scheduler listening on {}", h.address),
-            h.wait(),
+            format!("dagml scheduler listening on {address}"),
+            async move {
+                let r = h.wait().await;
+                if let Some(d) = board {
+                    d.stop().await;
+                }
+                r
+            },
         ))
     })
+}
+
+/// The address a person opens (the token is not in it: with DAGML_TOKEN set,
+/// open `/?token=...` once or type it in the page).
+pub fn dashboard_url(address: &str) -> String {
+    format!("http://{address}/")
 }
 
 pub fn worker(a: WorkerArgs) -> ExitCode {

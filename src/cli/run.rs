@@ -48,6 +48,11 @@ pub struct Args {
     /// keep answering: the new version replaces the old one when it is ready.
     #[arg(long, value_name = "MODEL.SHARD", requires = "scheduler")]
     only: Vec<String>,
+    /// On the embedded cluster: serve the live dashboard (web page, /api/,
+    /// /metrics) on this host:port while the run runs, and print its address.
+    /// (For a remote cluster, start `dagml scheduler --dashboard`.)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = dagml::dashboard::DEFAULT_LISTEN, conflicts_with_all = ["scheduler", "in_process", "threads"])]
+    dashboard: Option<String>,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -108,6 +113,11 @@ pub fn run(a: Args) -> ExitCode {
     };
     let result = match placement {
         Placement::InProcess { threads } => {
+            if a.dashboard.is_some() {
+                eprintln!(
+                    "warning: --dashboard shows a cluster, and this run is in-process (the file's [cluster] says so); give --workers N to run it on the embedded cluster"
+                );
+            }
             remove_temporaries_on_signal();
             run::run_file(&a.file, &RunOptions { threads, ..opts }, &progress)
         }
@@ -204,6 +214,7 @@ fn on_cluster(
     let other = |e: &dyn std::fmt::Display| RunFailure::Other(e.to_string());
     let rt = super::cluster::runtime().map_err(|e| other(&e))?;
     rt.block_on(async {
+        let mut board = None;
         let (embedded, scheduler, token) = match placement {
             Placement::Embedded {
                 workers,
@@ -222,6 +233,26 @@ fn on_cluster(
                 })
                 .await
                 .map_err(|e| other(&e))?;
+                if let Some(listen) = &a.dashboard {
+                    let d = dagml::dashboard::start(
+                        dagml::dashboard::DashboardConfig {
+                            listen: listen.clone(),
+                            token: auth::token_from_env(),
+                        },
+                        e.scheduler.observe.clone(),
+                    )
+                    .await;
+                    match d {
+                        Ok(d) => {
+                            eprintln!("dashboard on {}", super::cluster::dashboard_url(&d.address));
+                            board = Some(d);
+                        }
+                        Err(err) => {
+                            e.stop().await;
+                            return Err(other(&err));
+                        }
+                    }
+                }
                 if a.events {
                     eprintln!("embedded scheduler listening on {}", e.scheduler.address);
                     for w in &e.workers {
@@ -240,6 +271,11 @@ fn on_cluster(
                 scheduler,
                 token_env,
             } => {
+                if a.dashboard.is_some() {
+                    eprintln!(
+                        "warning: --dashboard serves the embedded cluster's page; this run goes to the scheduler at {scheduler} (the file's [cluster] says so): start that scheduler with --dashboard"
+                    );
+                }
                 let token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
                 (None, scheduler, token)
             }
@@ -266,6 +302,9 @@ fn on_cluster(
             serve_version,
         };
         let r = client::run_file(&a.file, &opts, progress).await;
+        if let Some(d) = board {
+            d.stop().await;
+        }
         if let Some(e) = embedded {
             e.stop().await;
         }

@@ -110,6 +110,12 @@ pub fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `given` is the token `expected`, in constant time (for servers
+/// other than gRPC's: the dashboard).
+pub fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    bool::from(given.ct_eq(expected))
+}
+
 /// Server side: refuses calls without the token (lets everything through when
 /// no token is configured).
 #[derive(Clone)]

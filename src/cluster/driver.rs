@@ -6,7 +6,9 @@
 //! In: a `SubmitRun` request (the pipeline's text, its base folder, the
 //! client's plan hash) and the scheduler's worker table. Out: the run's events
 //! on the client's stream, and its result values (fetched from the workers by
-//! Flight) with the workers holding the run, or a structured [`RunError`].
+//! Flight) with the workers holding the run, or a structured [`RunError`]; and
+//! what happens, told to the scheduler's `observe::Observer` as it happens
+//! (a mirror for watchers: nothing here reads it back).
 //! Must not: keep run state outside [`RunGraph`] (placement bookkeeping aside),
 //! run tasks itself, move data partitions through itself, or wait on one
 //! worker's call in its loop (every call is spawned, its answer is an event).
@@ -171,6 +173,10 @@ impl Driver<'_> {
             max,
         )
         .map_err(|e| (e, none()))?;
+        let plan = Arc::new(plan);
+        self.shared
+            .observe
+            .run_started(self.run_id, &req.file_name, &req.base_dir, plan.clone());
         let mut run = Run {
             d: self,
             req: &req,
@@ -198,7 +204,15 @@ impl Driver<'_> {
         let out = run.drive().await;
         let holders: BTreeSet<u64> = run.started.keys().copied().collect();
         match out {
-            Ok(r) => Ok((r, holders)),
+            Ok(r) => {
+                let values: HashMap<String, Value> = r
+                    .values
+                    .iter()
+                    .map(|v| (v.partition.clone(), Value::Bytes(v.data.clone())))
+                    .collect();
+                self.shared.observe.run_done(self.run_id, &values);
+                Ok((r, holders))
+            }
             Err(e) => {
                 // Every worker that has the run forgets it now.
                 self.cancel_everywhere(&holders).await;
@@ -311,7 +325,23 @@ impl Run<'_, '_> {
                     cause: cause.clone(),
                 }))
                 .await;
-            self.g.worker_lost(&w, &cause)?;
+            let on_it: BTreeSet<usize> = self
+                .g
+                .running()
+                .filter(|(_, r, _)| r.id == w.id)
+                .map(|(t, _, _)| t.0)
+                .collect();
+            let back = self.g.worker_lost(&w, &cause)?;
+            let obs = &self.d.shared.observe;
+            for t in back {
+                if on_it.contains(&t.0) {
+                    obs.task_failed(self.d.run_id, t.0, FailureKind::WorkerLost, &cause, true);
+                } else {
+                    // Done, but its outputs were lost with the worker (or
+                    // released): computed again, not a failure.
+                    obs.task_recomputed(self.d.run_id, t.0);
+                }
+            }
         }
         Ok(())
     }
@@ -446,9 +476,21 @@ impl Run<'_, '_> {
                 })
             })
             .collect();
+        let moved: u64 = self
+            .g
+            .inputs(t)
+            .iter()
+            .filter_map(|p| self.g.location(*p))
+            .filter(|(holder, _)| holder.id != wid)
+            .map(|(_, b)| b)
+            .sum();
         let Ok(attempt) = self.g.start(t, wref.clone()) else {
             return;
         };
+        self.d
+            .shared
+            .observe
+            .task_started(self.d.run_id, t.0, (wid, &w.name), moved);
         *self.assigned.entry(wid).or_default() += 1;
         self.d
             .send(run_event::Event::Started(TaskStarted {
@@ -673,11 +715,20 @@ impl Run<'_, '_> {
             .iter()
             .map_while(|p| by_name.get(self.g.part_name(*p)).copied())
             .collect();
+        let obs = &self.d.shared.observe;
         match self.g.finished(t, worker, attempt, &sizes) {
             Finished::Stale => Ok(()),
-            Finished::Failed(Verdict::RunFailed(f)) => Err(f),
-            Finished::Failed(Verdict::Retry) => Ok(()),
+            Finished::Failed(Verdict::RunFailed(f)) => {
+                obs.task_failed(self.d.run_id, t.0, f.kind, &f.cause, false);
+                Err(f)
+            }
+            Finished::Failed(Verdict::Retry) => {
+                let cause = "the worker answered with the wrong outputs";
+                obs.task_failed(self.d.run_id, t.0, FailureKind::Internal, cause, true);
+                Ok(())
+            }
             Finished::Done(release) => {
+                obs.task_finished(self.d.run_id, t.0, reply.elapsed_us);
                 self.d
                     .send(run_event::Event::Finished(TaskFinished {
                         task: self.g.name(t).to_string(),
@@ -739,10 +790,15 @@ impl Run<'_, '_> {
             FailureKind::Internal
         };
         let cause = status_cause(&s);
+        let obs = &self.d.shared.observe;
         match self.g.failed(t, worker, attempt, kind, cause.clone()) {
             Err(_) => Ok(()),
-            Ok(Verdict::RunFailed(f)) => Err(f),
+            Ok(Verdict::RunFailed(f)) => {
+                obs.task_failed(self.d.run_id, t.0, kind, &cause, false);
+                Err(f)
+            }
             Ok(Verdict::Retry) => {
+                obs.task_failed(self.d.run_id, t.0, kind, &cause, true);
                 self.d
                     .send(run_event::Event::Retried(TaskRetried {
                         task: self.g.name(t).to_string(),

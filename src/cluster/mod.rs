@@ -15,7 +15,8 @@
 //! (DAGML_TOKEN, message limits), `store` (partitions in memory or spilled),
 //! `flight` (the Flight service and client), `serve` (binding, TLS, stopping),
 //! `worker`, `scheduler`, `client`
-//! (submit a run), `embedded` (scheduler and workers in this process).
+//! (submit a run), `embedded` (scheduler and workers in this process),
+//! `observe` (what the scheduler and drivers see, for the dashboard).
 
 pub mod addr;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod embedded;
 pub mod fault;
 pub mod flight;
 pub mod health;
+pub mod observe;
 pub mod proto;
 pub mod resident;
 pub mod scheduler;

@@ -62,6 +62,8 @@ pub(super) struct Shared {
     /// Print registrations, losses and runs on stderr (a `dagml scheduler`
     /// does; the embedded one leaves the client's output alone).
     log: bool,
+    /// What watchers (the dashboard) see; written to, never read, here.
+    pub observe: Arc<super::observe::Observer>,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id, (w.name, cause.to_string()));
+            self.observe.worker_lost(id, cause);
             self.changed();
         }
     }
@@ -140,6 +143,9 @@ impl Scheduler for Service {
             self.0.declare_lost(old, "registered again");
         }
         let id = self.0.next_worker.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0
+            .observe
+            .worker_joined(id, &r.name, &address, r.threads.max(1), r.memory_limit);
         if self.0.log {
             eprintln!(
                 "scheduler: worker {} registered at {address} ({} threads)",
@@ -177,7 +183,7 @@ impl Scheduler for Service {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let r = request.into_inner();
-        let (known, flipped, began_draining) = {
+        let (known, flipped, began_draining, registered) = {
             let mut g = self.0.workers.lock().unwrap_or_else(|p| p.into_inner());
             match g.get_mut(&r.worker_id) {
                 Some(w) => {
@@ -193,11 +199,32 @@ impl Scheduler for Service {
                         true,
                         flipped,
                         began.then(|| (w.name.clone(), w.address.clone())),
+                        (w.threads, w.memory_limit),
                     )
                 }
-                None => (false, false, None),
+                None => (false, false, None, (0, 0)),
             }
         };
+        if known {
+            // A worker of an older dagml sends none of the watchers' fields:
+            // what it registered with stands.
+            let (threads, memory_limit) = registered;
+            self.0.observe.heartbeat(
+                r.worker_id,
+                super::observe::WorkerStats {
+                    threads: if r.threads == 0 { threads } else { r.threads },
+                    busy_threads: r.busy_threads.max(r.running.min(threads)),
+                    memory_used: r.memory_used,
+                    memory_limit: r.memory_limit.max(memory_limit),
+                    spill_threshold: r.spill_threshold,
+                    pause_threshold: r.pause_threshold,
+                    spilled_bytes: r.spilled_bytes,
+                    partitions: r.partitions,
+                    paused: r.paused,
+                    draining: r.draining,
+                },
+            );
+        }
         if let (Some((name, address)), true) = (began_draining, self.0.log) {
             eprintln!(
                 "scheduler: worker {name} ({address}) draining: no new tasks; {} running",
@@ -230,6 +257,7 @@ impl Scheduler for Service {
             if shared.log {
                 eprintln!("scheduler: {run_id} started ({})", req.file_name);
             }
+            let file_name = req.file_name.clone();
             let driver = Driver {
                 shared: &shared,
                 run_id: &run_id,
@@ -253,6 +281,7 @@ impl Scheduler for Service {
                     if shared.log {
                         eprintln!("scheduler: {run_id} failed: {e}");
                     }
+                    shared.observe.run_failed(&run_id, &file_name, &e);
                     (run_event::Event::Failed(to_wire(&e)), BTreeSet::new())
                 }
             };
@@ -340,6 +369,9 @@ pub struct SchedulerConfig {
     /// Also serve the health service alone here, plain and without a token
     /// (for probes that can send neither).
     pub health_listen: Option<String>,
+    /// Where the scheduler reports what it sees (the dashboard reads it); a
+    /// fresh one when not given.
+    pub observe: Option<Arc<super::observe::Observer>>,
 }
 
 impl Default for SchedulerConfig {
@@ -351,6 +383,7 @@ impl Default for SchedulerConfig {
             grace: NO_WORKER_GRACE,
             log: true,
             health_listen: None,
+            observe: None,
         }
     }
 }
@@ -359,6 +392,8 @@ pub struct SchedulerHandle {
     pub address: String,
     /// Where the plain health service listens (`health_listen`).
     pub health_address: Option<String>,
+    /// What the scheduler sees, for watchers.
+    pub observe: Arc<super::observe::Observer>,
     served: super::serve::Served,
 }
 
@@ -387,6 +422,7 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
         grace: cfg.grace,
         members: watch::channel(0).0,
         log: cfg.log,
+        observe: cfg.observe.clone().unwrap_or_default(),
     });
     let check = Check::new(cfg.token.as_deref());
     let svc = SchedulerServer::new(Service(shared.clone()))
@@ -434,6 +470,7 @@ pub async fn start(cfg: SchedulerConfig) -> Result<SchedulerHandle, ClusterError
     Ok(SchedulerHandle {
         address,
         health_address,
+        observe: shared.observe.clone(),
         served: super::serve::Served {
             shutdown: Some(tx),
             server,

@@ -31,6 +31,8 @@ struct Inner {
     parts: BTreeMap<String, Held>,
     in_memory: u64,
     seq: u64,
+    /// Bytes written to spill files, ever (for the heartbeat).
+    spilled: u64,
 }
 
 /// What `list_flights` shows for one partition.
@@ -158,6 +160,16 @@ impl Store {
         self.lock().in_memory
     }
 
+    /// Bytes written to spill files since the store was made.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.lock().spilled
+    }
+
+    /// Partitions held, in memory or spilled.
+    pub fn partitions(&self) -> usize {
+        self.lock().parts.len()
+    }
+
     /// Past the pause threshold: take no new tasks.
     pub fn paused(&self) -> bool {
         self.memory_limit > 0
@@ -201,6 +213,7 @@ impl Store {
             }
             held.entry = Entry::Spilled { path };
             g.in_memory = g.in_memory.saturating_sub(bytes);
+            g.spilled += bytes;
         }
         Ok(())
     }
@@ -266,6 +279,12 @@ mod tests {
             store.memory_used() <= (one as f64 * 2.0 * super::super::SPILL_FRACTION) as u64 + one
         );
         assert!(dir.path().join("spill").read_dir().unwrap().count() > 0);
+        assert!(
+            store.spilled_bytes() >= 2 * one,
+            "{}",
+            store.spilled_bytes()
+        );
+        assert_eq!(store.partitions(), 4);
         for n in 0..4 {
             assert_eq!(*store.get(&format!("r/p{n}")).unwrap().unwrap(), batch(n));
         }

@@ -1255,12 +1255,21 @@ async fn heartbeat_loop(
                 }
             }
             Some(wid) => {
+                let running = state.running.load(Ordering::SeqCst);
+                let limit = cfg.memory_limit as f64;
                 let req = HeartbeatRequest {
                     worker_id: wid,
-                    running: state.running.load(Ordering::SeqCst),
+                    running,
                     memory_used: state.store.memory_used(),
                     paused: state.store.paused(),
                     draining,
+                    memory_limit: cfg.memory_limit,
+                    spill_threshold: (limit * super::SPILL_FRACTION) as u64,
+                    pause_threshold: (limit * super::PAUSE_FRACTION) as u64,
+                    spilled_bytes: state.store.spilled_bytes(),
+                    partitions: state.store.partitions().try_into().unwrap_or(u32::MAX),
+                    busy_threads: running.min(threads),
+                    threads,
                 };
                 match tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(req)).await {
                     Ok(Ok(r)) if !r.get_ref().known => {
