@@ -545,3 +545,159 @@ fn retraining_a_shard_and_losing_a_worker_under_load_fail_no_request_and_mix_no_
     let last = shards(&infer(&front, &body));
     assert!(last.iter().any(|(s, v, _)| s == "A" && *v == 2), "{last:?}");
 }
+
+/// Three workers whose data roots hold three different thirds of the
+/// training rows, the run's folder inside every root (as a shared run folder
+/// mounted in each node's data root would be).
+struct ByWorker {
+    root: tempfile::TempDir,
+}
+
+impl ByWorker {
+    const NAMES: [&'static str; 3] = ["a", "b", "c"];
+
+    fn new() -> ByWorker {
+        let root = tempfile::tempdir().expect("tempdir");
+        let text = std::fs::read_to_string(TRAIN).expect("train.csv");
+        let mut lines = text.lines();
+        let header = lines.next().expect("a header");
+        let rows: Vec<&str> = lines.collect();
+        let third = rows.len() / 3;
+        let w = ByWorker { root };
+        for (i, name) in Self::NAMES.iter().enumerate() {
+            let dir = w.data_root(name);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let mut csv = String::from(header);
+            csv.push('\n');
+            for r in &rows[i * third..(i + 1) * third] {
+                csv.push_str(r);
+                csv.push('\n');
+            }
+            std::fs::write(dir.join("train.csv"), csv).expect("write a shard");
+        }
+        std::fs::create_dir_all(w.run_dir()).expect("mkdir run");
+        let pipeline = PIPELINE.replace(
+            "by = \"rows\"\nnames = [\"A\", \"B\", \"C\"]",
+            "by = \"worker\"\nnames = [\"a\", \"b\", \"c\"]",
+        );
+        assert!(pipeline.contains("by = \"worker\""));
+        std::fs::write(w.run_dir().join("pipeline.toml"), pipeline).expect("write");
+        w
+    }
+
+    fn data_root(&self, name: &str) -> std::path::PathBuf {
+        match name {
+            "a" => self.root.path().to_path_buf(),
+            "b" => self.root.path().join("b"),
+            _ => self.root.path().join("b/c"),
+        }
+    }
+
+    fn run_dir(&self) -> std::path::PathBuf {
+        self.root.path().join("b/c/run")
+    }
+}
+
+#[test]
+fn shards_by_worker_train_where_their_rows_are_and_only_models_travel() {
+    let w = ByWorker::new();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut procs = Procs::default();
+    let sched = procs.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &[]);
+    for name in ByWorker::NAMES {
+        let root = w.data_root(name).to_string_lossy().into_owned();
+        let args = [
+            "worker",
+            &sched,
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-root",
+            &root,
+        ];
+        procs.serve_logging(
+            name,
+            &args,
+            &[],
+            Some(&logs.path().join(format!("{name}.log"))),
+        );
+    }
+    let out = dagml_in(&w.run_dir())
+        .args(["run", "pipeline.toml", "--scheduler", &sched, "--events"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("dagml run");
+    assert!(out.status.success(), "{}", common::text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Every task that reads a shard's rows ran on that shard's worker: the
+    // reads, transforms and split of partition i on worker i, each shard's
+    // fit there, and the scoring of its validation part by every model there.
+    let mut checked = 0;
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix("started ") else {
+            continue;
+        };
+        let (task, on) = rest.split_once(" on ").expect("task on worker");
+        let worker = on.split_whitespace().next().expect("worker");
+        let want = if let Some(p) = ["source:houses/p", "transform:prepared/p", "split:shards/p"]
+            .iter()
+            .find_map(|pre| task.strip_prefix(pre))
+        {
+            let i: usize = p.parse().expect("partition");
+            Some(ByWorker::NAMES[i])
+        } else if let Some(s) = task.strip_prefix("fit:ensemble/shard-") {
+            Some(s)
+        } else {
+            task.strip_prefix("evaluate:matrix/score-shards.")
+                .and_then(|s| s.split('.').next())
+        };
+        if let Some(want) = want {
+            assert_eq!(worker, want, "{task} ran on {worker}:\n{stderr}");
+            checked += 1;
+        }
+    }
+    // 3 reads, 3 transforms, 3 splits, 3 fits, 3 scorings.
+    assert_eq!(checked, 15, "{stderr}");
+    // Three different models: on one shard's validation rows they score
+    // differently.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    let mut rmse = Vec::new();
+    while let Some(l) = lines.next() {
+        if l.starts_with("== matrix : ensemble[") && l.contains("on shards.a.validation") {
+            let v = lines
+                .next()
+                .and_then(|r| r.strip_prefix("rmse "))
+                .expect("rmse");
+            rmse.push(v.trim().to_string());
+        }
+    }
+    assert_eq!(rmse.len(), 3, "{stdout}");
+    assert!(
+        rmse[0] != rmse[1] && rmse[1] != rmse[2] && rmse[0] != rmse[2],
+        "the shard models are not different: {rmse:?}"
+    );
+    // Served from where they were trained, they answer as the model file.
+    let mut cmd = dagml_in(&w.run_dir());
+    cmd.args([
+        "serve",
+        "pipeline.toml",
+        "--scheduler",
+        &sched,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let front = procs.serve_command("serve", cmd, Some(&logs.path().join("serve.log")));
+    let want = predicted(&w.run_dir());
+    let got = infer(&front, &body_of(&front, &want));
+    assert_equals_predict(&got, &want, "shards by worker");
+    let held: Vec<(String, String)> = shards(&got)
+        .into_iter()
+        .map(|(s, _, worker)| (s, worker))
+        .collect();
+    assert_eq!(
+        held,
+        [("a", "a"), ("b", "b"), ("c", "c")].map(|(s, w)| (s.to_string(), w.to_string()))
+    );
+}

@@ -579,7 +579,7 @@ impl Run<'_, '_> {
                     return Err(RunError::of_run(
                         FailureKind::WorkerLost,
                         format!(
-                            "the shards of worker {} are read from that worker's --data-root, and no worker of that name is in the cluster after {}s (workers: {}); start it with `dagml worker SCHEDULER --name NAME --data-root DIR`",
+                            "shards by worker need the workers named {} (each reads its own shard under its --data-root); after {}s the cluster has no worker of that name (workers: {}): start it with `dagml worker SCHEDULER --name NAME --data-root DIR`",
                             missing.join(", "),
                             grace.as_secs(),
                             names.into_iter().collect::<Vec<_>>().join(", ")
