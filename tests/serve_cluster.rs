@@ -701,3 +701,85 @@ fn shards_by_worker_train_where_their_rows_are_and_only_models_travel() {
         [("a", "a"), ("b", "b"), ("c", "c")].map(|(s, w)| (s.to_string(), w.to_string()))
     );
 }
+
+#[test]
+fn a_watching_worker_refits_its_shard_when_its_rows_change_not_when_only_touched() {
+    let w = ByWorker::new();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut procs = Procs::default();
+    let sched = procs.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &[]);
+    for name in ByWorker::NAMES {
+        let root = w.data_root(name).to_string_lossy().into_owned();
+        let args = [
+            "worker",
+            &sched,
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-root",
+            &root,
+            "--watch",
+        ];
+        procs.serve_logging(
+            name,
+            &args,
+            &[],
+            Some(&logs.path().join(format!("{name}.log"))),
+        );
+    }
+    let mut cmd = dagml_in(&w.run_dir());
+    cmd.args([
+        "serve",
+        "pipeline.toml",
+        "--scheduler",
+        &sched,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let front = procs.serve_command("serve", cmd, Some(&logs.path().join("serve.log")));
+    let want = predicted(&w.run_dir());
+    let body = body_of(&front, &want);
+    let versions = || -> Vec<(String, u64)> {
+        shards(&infer(&front, &body))
+            .into_iter()
+            .map(|(s, v, _)| (s, v))
+            .collect()
+    };
+    let first = [("a", 1), ("b", 1), ("c", 1)].map(|(s, v)| (s.to_string(), v));
+    assert_eq!(versions(), first);
+    // c's file is written again with the same rows (a new time, the same
+    // content); b loses its last 40 rows.
+    let c = w.data_root("c").join("train.csv");
+    let same = std::fs::read(&c).expect("read c");
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&c, &same).expect("rewrite c");
+    let b = w.data_root("b").join("train.csv");
+    let text = std::fs::read_to_string(&b).expect("read b");
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&b, lines[..lines.len() - 40].join("\n") + "\n").expect("write b");
+    wait_until("b refits by itself", Duration::from_secs(60), || {
+        versions().iter().any(|(s, v)| s == "b" && *v == 2)
+    });
+    // Give c's watcher time to have looked (it looks every second).
+    std::thread::sleep(Duration::from_secs(3));
+    let now = versions();
+    assert_eq!(
+        now,
+        [("a", 1), ("b", 2), ("c", 1)].map(|(s, v)| (s.to_string(), v)),
+        "only b's rows changed in content"
+    );
+    // The answers are the new ensemble's: b's new model differs.
+    let got = infer(&front, &body);
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert_eq!(got.parameters["degraded"], false);
+    let p = |b: &RecordBatch| {
+        b.column_by_name("prediction")
+            .expect("prediction")
+            .to_data()
+    };
+    assert!(
+        p(got.batch.as_ref().expect("batch")) != p(&want),
+        "the answers did not change after b's rows did"
+    );
+}

@@ -68,6 +68,11 @@ pub struct WorkerArgs {
     /// models of the cluster's serving runs, and their answers combined.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
+    /// Refit a served shard model of this worker's own rows (a split by
+    /// worker, under --data-root) when those rows change, by content; the old
+    /// version answers until the new one replaces it.
+    #[arg(long, requires = "data_root")]
+    watch: bool,
     /// With --serve: answer only when at least N shard models do.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "serve")]
     min_shards: usize,
@@ -238,6 +243,7 @@ pub fn worker(a: WorkerArgs) -> ExitCode {
         fault: None,
         log_spills: true,
         health_listen: a.health_listen,
+        watch: a.watch,
     };
     let drain_timeout = a.drain_timeout;
     // Temporaries a killed worker of this machine left (in its data root and

@@ -113,6 +113,7 @@ impl Embedded {
                     fault,
                     log_spills: o.log_spills,
                     health_listen: None,
+                    watch: false,
                 })
                 .await?,
             );

@@ -32,6 +32,7 @@ pub mod resident;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod watch;
 pub mod worker;
 
 use std::time::Duration;

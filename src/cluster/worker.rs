@@ -91,6 +91,9 @@ pub struct WorkerConfig {
     /// Also serve the health service alone here, plain and without a token
     /// (for probes that can send neither, e.g. Kubernetes' `grpc:` probe).
     pub health_listen: Option<String>,
+    /// Refit a served shard model here when its rows under the data root
+    /// change (`cluster::watch`); needs `data_root`.
+    pub watch: bool,
 }
 
 /// A fault that may fire on this worker, and the worker's index in its cluster.
@@ -300,6 +303,8 @@ struct RunState {
     serve: bool,
     /// The version they get (0: one past this worker's own).
     serve_version: u64,
+    /// The pipeline, for refitting a watched shard model later.
+    origin: super::watch::Origin,
     /// Output files its sinks staged here: the client's to put in place (or
     /// remove, if its run does not use them) once the run has ended or been
     /// forgotten here.
@@ -343,6 +348,9 @@ struct State {
     worker_id: Mutex<Option<u64>>,
     /// Shard models kept for serving (not a run's: no run's end drops them).
     resident: Arc<Resident>,
+    /// With `--watch`: the shard models of this worker's own rows, refitted
+    /// when those change.
+    watch: Option<Arc<super::watch::Watch>>,
 }
 
 /// Counts a `RunTask` call as in flight while alive (dropped calls too).
@@ -400,8 +408,17 @@ impl Service {
     ) -> Result<(), Status> {
         let models = crate::runtime::kernels::shard_models(&run.kernels.cx, task, v)
             .map_err(|e| failure(tonic::Code::Internal, FailureKind::Internal, e))?;
+        let own_rows = match (&self.0.watch, &self.0.confine) {
+            (Some(_), Some(root)) => super::watch::files_of(&run.kernels.cx, &self.0.name, root),
+            _ => Vec::new(),
+        };
         for m in models {
             let (model, shard) = (m.model.clone(), m.shard.clone());
+            if let Some(w) = &self.0.watch
+                && shard == self.0.name
+            {
+                w.add(&model, &shard, run.origin.clone(), own_rows.clone());
+            }
             let version = self
                 .0
                 .resident
@@ -462,6 +479,7 @@ impl Worker for Service {
             std::mem::take(&mut r.pipeline_text),
             r.base_dir.clone(),
         );
+        let (origin_text, origin_base) = (text.clone(), base.clone());
         let prepared = tokio::task::spawn_blocking(move || {
             crate::workspace::prepare_bytes(&file_name, text.as_bytes(), base)
         })
@@ -530,6 +548,11 @@ impl Worker for Service {
             cancelled: Arc::default(),
             serve: r.serve,
             serve_version: r.serve_version,
+            origin: super::watch::Origin {
+                file_name: r.file_name.clone(),
+                text: origin_text,
+                base: origin_base,
+            },
             staged: Mutex::default(),
         };
         self.0
@@ -1044,7 +1067,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         slots: Arc::new(Semaphore::new(threads)),
         pool,
         running: AtomicU32::new(0),
-        confine,
+        confine: confine.clone(),
         data_root: data_root.clone(),
         fault: cfg.fault.clone(),
         handed: AtomicU32::new(0),
@@ -1054,7 +1077,8 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         drain_heard: AtomicBool::new(false),
         beat: tokio::sync::Notify::new(),
         worker_id: Mutex::new(None),
-        resident,
+        resident: resident.clone(),
+        watch: (cfg.watch && confine.is_some()).then(Arc::default),
     });
     let check = Gate {
         check: Check::new(cfg.token.as_deref()),
@@ -1113,9 +1137,22 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         attach.clone(),
         fatal.clone(),
     ));
-    let _ = kill
-        .tasks
-        .set(vec![server.abort_handle(), heartbeat.abort_handle()]);
+    let mut tasks = vec![server.abort_handle(), heartbeat.abort_handle()];
+    if cfg.watch && confine.is_none() {
+        eprintln!(
+            "dagml worker {name}: --watch needs --data-root (the rows it watches are under it); not watching"
+        );
+    }
+    if let (Some(w), Some(root)) = (&state.watch, &confine) {
+        let t = tokio::spawn(super::watch::run(
+            w.clone(),
+            resident,
+            name.clone(),
+            root.clone(),
+        ));
+        tasks.push(t.abort_handle());
+    }
+    let _ = kill.tasks.set(tasks);
     Ok(WorkerHandle {
         address: advertised,
         name,
