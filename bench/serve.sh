@@ -3,7 +3,9 @@
 # the scikit-learn twin of the same forest (100 trees, 20 features, 3 classes),
 # with the same load generator (wrk: 1 thread, 8 connections, DURATION s per
 # cell), in one sitting, on loopback only. Prints requests/s, p50 and p99 for
-# 1-row and 1,000-row requests, and dagml's ratios.
+# 1-row and 1,000-row requests, and dagml's ratios; and the same for the
+# 3-shard ensemble of bench/serve_shards.toml served from an embedded cluster
+# (`dagml serve PIPELINE`: each request broadcast to three workers).
 #
 # Needs wrk (apt-get install wrk) and python3 with venv; installs mlserver,
 # mlserver-sklearn and scikit-learn into target/bench-mlserver-venv once.
@@ -46,10 +48,14 @@ wait_ready() { # URL LOG
 
 target/release/dagml serve "$WORK/forest.model" --listen 127.0.0.1:18000 >/dev/null 2>"$WORK/dagml.log" &
 PIDS+=($!)
+cp bench/serve_shards.toml "$WORK/shards.toml"
+(cd "$WORK" && exec "$OLDPWD/target/release/dagml" serve shards.toml --listen 127.0.0.1:18010 >/dev/null 2>"$WORK/shards.log") &
+PIDS+=($!)
 (cd "$WORK/mlserver" && exec "$OLDPWD/$VENV/bin/mlserver" start . >"$WORK/mlserver.log" 2>&1) &
 PIDS+=($!)
 wait_ready http://127.0.0.1:18000/v2/health/ready "$WORK/dagml.log"
 wait_ready http://127.0.0.1:18081/v2/models/forest/ready "$WORK/mlserver.log"
+wait_ready http://127.0.0.1:18010/v2/models/forest/ready "$WORK/shards.log"
 
 # wrk's "Latency Distribution" value in ms.
 ms() { awk -v p="$1" '$1 == p { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
@@ -69,8 +75,12 @@ printf '%-8s %-9s %12s %10s %10s %7s\n' rows server "requests/s" "p50 ms" "p99 m
 for n in 1 1000; do
   read -r d_rps d_p50 d_p99 d_err < <(load "dagml_$n" http://127.0.0.1:18000/v2/models/forest/infer "$WORK/dagml_$n.json")
   read -r m_rps m_p50 m_p99 m_err < <(load "mlserver_$n" http://127.0.0.1:18081/v2/models/forest/infer "$WORK/mlserver_$n.json")
+  read -r s_rps s_p50 s_p99 s_err < <(load "shards_$n" http://127.0.0.1:18010/v2/models/forest/infer "$WORK/dagml_$n.json")
   printf '%-8s %-9s %12s %10s %10s %7s\n' "$n" dagml "$d_rps" "$d_p50" "$d_p99" "$d_err"
+  printf '%-8s %-9s %12s %10s %10s %7s\n' "$n" "3 shards" "$s_rps" "$s_p50" "$s_p99" "$s_err"
   printf '%-8s %-9s %12s %10s %10s %7s\n' "$n" mlserver "$m_rps" "$m_p50" "$m_p99" "$m_err"
   awk -v a="$d_rps" -v b="$m_rps" -v c="$d_p99" -v d="$m_p99" -v n="$n" \
     'BEGIN { printf "%-8s dagml/mlserver throughput %.1fx, p99 %.2fx (goal: >= 5x single-row throughput, lower p99)\n", n, a / b, c / d }'
+  awk -v a="$s_rps" -v b="$m_rps" -v c="$s_p99" -v d="$m_p99" -v n="$n" \
+    'BEGIN { printf "%-8s 3-shard ensemble/mlserver throughput %.1fx, p99 %.2fx\n", n, a / b, c / d }'
 done

@@ -508,11 +508,14 @@ fn two_model_files_of_one_name_are_refused_at_start() {
         .args(["--listen", "127.0.0.1:0"])
         .output()
         .expect("run");
+    // A pipeline file is trained and served from its workers, which needs
+    // a per-shard model: without one, the message says to serve the model
+    // file.
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not a model"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("no per-shard model") && err.contains("dagml serve MODEL_FILE"),
+        "{err}"
     );
     let _: &Path = bogus.as_path();
 }
