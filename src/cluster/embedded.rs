@@ -5,8 +5,11 @@
 //! testing hooks from the environment (`DAGML_EMBEDDED_FAULT`: kill or silence
 //! one worker; `DAGML_EMBEDDED_HOLD`). Out: a running cluster whose scheduler address and
 //! token a client submits with. Must not: take any shortcut the multi-process
-//! cluster does not (every partition still moves by Flight, every call carries
-//! the token), or reuse `DAGML_TOKEN` (its token is its own, fresh each run).
+//! cluster does not but one: a partition one embedded worker fetches from
+//! another is taken from that worker's store in this process, not encoded
+//! through Flight (`flight::share_in_process`; never with a fault hook, whose
+//! tests kill or silence a worker's data plane). Every call still carries the
+//! token; it never reuses `DAGML_TOKEN` (its token is its own, fresh each run).
 
 use super::ClusterError;
 pub use super::fault::{Action, FAULT_ENV, Fault};
@@ -117,6 +120,11 @@ impl Embedded {
                 .await?,
             );
         }
+        if o.fault.is_none() {
+            for h in &handles {
+                super::flight::share_in_process(&h.address, &h.store());
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = super::client::status(&scheduler.address, Some(&token), &tls).await?;
@@ -139,6 +147,7 @@ impl Embedded {
 
     pub async fn stop(self) {
         for w in self.workers {
+            super::flight::unshare_in_process(&w.address);
             w.stop().await;
         }
         self.scheduler.stop().await;
