@@ -605,6 +605,9 @@ impl Model for TrainedModel {
 /// row for MNIST: 50 KB) stay in L2 while every tree walks them.
 const PREDICT_BLOCK: usize = 64;
 
+/// Rows of a block that walk a tree side by side.
+const LANES: usize = 8;
+
 /// A forest laid out for prediction, built from the stored trees when it
 /// predicts (the model file is unchanged): every tree's nodes in one array, a
 /// leaf pointing straight at its values in one array of all the leaf values.
@@ -691,23 +694,39 @@ impl FlatForest {
                     }
                 }
                 for (&root, &w) in self.roots.iter().zip(&self.widths) {
-                    for (k, acc) in o.chunks_mut(width).enumerate() {
-                        let row = &rm[k * cols..(k + 1) * cols];
-                        let mut i = root as usize;
-                        loop {
-                            let node = self.nodes[i];
-                            if node.left == tree::LEAF {
-                                let s = node.right as usize;
-                                for (a, v) in acc.iter_mut().zip(&self.values[s..s + w]) {
-                                    *a += v;
+                    // LANES rows walk the tree together: their node loads are
+                    // independent, so their cache misses overlap instead of
+                    // queueing one after another.
+                    for k0 in (0..n).step_by(LANES) {
+                        let lanes = LANES.min(n - k0);
+                        let mut at = [root as usize; LANES];
+                        let mut live = lanes;
+                        let mut done = [false; LANES];
+                        while live > 0 {
+                            for l in 0..lanes {
+                                if done[l] {
+                                    continue;
                                 }
-                                break;
+                                let node = self.nodes[at[l]];
+                                if node.left == tree::LEAF {
+                                    done[l] = true;
+                                    live -= 1;
+                                    continue;
+                                }
+                                let code = rm[(k0 + l) * cols + node.feature as usize];
+                                at[l] = if u32::from(code) <= node.bin {
+                                    node.left as usize
+                                } else {
+                                    node.right as usize
+                                };
                             }
-                            i = if u32::from(row[node.feature as usize]) <= node.bin {
-                                node.left as usize
-                            } else {
-                                node.right as usize
-                            };
+                        }
+                        for (l, &leaf) in at.iter().enumerate().take(lanes) {
+                            let s = self.nodes[leaf].right as usize;
+                            let acc = &mut o[(k0 + l) * width..(k0 + l + 1) * width];
+                            for (a, v) in acc.iter_mut().zip(&self.values[s..s + w]) {
+                                *a += v;
+                            }
                         }
                     }
                 }
