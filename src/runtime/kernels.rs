@@ -4,7 +4,7 @@
 //! In: a [`Task`], its inputs ([`Value`]s in `task.inputs` order) and the
 //! [`RunContext`] (the logical plan's operations, the seed, the base folder).
 //! Out: one [`Value`] per `task.outputs`: record batches for data, bytes for models
-//! (postcard), metrics (JSON; a `report` sink draws them as HTML) and write
+//! and shared predictions (postcard), metrics (JSON; a `report` sink draws them as HTML) and write
 //! receipts. Must not: keep state between
 //! tasks or read anything but the files a source or output names: any worker can
 //! run any task and get the same bytes; nor parse an id's text: which partition,
