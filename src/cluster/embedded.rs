@@ -5,8 +5,11 @@
 //! testing hooks from the environment (`DAGML_EMBEDDED_FAULT`: kill or silence
 //! one worker; `DAGML_EMBEDDED_HOLD`). Out: a running cluster whose scheduler address and
 //! token a client submits with. Must not: take any shortcut the multi-process
-//! cluster does not (every partition still moves by Flight, every call carries
-//! the token), or reuse `DAGML_TOKEN` (its token is its own, fresh each run).
+//! cluster does not but one: a partition one embedded worker fetches from
+//! another is taken from that worker's store in this process, not encoded
+//! through Flight (`flight::share_in_process`; never with a fault hook, whose
+//! tests kill or silence a worker's data plane). Every call still carries the
+//! token; it never reuses `DAGML_TOKEN` (its token is its own, fresh each run).
 
 use super::ClusterError;
 pub use super::fault::{Action, FAULT_ENV, Fault};
@@ -41,12 +44,22 @@ pub async fn hold_from_env() -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// A worker's memory limit when neither the command line nor the file sets
+/// one: half of what this machine has available, shared by the workers (the
+/// other half is for the process around them: the client, the scheduler, the
+/// partitions in flight); 0 (no limit) where the machine cannot tell.
+pub fn default_memory_limit(workers: usize) -> u64 {
+    crate::workspace::available_memory_bytes()
+        .map(|m| (m / 2 / workers.max(1) as u64).max(256 << 20))
+        .unwrap_or(0)
+}
+
 /// The embedded cluster's shape.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub workers: usize,
     pub threads: usize,
-    /// Bytes per worker, 0 for none.
+    /// Bytes per worker; 0: [`default_memory_limit`].
     pub memory_limit: u64,
     pub tls: super::auth::Tls,
     pub fault: Option<Arc<Fault>>,
@@ -82,6 +95,10 @@ impl Embedded {
         // still moves between the workers by Flight.
         let workers = o.workers.max(1);
         let threads = o.threads.max(1);
+        let memory_limit = match o.memory_limit {
+            0 => default_memory_limit(workers),
+            m => m,
+        };
         let pool = Arc::new(
             rayon::ThreadPoolBuilder::new()
                 .num_threads(workers * threads)
@@ -105,7 +122,7 @@ impl Embedded {
                     advertise: None,
                     name: Some(format!("embedded-{i}")),
                     threads,
-                    memory_limit: o.memory_limit,
+                    memory_limit,
                     data_root: None,
                     token: Some(token.clone()),
                     tls: tls.clone(),
@@ -117,6 +134,11 @@ impl Embedded {
                 })
                 .await?,
             );
+        }
+        if o.fault.is_none() {
+            for h in &handles {
+                super::flight::share_in_process(&h.address, &h.store());
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -140,6 +162,7 @@ impl Embedded {
 
     pub async fn stop(self) {
         for w in self.workers {
+            super::flight::unshare_in_process(&w.address);
             w.stop().await;
         }
         self.scheduler.stop().await;

@@ -6,6 +6,12 @@
 //! Must not: read or write files itself (the store does, under the data root),
 //! accept a partition it cannot decode, or wait on a transfer any message of
 //! which takes longer than `FLIGHT_STALL` (both directions).
+//!
+//! The in-process shortcut: the workers of an embedded cluster (no fault hook)
+//! register their stores here ([`share_in_process`]), and [`Peers::fetch_shared`]
+//! takes a partition held by a worker of this process straight from its store
+//! (the same `Arc`, no encoding), as the worker's own inputs are taken. Every
+//! other address goes through Flight.
 
 use super::FLIGHT_STALL;
 use super::auth::Attach;
@@ -200,6 +206,31 @@ fn one_value(
     Value::from_batch(batch).map_err(|e| e.to_string())
 }
 
+/// The stores of the workers in this process that share their partitions
+/// without Flight, by advertised address.
+static IN_PROCESS: Mutex<Vec<(String, std::sync::Weak<Store>)>> = Mutex::new(Vec::new());
+
+/// Let workers of this process read `store` directly when they fetch from
+/// `addr` (an embedded worker's advertised address).
+pub fn share_in_process(addr: &str, store: &Arc<Store>) {
+    let mut g = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
+    g.retain(|(a, s)| a != addr && s.strong_count() > 0);
+    g.push((addr.to_string(), Arc::downgrade(store)));
+}
+
+/// Stop sharing the store served at `addr` (its worker stopped).
+pub fn unshare_in_process(addr: &str) {
+    let mut g = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
+    g.retain(|(a, s)| a != addr && s.strong_count() > 0);
+}
+
+fn in_process(addr: &str) -> Option<Arc<Store>> {
+    let g = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
+    g.iter()
+        .find(|(a, _)| a == addr)
+        .and_then(|(_, s)| s.upgrade())
+}
+
 /// Flight clients to peers, one channel per address.
 #[derive(Clone)]
 pub struct Peers {
@@ -237,6 +268,21 @@ impl Peers {
     /// any message of the stream takes longer than [`FLIGHT_STALL`] to arrive
     /// (and sooner when the channel's keepalive finds the peer silent).
     pub async fn fetch(&self, addr: &str, key: &str) -> Result<Value, String> {
+        Ok(Arc::unwrap_or_clone(self.fetch_shared(addr, key).await?))
+    }
+
+    /// [`Peers::fetch`], taking a partition of a worker in this process from
+    /// its store (see [`share_in_process`]).
+    pub async fn fetch_shared(&self, addr: &str, key: &str) -> Result<Arc<Value>, String> {
+        if let Some(store) = in_process(addr) {
+            return store
+                .get(key)?
+                .ok_or_else(|| format!("no partition `{key}` at {addr}"));
+        }
+        self.fetch_flight(addr, key).await.map(Arc::new)
+    }
+
+    async fn fetch_flight(&self, addr: &str, key: &str) -> Result<Value, String> {
         let stalled = || {
             format!(
                 "{addr} sent nothing for {}s (a stalled Flight transfer)",

@@ -71,6 +71,8 @@ pub enum StepKind {
     Transform,
     Split,
     Fit,
+    /// Predictions shared by several consumers (`optimize::shared_predictions`).
+    Predict,
     Evaluate,
     Sink,
 }
@@ -82,6 +84,7 @@ impl StepKind {
             LOp::Transform { .. } => StepKind::Transform,
             LOp::Split { .. } => StepKind::Split,
             LOp::Fit { .. } => StepKind::Fit,
+            LOp::Predict { .. } => StepKind::Predict,
             LOp::Evaluate { .. } => StepKind::Evaluate,
             LOp::Sink { .. } => StepKind::Sink,
         }

@@ -623,8 +623,8 @@ impl Worker for Service {
                             "no location for input `{id}`"
                         )));
                     };
-                    match state.peers.fetch(addr, &key).await {
-                        Ok(v) => Ok(Arc::new(v)),
+                    match state.peers.fetch_shared(addr, &key).await {
+                        Ok(v) => Ok(v),
                         Err(e) => {
                             state.peers.forget(addr);
                             let mut s = Status::aborted(format!(
@@ -872,6 +872,12 @@ pub struct Drained {
 impl WorkerHandle {
     /// Stop serving and heartbeating; remove the spill folder it made. A
     /// silenced worker speaks again first, so that its connections can close.
+    /// The store of this worker's partitions (for the embedded cluster's
+    /// in-process shortcut, `flight::share_in_process`).
+    pub(crate) fn store(&self) -> Arc<Store> {
+        self.state.store.clone()
+    }
+
     pub async fn stop(self) {
         self.kill.heal();
         self.served.stop().await;

@@ -63,6 +63,13 @@ pub enum LOp {
     Sink {
         output: Output,
     },
+    /// The predictions of fit `model` on dataset `data` (as its id shows it,
+    /// `mnist.test`), made once for every evaluation and output that needs
+    /// them (added by `optimize::shared_predictions`).
+    Predict {
+        model: String,
+        data: String,
+    },
 }
 
 impl LOp {
@@ -74,6 +81,7 @@ impl LOp {
             LOp::Fit { .. } => "fit",
             LOp::Evaluate { .. } => "evaluate",
             LOp::Sink { .. } => "sink",
+            LOp::Predict { .. } => "predict",
         }
     }
 
@@ -85,6 +93,7 @@ impl LOp {
             LOp::Fit { model, .. } => model.name.value.clone(),
             LOp::Evaluate { evaluation } => evaluation.name.value.clone(),
             LOp::Sink { output } => output.name.value.clone(),
+            LOp::Predict { model, data } => format!("{model}@{data}"),
         }
     }
 }
@@ -110,6 +119,8 @@ pub enum EdgeKind {
     Model,
     /// Metrics flow.
     Metrics,
+    /// A model's predictions on a dataset flow (from a `Predict` node).
+    Predictions,
     /// Only an ordering: the target runs after the source (a read-back after a write).
     Order,
 }
@@ -233,6 +244,7 @@ pub fn describe(op: &LOp) -> String {
                 .join(", ")
         ),
         LOp::Sink { output } => format!(" ({})", output.path.value),
+        LOp::Predict { model, data } => format!(" (model {model} on {data}, shared)"),
     }
 }
 
@@ -564,6 +576,8 @@ fn infer(
                 }
                 first
             }
+            // Added by the optimizer, after inference.
+            LOp::Predict { .. } => first,
         };
         out_schema.insert(n, s);
     }

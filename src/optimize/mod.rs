@@ -10,6 +10,7 @@ mod dead_steps;
 mod fanout;
 mod fusion;
 mod projection;
+mod shared_predictions;
 
 use crate::compile::logical::LogicalPlan;
 
@@ -27,6 +28,7 @@ pub fn rules() -> Vec<Box<dyn Rule>> {
         Box::new(projection::ProjectionPushdown),
         Box::new(fusion::Fusion),
         Box::new(fanout::Fanout),
+        Box::new(shared_predictions::SharedPredictions),
     ]
 }
 

@@ -180,7 +180,7 @@ impl Rule for ProjectionPushdown {
 fn need_from(plan: &LogicalPlan, c: NodeIndex) -> Need {
     match &plan.graph[c].op {
         LOp::Fit { model, .. } => model_need(model),
-        LOp::Evaluate { .. } => plan
+        LOp::Evaluate { .. } | LOp::Predict { .. } => plan
             .graph
             .neighbors_directed(c, Direction::Incoming)
             .find_map(|m| match &plan.graph[m].op {

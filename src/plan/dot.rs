@@ -49,6 +49,7 @@ fn colour(op: &LOp) -> &'static str {
         LOp::Fit { .. } => "#f4cccc",
         LOp::Evaluate { .. } => "#d9ead3",
         LOp::Sink { .. } => "#eeeeee",
+        LOp::Predict { .. } => "#fce5cd",
     }
 }
 
@@ -192,6 +193,7 @@ pub fn to_dot(p: &PhysicalPlan, level: Level) -> String {
                 EdgeKind::Data { .. } => (String::new(), "solid"),
                 EdgeKind::Model => ("model".into(), "dashed"),
                 EdgeKind::Metrics => ("metrics".into(), "dotted"),
+                EdgeKind::Predictions => ("predictions".into(), "dashed"),
                 EdgeKind::Order => ("after".into(), "dotted"),
             };
             (a, b, label, style)

@@ -48,6 +48,9 @@ pub enum TaskKind {
     /// Score one partition of a dataset an evaluation reads whole, where the
     /// partition is: the tally goes to the evaluation, the rows stay put.
     ScorePartition,
+    /// Predict once with a model on a dataset, for every evaluation and
+    /// output that needs those predictions.
+    Predict,
     Evaluate,
     Write,
 }
@@ -252,20 +255,21 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                 _ => None,
             })
             .collect();
-        let other_in: Vec<PartitionId> =
-            g.edges_directed(n, Direction::Incoming)
-                .filter(|e| {
-                    matches!(
-                        e.weight(),
-                        EdgeKind::Model | EdgeKind::Metrics | EdgeKind::Order
-                    )
-                })
-                .flat_map(|e| {
-                    finished.get(&e.source()).cloned().unwrap_or_else(|| {
-                        vec![TaskId::new(g[e.source()].id(), TaskPart::Out).into()]
-                    })
-                })
-                .collect();
+        let other_in: Vec<PartitionId> = g
+            .edges_directed(n, Direction::Incoming)
+            .filter(|e| {
+                matches!(
+                    e.weight(),
+                    EdgeKind::Model | EdgeKind::Metrics | EdgeKind::Order | EdgeKind::Predictions
+                )
+            })
+            .flat_map(|e| {
+                finished
+                    .get(&e.source())
+                    .cloned()
+                    .unwrap_or_else(|| vec![TaskId::new(g[e.source()].id(), TaskPart::Out).into()])
+            })
+            .collect();
         let in_parts =
             |want: &(NodeIndex, Option<Part>)| produced.get(want).cloned().unwrap_or_default();
         let all_inputs: Vec<PartitionId> = data_in
@@ -577,6 +581,19 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                     });
                 }
                 finished.insert(n, ids);
+            }
+            LOp::Predict { .. } => {
+                let tid = TaskId::new(&id, TaskPart::Out);
+                new_tasks.push(Task {
+                    id: tid.clone(),
+                    node: id.clone(),
+                    kind: TaskKind::Predict,
+                    inputs: all_inputs.clone(),
+                    outputs: vec![tid.into()],
+                    est_rows: rows_in,
+                    est_bytes: None,
+                    worker: place(0),
+                });
             }
             LOp::Evaluate { .. } | LOp::Sink { .. } => {
                 let kind = if matches!(node.op, LOp::Evaluate { .. }) {

@@ -4,7 +4,7 @@
 //! In: a [`Task`], its inputs ([`Value`]s in `task.inputs` order) and the
 //! [`RunContext`] (the logical plan's operations, the seed, the base folder).
 //! Out: one [`Value`] per `task.outputs`: record batches for data, bytes for models
-//! (postcard), metrics (JSON; a `report` sink draws them as HTML) and write
+//! and shared predictions (postcard), metrics (JSON; a `report` sink draws them as HTML) and write
 //! receipts. Must not: keep state between
 //! tasks or read anything but the files a source or output names: any worker can
 //! run any task and get the same bytes; nor parse an id's text: which partition,
@@ -320,6 +320,22 @@ pub fn score_parts(model: &TrainedModel, parts: &[&RecordBatch]) -> Result<Score
 
 fn tally(model: &TrainedModel, batch: &RecordBatch) -> Result<metrics::Tally, String> {
     let pred = model.predict(batch).map_err(fail)?;
+    tally_of(model, batch, pred)
+}
+
+/// The tally of `pred`, the predictions of `model` on `batch`.
+fn tally_of(
+    model: &TrainedModel,
+    batch: &RecordBatch,
+    pred: Prediction,
+) -> Result<metrics::Tally, String> {
+    if pred.rows() != batch.num_rows() {
+        return Err(format!(
+            "{} predictions for {} rows",
+            pred.rows(),
+            batch.num_rows()
+        ));
+    }
     Ok(match model.task {
         Problem::Classification => {
             // A class the model never saw is scored (never predicted), as
@@ -335,6 +351,21 @@ fn tally(model: &TrainedModel, batch: &RecordBatch) -> Result<metrics::Tally, St
             metrics::Tally::regression(&y, &p)
         }
     })
+}
+
+/// The shared predictions (a `predict` task's output) on dataset `data`
+/// among a task's byte inputs, if the plan made them.
+fn shared_predictions(
+    cx: &RunContext,
+    bytes: &[(&PartitionId, &[u8])],
+    data: &str,
+) -> Result<Option<Prediction>, TaskError> {
+    let found = bytes.iter().find(|(id, _)| {
+        id.task().is_some_and(
+            |t| matches!(cx.ops.get(&t.node), Some(LOp::Predict { data: d, .. }) if d == data),
+        )
+    });
+    found.map(|(_, b)| decode(b)).transpose()
 }
 
 /// An evaluation's model: the one output of a fit (not a fit per fold).
@@ -818,6 +849,14 @@ impl PipelineKernels {
                 m.name = format!("{} without {split}.fold{fold}", spec.name.value);
                 Ok(vec![encode(&m)?])
             }
+            (TaskKind::Predict, LOp::Predict { .. }) => {
+                let (data, bytes) = split_inputs(task, inputs)?;
+                let model = model_input(cx, &bytes)?;
+                let all: Vec<&RecordBatch> = data.iter().flat_map(|(_, b)| b.clone()).collect();
+                let b = concat(&all)?;
+                let pred = model.predict(&b).map_err(fail)?;
+                Ok(vec![encode(&pred)?])
+            }
             (TaskKind::ScorePartition, LOp::Evaluate { .. }) => {
                 let (data, bytes) = split_inputs(task, inputs)?;
                 let model = model_input(cx, &bytes)?;
@@ -875,10 +914,20 @@ impl PipelineKernels {
                     let exact: Vec<&(&DatasetId, Vec<&RecordBatch>)> =
                         data.iter().filter(|(d, _)| d.to_string() == want).collect();
                     if let Some((d, parts)) = exact.first() {
+                        // Predictions the plan shares with other consumers
+                        // (one partition: the rows they were made on).
+                        let shared = match parts.as_slice() {
+                            [one] => shared_predictions(cx, &bytes, want)?.map(|p| (one, p)),
+                            _ => None,
+                        };
+                        let scores = match shared {
+                            Some((b, pred)) => tally_of(&model, b, pred)?.scores(),
+                            None => score_parts(&model, parts)?,
+                        };
                         results.push(EvalEntry {
                             data: d.to_string(),
                             model: model.name.clone(),
-                            scores: score_parts(&model, parts)?,
+                            scores,
                             std: None,
                         });
                         continue;
@@ -1084,12 +1133,27 @@ impl PipelineKernels {
                         put.bytes(&path, &text)?;
                     }
                     OutputKind::Predictions { format, .. } => {
-                        let (_, mb) = bytes.first().ok_or("no model to predict with")?;
-                        let model: TrainedModel = decode(mb)?;
                         let all: Vec<&RecordBatch> =
                             data.iter().flat_map(|(_, b)| b.clone()).collect();
                         let b = concat(&all)?;
-                        let pred = model.predict(&b).map_err(fail)?;
+                        let shared = match data.as_slice() {
+                            [(d, _)] => shared_predictions(cx, &bytes, &d.to_string())?,
+                            _ => None,
+                        };
+                        let pred = match shared {
+                            Some(p) if p.rows() == b.num_rows() => p,
+                            Some(p) => {
+                                return Err(TaskError::internal(format!(
+                                    "{} shared predictions for {} rows",
+                                    p.rows(),
+                                    b.num_rows()
+                                )));
+                            }
+                            None => {
+                                let model = model_input(cx, &bytes)?;
+                                model.predict(&b).map_err(fail)?
+                            }
+                        };
                         let out = predictions_batch(&b, &pred)?;
                         receipt.rows = Some(out.num_rows() as u64);
                         let f = write::format_of(&path, format.value);
