@@ -846,8 +846,8 @@ fn post(addr: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let mut out = Vec::new();
         let mut b = body;
         while let Some(end) = b.windows(2).position(|w| w == b"\r\n") {
-            let n = usize::from_str_radix(String::from_utf8_lossy(&b[..end]).trim(), 16)
-                .unwrap_or(0);
+            let n =
+                usize::from_str_radix(String::from_utf8_lossy(&b[..end]).trim(), 16).unwrap_or(0);
             if n == 0 || b.len() < end + 2 + n {
                 break;
             }
@@ -964,8 +964,8 @@ fn served_shard_models_show_their_versions_request_counts_and_latency() {
     let input = rows.project(&idx).expect("project").slice(0, 10);
     let mut body = Vec::new();
     {
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut body, &input.schema())
-            .expect("writer");
+        let mut w =
+            arrow::ipc::writer::StreamWriter::try_new(&mut body, &input.schema()).expect("writer");
         w.write(&input).expect("write");
         w.finish().expect("finish");
     }
@@ -976,14 +976,22 @@ fn served_shard_models_show_their_versions_request_counts_and_latency() {
             "application/vnd.apache.arrow.stream",
             &body,
         );
-        assert_eq!(code, 200, "request {i}: {}", String::from_utf8_lossy(&answer));
+        assert_eq!(
+            code,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&answer)
+        );
         let params = arrow_batch(&answer)
             .schema()
             .metadata()
             .get("parameters")
             .cloned()
             .unwrap_or_default();
-        assert!(params.contains("\"degraded\":false"), "request {i}: {params}");
+        assert!(
+            params.contains("\"degraded\":false"),
+            "request {i}: {params}"
+        );
     }
 
     // The next heartbeats carry the counts: every shard answered each request once.
@@ -992,7 +1000,10 @@ fn served_shard_models_show_their_versions_request_counts_and_latency() {
         let (code, body) = get(&board, "/api/serving", &[]);
         assert_eq!(code, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        let shards = v["models"][0]["shards"].as_array().cloned().unwrap_or_default();
+        let shards = v["models"][0]["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let counted = |s: &str| -> u64 {
             shards
                 .iter()
@@ -1091,15 +1102,14 @@ fn served_shard_models_show_their_versions_request_counts_and_latency() {
             &artifact("dashboard-serving.png"),
         );
         for name in ["A", "B", "C"] {
-            let row = format!(
-                "data-model=\"ensemble\" data-shard=\"{name}\""
-            );
+            let row = format!("data-model=\"ensemble\" data-shard=\"{name}\"");
             let at = dom
                 .find(&row)
                 .unwrap_or_else(|| panic!("no serving row of shard {name}:\n{dom}"));
             let tag = &dom[at..at + dom[at..].find('>').expect("a tag")];
             assert!(
-                tag.contains("data-version=\"1\"") && tag.contains(&format!("data-requests=\"{N}\"")),
+                tag.contains("data-version=\"1\"")
+                    && tag.contains(&format!("data-requests=\"{N}\"")),
                 "{tag}"
             );
         }

@@ -1076,10 +1076,17 @@ mod tests {
         assert_eq!(m.model, "m");
         let (h1, h2) = (&m.shards[0], &m.shards[1]);
         assert_eq!((h1.worker.as_str(), h1.current), ("w1", false));
-        assert_eq!((h2.worker.as_str(), h2.current, h2.requests), ("w2", true, 40));
+        assert_eq!(
+            (h2.worker.as_str(), h2.current, h2.requests),
+            ("w2", true, 40)
+        );
         assert_eq!(h1.requests_per_s, 0.0);
         // 40 requests in a bit over 0.2 s.
-        assert!(h2.requests_per_s > 20.0 && h2.requests_per_s <= 200.0, "{}", h2.requests_per_s);
+        assert!(
+            h2.requests_per_s > 20.0 && h2.requests_per_s <= 200.0,
+            "{}",
+            h2.requests_per_s
+        );
         assert_eq!((h2.mean_ms, h2.p99_ms), (Some(2.0), Some(3.0)));
         assert_eq!(h1.mean_ms, None, "no call answered yet");
         // Once w2 is lost, w1's older version is the current one.
