@@ -347,13 +347,16 @@ pub enum Event {
     },
 }
 
+/// Requests per `(model, shard)`.
+type Counts = HashMap<(String, String), u64>;
+
 struct WorkerRec {
     view: WorkerView,
     last: Instant,
     /// The resident shard models of its last heartbeat.
     serving: Vec<ServedShard>,
     /// Requests per `(model, shard)` of the heartbeats within [`RATE_WINDOW`].
-    samples: VecDeque<(Instant, HashMap<(String, String), u64>)>,
+    samples: VecDeque<(Instant, Counts)>,
     /// Requests/s per `(model, shard)`, from `samples`.
     rates: HashMap<(String, String), f64>,
 }
@@ -509,7 +512,7 @@ impl Observer {
             let now = Instant::now();
             w.view.stats = stats;
             w.last = now;
-            let counts: HashMap<(String, String), u64> = serving
+            let counts: Counts = serving
                 .iter()
                 .map(|s| ((s.model.clone(), s.shard.clone()), s.requests))
                 .collect();

@@ -22,7 +22,7 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 const RECENT: usize = 256;
 
 /// One shard's figures.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ShardCounts {
     /// `ServeInfer` calls that this shard answered.
     pub requests: u64,
@@ -37,14 +37,19 @@ pub struct ShardCounts {
     recent: VecDeque<u64>,
 }
 
-impl ShardCounts {
-    fn new() -> ShardCounts {
+impl Default for ShardCounts {
+    fn default() -> ShardCounts {
         ShardCounts {
+            requests: 0,
+            errors: 0,
             buckets: vec![0; LATENCY_BUCKETS.len() + 1],
-            ..Default::default()
+            sum_us: 0,
+            recent: VecDeque::new(),
         }
     }
+}
 
+impl ShardCounts {
     fn answered(&mut self, us: u64) {
         self.requests += 1;
         self.sum_us += us;
@@ -87,9 +92,7 @@ impl ServingStats {
         let us = took.as_micros().min(u64::MAX as u128) as u64;
         let mut g = self.by.lock().unwrap_or_else(|p| p.into_inner());
         for s in shards {
-            let c = g
-                .entry((model.to_string(), s.clone()))
-                .or_insert_with(ShardCounts::new);
+            let c = g.entry((model.to_string(), s.clone())).or_default();
             if ok {
                 c.answered(us);
             } else {
@@ -105,7 +108,7 @@ impl ServingStats {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(model.to_string(), shard.to_string()))
             .cloned()
-            .unwrap_or_else(ShardCounts::new)
+            .unwrap_or_default()
     }
 }
 
@@ -132,7 +135,7 @@ mod tests {
         assert_eq!(a.recent_quantile(0.99), 99_000);
         let b = s.get("m", "B");
         assert_eq!((b.requests, b.errors), (100, 0));
-        assert_eq!(s.get("m", "C"), ShardCounts::new());
+        assert_eq!(s.get("m", "C"), ShardCounts::default());
     }
 
     #[test]
