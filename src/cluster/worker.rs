@@ -417,9 +417,7 @@ impl Service {
         }
         Ok(())
     }
-}
 
-impl Service {
     /// Predict the batch with `held` (one version of each shard).
     async fn answer(
         &self,
