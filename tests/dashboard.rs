@@ -771,3 +771,349 @@ fn workers_past_their_spill_threshold_report_their_spills_and_thresholds() {
         "{text}"
     );
 }
+
+/// A small per-shard forest on House Prices, three shards by rows (as
+/// tests/serve_cluster.rs serves it).
+const SERVED: &str = r#"
+[pipeline]
+name = "served_shards"
+seed = 7
+
+[sources.houses]
+kind = "csv"
+path = "train.csv"
+na_values = ["NA"]
+columns = { SalePrice = "float" }
+
+[transforms.prepared]
+input = "houses"
+steps = [
+  { op = "derive", column = "log_price", expr = "log(SalePrice)" },
+  { op = "drop", columns = ["Id", "SalePrice"] },
+]
+
+[splits.shards]
+kind = "shards"
+input = "prepared"
+by = "rows"
+names = ["A", "B", "C"]
+validation_fraction = 0.2
+
+[models.ensemble]
+estimator = "random_forest"
+per_shard = true
+combine = "average"
+input = "shards"
+target = "log_price"
+preprocess = [
+  { op = "impute", strategy = "median" },
+  { op = "impute", strategy = "most_frequent" },
+  { op = "ordinal" },
+]
+params = { n_trees = 6, max_features = 0.33, min_samples_leaf = 2 }
+
+[outputs.model]
+kind = "model"
+model = "ensemble"
+path = "out/ensemble.model"
+"#;
+
+/// `POST path` with `body`: the status and the body's bytes.
+fn post(addr: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("send");
+    s.write_all(body).expect("send the body");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = &raw[split + 4..];
+    let body = if head.contains("transfer-encoding: chunked") {
+        // Binary chunks: sizes in hex, each chunk then CRLF.
+        let mut out = Vec::new();
+        let mut b = body;
+        while let Some(end) = b.windows(2).position(|w| w == b"\r\n") {
+            let n =
+                usize::from_str_radix(String::from_utf8_lossy(&b[..end]).trim(), 16).unwrap_or(0);
+            if n == 0 || b.len() < end + 2 + n {
+                break;
+            }
+            out.extend_from_slice(&b[end + 2..end + 2 + n]);
+            b = &b[(end + 4 + n).min(b.len())..];
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    (status, body)
+}
+
+fn arrow_batch(bytes: &[u8]) -> arrow::record_batch::RecordBatch {
+    let batches: Vec<arrow::record_batch::RecordBatch> =
+        match arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None) {
+            Ok(r) => r.collect::<Result<_, _>>().expect("batches"),
+            Err(_) => arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+                .expect("an Arrow file or stream")
+                .collect::<Result<_, _>>()
+                .expect("batches"),
+        };
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
+}
+
+#[test]
+fn served_shard_models_show_their_versions_request_counts_and_latency() {
+    const N: u64 = 25;
+    let mut procs = Procs::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pipeline.toml"), SERVED).expect("write the pipeline");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data/house_prices/train.csv"),
+        dir.path().join("train.csv"),
+    )
+    .expect("copy train.csv");
+    let log = dir.path().join("scheduler.log");
+    let sched = procs.serve_logging(
+        "scheduler",
+        &[
+            "scheduler",
+            "--listen",
+            "127.0.0.1:0",
+            "--dashboard",
+            "127.0.0.1:0",
+        ],
+        &[],
+        Some(&log),
+    );
+    let board = dashboard_address(&log, "dashboard on");
+    let root = dir.path().to_string_lossy().into_owned();
+    let workers = ["w0", "w1", "w2"];
+    for name in workers {
+        procs.serve(
+            name,
+            &[
+                "worker",
+                &sched,
+                "--name",
+                name,
+                "--listen",
+                "127.0.0.1:0",
+                "--data-root",
+                &root,
+            ],
+            &[],
+        );
+    }
+    // Before anything is served, the page and /api/serving say so.
+    let (code, body) = get(&board, "/api/serving", &[]);
+    assert_eq!(code, 200, "{body}");
+    let none: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(none["models"], serde_json::json!([]), "{none}");
+
+    let mut cmd = dagml(None);
+    cmd.current_dir(dir.path()).args([
+        "serve",
+        "pipeline.toml",
+        "--scheduler",
+        &sched,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let front = procs.serve_command("serve", cmd, Some(&dir.path().join("serve.log")));
+
+    // N requests of the test set's rows, in the model's inputs, as Arrow.
+    let predicted = dir.path().join("predicted.arrow");
+    let out = dagml(None)
+        .current_dir(dir.path())
+        .args(["predict", "out/ensemble.model"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/house_prices/test.csv"
+        ))
+        .arg("-o")
+        .arg(&predicted)
+        .output()
+        .expect("dagml predict");
+    assert!(out.status.success(), "{}", common::text(&out));
+    let rows = arrow_batch(&std::fs::read(&predicted).expect("read"));
+    let (code, meta) = get(&front, "/v2/models/ensemble", &[]);
+    assert_eq!(code, 200, "{meta}");
+    let meta: serde_json::Value = serde_json::from_str(&meta).expect("JSON");
+    let idx: Vec<usize> = meta["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|i| {
+            rows.schema()
+                .index_of(i["name"].as_str().expect("name"))
+                .expect("a feature of test.csv")
+        })
+        .collect();
+    let input = rows.project(&idx).expect("project").slice(0, 10);
+    let mut body = Vec::new();
+    {
+        let mut w =
+            arrow::ipc::writer::StreamWriter::try_new(&mut body, &input.schema()).expect("writer");
+        w.write(&input).expect("write");
+        w.finish().expect("finish");
+    }
+    for i in 0..N {
+        let (code, answer) = post(
+            &front,
+            "/v2/models/ensemble/infer",
+            "application/vnd.apache.arrow.stream",
+            &body,
+        );
+        assert_eq!(
+            code,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let params = arrow_batch(&answer)
+            .schema()
+            .metadata()
+            .get("parameters")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            params.contains("\"degraded\":false"),
+            "request {i}: {params}"
+        );
+    }
+
+    // The next heartbeats carry the counts: every shard answered each request once.
+    let t0 = Instant::now();
+    let served = loop {
+        let (code, body) = get(&board, "/api/serving", &[]);
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let shards = v["models"][0]["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let counted = |s: &str| -> u64 {
+            shards
+                .iter()
+                .filter(|h| h["shard"] == s)
+                .map(|h| h["requests"].as_u64().unwrap_or(0))
+                .sum()
+        };
+        if ["A", "B", "C"].iter().all(|s| counted(s) >= N) {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the dashboard does not count {N} requests per shard: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let model = &served["models"][0];
+    assert_eq!(model["model"], "ensemble", "{served}");
+    let shards = model["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 3, "one holder per shard: {served}");
+    for (h, name) in shards.iter().zip(["A", "B", "C"]) {
+        assert_eq!(h["shard"], name, "{served}");
+        assert_eq!(h["version"], 1, "{served}");
+        assert_eq!(h["versions"], 1, "{served}");
+        assert_eq!(h["current"], true, "{served}");
+        assert_eq!(h["alive"], true, "{served}");
+        assert_eq!(h["requests"], N, "exactly one call per request: {served}");
+        assert_eq!(h["errors"], 0, "{served}");
+        assert!(
+            workers.contains(&h["worker"].as_str().unwrap_or("")),
+            "{served}"
+        );
+        let (p50, p99) = (
+            h["p50_ms"].as_f64().expect("a p50"),
+            h["p99_ms"].as_f64().expect("a p99"),
+        );
+        assert!(p50 > 0.0 && p50 <= p99, "{served}");
+        assert!(h["mean_ms"].as_f64().expect("a mean") > 0.0, "{served}");
+        let buckets: u64 = h["latency_buckets"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .filter_map(|b| b.as_u64())
+            .sum();
+        assert_eq!(buckets, N, "{served}");
+    }
+    // /api/state carries the same.
+    assert_eq!(state(&board)["serving"], served["models"]);
+
+    // /metrics, parsed as Prometheus does.
+    let (code, text) = get(&board, "/metrics", &[]);
+    assert_eq!(code, 200, "{text}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("/metrics parses");
+    for name in ["A", "B", "C"] {
+        let of = |metric: &str| {
+            scrape
+                .samples
+                .iter()
+                .filter(|s| {
+                    s.metric == metric
+                        && s.labels.get("model") == Some("ensemble")
+                        && s.labels.get("shard") == Some(name)
+                })
+                .collect::<Vec<_>>()
+        };
+        let value = |metric: &str| -> f64 {
+            of(metric)
+                .iter()
+                .map(|s| match &s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => *v,
+                    other => panic!("{metric} is {other:?}"),
+                })
+                .sum()
+        };
+        assert_eq!(value("dagml_serving_requests_total"), N as f64, "{text}");
+        assert_eq!(value("dagml_serving_errors_total"), 0.0, "{text}");
+        assert_eq!(value("dagml_serving_version"), 1.0, "{text}");
+        let hist = of("dagml_serving_latency_seconds");
+        assert_eq!(hist.len(), 1, "one histogram for shard {name}:\n{text}");
+        match &hist[0].value {
+            prometheus_parse::Value::Histogram(b) => {
+                let inf = b.iter().find(|c| c.less_than.is_infinite()).expect("+Inf");
+                assert_eq!(inf.count, N as f64, "{text}");
+            }
+            other => panic!("the latency is {other:?}"),
+        }
+    }
+
+    if let Some(b) = chromium() {
+        let dom = browse(
+            b.as_path(),
+            &format!("http://{board}/?events=off"),
+            &artifact("dashboard-serving.png"),
+        );
+        for name in ["A", "B", "C"] {
+            let row = format!("data-model=\"ensemble\" data-shard=\"{name}\"");
+            let at = dom
+                .find(&row)
+                .unwrap_or_else(|| panic!("no serving row of shard {name}:\n{dom}"));
+            let tag = &dom[at..at + dom[at..].find('>').expect("a tag")];
+            assert!(
+                tag.contains("data-version=\"1\"")
+                    && tag.contains(&format!("data-requests=\"{N}\"")),
+                "{tag}"
+            );
+        }
+    } else {
+        eprintln!("SKIPPED the browser checks: no Chromium");
+    }
+}

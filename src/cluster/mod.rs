@@ -31,6 +31,7 @@ pub mod proto;
 pub mod resident;
 pub mod scheduler;
 pub mod serve;
+pub mod serving_stats;
 pub mod store;
 pub mod watch;
 pub mod worker;

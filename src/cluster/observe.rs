@@ -1,8 +1,11 @@
 //! What the cluster knows, for whoever watches it (the dashboard): workers with
 //! their latest heartbeat, runs with their plan, every task's state, worker and
-//! thread slot, the attempts over time, failures with their kind, results.
+//! thread slot, the attempts over time, failures with their kind, results;
+//! the shard models served on the workers, with their versions, requests/s,
+//! latency and errors.
 //!
-//! In: calls from the scheduler (registrations, heartbeats, losses) and from
+//! In: calls from the scheduler (registrations, heartbeats with the workers'
+//! serving figures, losses) and from
 //! each run's driver (run started, task started/finished/failed, tasks given
 //! back by a lost worker, run ended). Out: a [`Snapshot`] behind a lock and a
 //! `tokio::sync::broadcast` of typed [`Event`]s, both read-only for watchers.
@@ -15,9 +18,9 @@ use crate::ml::evaluation::EvalResult;
 use crate::plan::{PhysicalPlan, TaskId, TaskKind};
 use crate::runtime::failure::{FailureKind, RunError};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 /// Finished runs kept for watchers (older ones are forgotten).
@@ -112,6 +115,64 @@ pub struct WorkerStats {
     pub paused: bool,
     pub draining: bool,
 }
+
+/// One shard model resident on a worker, as its heartbeat says (counters
+/// since the worker started; see `cluster::serving_stats`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ServedShard {
+    pub model: String,
+    pub shard: String,
+    pub version: u64,
+    /// Versions in its history, this one included.
+    pub versions: u32,
+    /// `ServeInfer` calls it answered.
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_sum_us: u64,
+    /// Answered calls per bucket of `serving_stats::LATENCY_BUCKETS` (not
+    /// cumulative), then above the last.
+    pub latency_buckets: Vec<u64>,
+    /// Of the worker's last 256 calls.
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+/// A shard model of a served model on one worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardHolderView {
+    pub shard: String,
+    pub worker: String,
+    pub worker_id: u64,
+    /// Whether the worker is alive (a lost worker's last figures stay shown).
+    pub alive: bool,
+    pub version: u64,
+    pub versions: u32,
+    /// The newest version of this shard among live workers: the one a front
+    /// door asks first.
+    pub current: bool,
+    pub requests: u64,
+    pub errors: u64,
+    /// Calls answered per second over the last heartbeats (up to
+    /// [`RATE_WINDOW`]).
+    pub requests_per_s: f64,
+    /// Mean of all answered calls; None before the first.
+    pub mean_ms: Option<f64>,
+    /// Of the worker's last 256 calls; None before the first.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum_us: u64,
+}
+
+/// A model served on the cluster: its shard models, by shard then worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServedModelView {
+    pub model: String,
+    pub shards: Vec<ShardHolderView>,
+}
+
+/// The span the serving request rates are taken over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct WorkerView {
@@ -242,6 +303,8 @@ pub struct Snapshot {
     /// Newest first.
     pub runs: Vec<RunView>,
     pub counters: Counters,
+    /// By model name.
+    pub serving: Vec<ServedModelView>,
 }
 
 /// Something that changed; watchers read the snapshot for the details.
@@ -287,9 +350,18 @@ pub enum Event {
     },
 }
 
+/// Requests per `(model, shard)`.
+type Counts = HashMap<(String, String), u64>;
+
 struct WorkerRec {
     view: WorkerView,
     last: Instant,
+    /// The resident shard models of its last heartbeat.
+    serving: Vec<ServedShard>,
+    /// Requests per `(model, shard)` of the heartbeats within [`RATE_WINDOW`].
+    samples: VecDeque<(Instant, Counts)>,
+    /// Requests/s per `(model, shard)`, from `samples`.
+    rates: HashMap<(String, String), f64>,
 }
 
 struct RunRec {
@@ -393,6 +465,7 @@ impl Observer {
             workers,
             runs,
             counters: g.counters.clone(),
+            serving: serving(&g.workers),
         }
     }
 
@@ -424,19 +497,53 @@ impl Observer {
                     last_heartbeat_ms_ago: 0,
                 },
                 last: Instant::now(),
+                serving: Vec::new(),
+                samples: VecDeque::new(),
+                rates: HashMap::new(),
             },
         );
         self.emit(Event::WorkerJoined { worker: id });
     }
 
-    pub fn heartbeat(&self, id: u64, stats: WorkerStats) {
+    /// A heartbeat: the worker's stats and its resident shard models.
+    pub fn heartbeat(&self, id: u64, stats: WorkerStats, serving: Vec<ServedShard>) {
         {
             let mut g = self.lock();
             let Some(w) = g.workers.get_mut(&id) else {
                 return;
             };
+            let now = Instant::now();
             w.view.stats = stats;
-            w.last = Instant::now();
+            w.last = now;
+            let counts: Counts = serving
+                .iter()
+                .map(|s| ((s.model.clone(), s.shard.clone()), s.requests))
+                .collect();
+            while w
+                .samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+            {
+                w.samples.pop_front();
+            }
+            w.rates = counts
+                .iter()
+                .map(|(k, n)| {
+                    let rate = w
+                        .samples
+                        .front()
+                        .and_then(|(t, old)| {
+                            let dt = now.duration_since(*t).as_secs_f64();
+                            let before = old.get(k).copied().unwrap_or(0);
+                            // A restarted worker counts from 0 again.
+                            (dt > 0.0 && *n >= before).then(|| (n - before) as f64 / dt)
+                        })
+                        .unwrap_or(0.0);
+                    (k.clone(), rate)
+                })
+                .collect();
+            w.samples.push_back((now, counts));
+            w.serving = serving;
         }
         self.emit(Event::Heartbeat { worker: id });
     }
@@ -453,6 +560,8 @@ impl Observer {
             w.view.alive = false;
             w.view.lost_cause = Some(cause.into());
             w.view.stats.busy_threads = 0;
+            w.rates.clear();
+            w.samples.clear();
             g.counters.workers_lost += 1;
             g.slots.remove(&id);
             // Forget the oldest lost workers past a bound (a long-lived
@@ -780,6 +889,58 @@ impl Observer {
     }
 }
 
+/// The served models: every worker's resident shard models, grouped by model,
+/// ordered by shard then worker name.
+fn serving(workers: &BTreeMap<u64, WorkerRec>) -> Vec<ServedModelView> {
+    let mut newest: HashMap<(&str, &str), u64> = HashMap::new();
+    for w in workers.values().filter(|w| w.view.alive) {
+        for s in &w.serving {
+            let v = newest.entry((&s.model, &s.shard)).or_default();
+            *v = (*v).max(s.version);
+        }
+    }
+    let mut models: BTreeMap<String, Vec<ShardHolderView>> = BTreeMap::new();
+    for w in workers.values() {
+        for s in &w.serving {
+            let answered = s.latency_buckets.iter().sum::<u64>() > 0;
+            let ms = |us: u64| answered.then_some(us as f64 / 1000.0);
+            models
+                .entry(s.model.clone())
+                .or_default()
+                .push(ShardHolderView {
+                    shard: s.shard.clone(),
+                    worker: w.view.name.clone(),
+                    worker_id: w.view.id,
+                    alive: w.view.alive,
+                    version: s.version,
+                    versions: s.versions,
+                    current: w.view.alive
+                        && newest.get(&(s.model.as_str(), s.shard.as_str())) == Some(&s.version),
+                    requests: s.requests,
+                    errors: s.errors,
+                    requests_per_s: w
+                        .rates
+                        .get(&(s.model.clone(), s.shard.clone()))
+                        .copied()
+                        .unwrap_or(0.0),
+                    mean_ms: (s.requests > 0)
+                        .then(|| s.latency_sum_us as f64 / 1000.0 / s.requests as f64),
+                    p50_ms: ms(s.p50_us),
+                    p99_ms: ms(s.p99_us),
+                    latency_buckets: s.latency_buckets.clone(),
+                    latency_sum_us: s.latency_sum_us,
+                });
+        }
+    }
+    models
+        .into_iter()
+        .map(|(model, mut shards)| {
+            shards.sort_by(|a, b| a.shard.cmp(&b.shard).then_with(|| a.worker.cmp(&b.worker)));
+            ServedModelView { model, shards }
+        })
+        .collect()
+}
+
 /// Tasks by state per step, in the plan's step order.
 fn steps(plan: &PhysicalPlan, tasks: &[TaskView]) -> Vec<StepView> {
     let mut out: Vec<StepView> = Vec::new();
@@ -888,6 +1049,58 @@ mod tests {
             matches!(first, Event::WorkerJoined { worker: 1 }),
             "{first:?}"
         );
+    }
+
+    fn served(shard: &str, version: u64, requests: u64) -> ServedShard {
+        ServedShard {
+            model: "m".into(),
+            shard: shard.into(),
+            version,
+            versions: version as u32,
+            requests,
+            latency_sum_us: requests * 2_000,
+            latency_buckets: vec![requests],
+            p50_us: 2_000,
+            p99_us: 3_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn served_shards_are_grouped_by_model_with_their_rates_and_the_newest_version_current() {
+        let o = Observer::default();
+        o.worker_joined(1, "w1", "a:1", 1, 0);
+        o.worker_joined(2, "w2", "a:2", 1, 0);
+        o.heartbeat(1, WorkerStats::default(), vec![served("A", 1, 0)]);
+        o.heartbeat(2, WorkerStats::default(), vec![served("A", 2, 0)]);
+        std::thread::sleep(Duration::from_millis(200));
+        o.heartbeat(1, WorkerStats::default(), vec![served("A", 1, 0)]);
+        o.heartbeat(2, WorkerStats::default(), vec![served("A", 2, 40)]);
+        let s = o.snapshot();
+        assert_eq!(s.serving.len(), 1);
+        let m = &s.serving[0];
+        assert_eq!(m.model, "m");
+        let (h1, h2) = (&m.shards[0], &m.shards[1]);
+        assert_eq!((h1.worker.as_str(), h1.current), ("w1", false));
+        assert_eq!(
+            (h2.worker.as_str(), h2.current, h2.requests),
+            ("w2", true, 40)
+        );
+        assert_eq!(h1.requests_per_s, 0.0);
+        // 40 requests in a bit over 0.2 s.
+        assert!(
+            h2.requests_per_s > 20.0 && h2.requests_per_s <= 200.0,
+            "{}",
+            h2.requests_per_s
+        );
+        assert_eq!((h2.mean_ms, h2.p99_ms), (Some(2.0), Some(3.0)));
+        assert_eq!(h1.mean_ms, None, "no call answered yet");
+        // Once w2 is lost, w1's older version is the current one.
+        o.worker_lost(2, "missed heartbeats");
+        let s = o.snapshot();
+        let m = &s.serving[0];
+        assert!(m.shards[0].current && !m.shards[1].current && !m.shards[1].alive);
+        assert_eq!(m.shards[1].requests_per_s, 0.0);
     }
 
     #[test]

@@ -223,6 +223,21 @@ impl Scheduler for Service {
                     paused: r.paused,
                     draining: r.draining,
                 },
+                r.serving
+                    .into_iter()
+                    .map(|s| super::observe::ServedShard {
+                        model: s.model,
+                        shard: s.shard,
+                        version: s.version,
+                        versions: s.versions,
+                        requests: s.requests,
+                        errors: s.errors,
+                        latency_sum_us: s.latency_sum_us,
+                        latency_buckets: s.latency_buckets,
+                        p50_us: s.p50_us,
+                        p99_us: s.p99_us,
+                    })
+                    .collect(),
             );
         }
         if let (Some((name, address)), true) = (began_draining, self.0.log) {

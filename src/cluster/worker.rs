@@ -24,6 +24,7 @@ use super::proto::scheduler_client::SchedulerClient;
 use super::proto::worker_server::{Worker, WorkerServer};
 use super::proto::*;
 use super::resident::Resident;
+use super::serving_stats::ServingStats;
 use super::store::Store;
 use super::{ClusterError, HEARTBEAT, MAX_MESSAGE_BYTES, RPC_TIMEOUT};
 use crate::ml::model::Prediction;
@@ -351,6 +352,8 @@ struct State {
     /// With `--watch`: the shard models of this worker's own rows, refitted
     /// when those change.
     watch: Option<Arc<super::watch::Watch>>,
+    /// What `ServeInfer` did, per model and shard (sent in heartbeats).
+    serving: ServingStats,
 }
 
 /// Counts a `RunTask` call as in flight while alive (dropped calls too).
@@ -431,6 +434,70 @@ impl Service {
         }
         Ok(())
     }
+
+    /// Predict the batch with `held` (one version of each shard).
+    async fn answer(
+        &self,
+        batch_ipc: &[u8],
+        held: Vec<Arc<super::resident::Held>>,
+    ) -> Result<ServeInferReply, Status> {
+        let batch = read_ipc_batch(batch_ipc)
+            .map_err(|e| Status::invalid_argument(format!("the batch does not read: {e}")))?;
+        let pool = self.0.pool.clone();
+        let answered =
+            tokio::task::spawn_blocking(move || pool.install(|| Resident::predict(&held, &batch)))
+                .await
+                .map_err(|e| Status::internal(format!("the prediction stopped: {e}")))?
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.0.kill.dead() {
+            return Err(stopped());
+        }
+        let answers = answered
+            .into_iter()
+            .map(|(h, p)| {
+                let mut a = ShardAnswer {
+                    shard: h.shard.clone(),
+                    shard_index: h.index,
+                    version: h.version(),
+                    ..Default::default()
+                };
+                match p {
+                    Prediction::Classes { proba, classes } => {
+                        a.proba = proba;
+                        a.classes = classes;
+                    }
+                    Prediction::Values(v) => a.values = v,
+                }
+                a
+            })
+            .collect();
+        Ok(ServeInferReply { answers })
+    }
+}
+
+/// The resident shard models with their versions and serving figures, for
+/// the heartbeat.
+fn serving_stats(state: &State) -> Vec<ServingStat> {
+    state
+        .resident
+        .list()
+        .iter()
+        .map(|h| {
+            let c = state.serving.get(&h.model, &h.shard);
+            ServingStat {
+                model: h.model.clone(),
+                shard: h.shard.clone(),
+                version: h.version(),
+                versions: h.history.len().try_into().unwrap_or(u32::MAX),
+                requests: c.requests,
+                errors: c.errors,
+                latency_sum_us: c.sum_us,
+                p50_us: c.recent_quantile(0.5),
+                p99_us: c.recent_quantile(0.99),
+                latency_buckets: c.buckets,
+            }
+        })
+        .collect()
 }
 
 fn combine_name(c: crate::frontend::pipeline::Combine) -> &'static str {
@@ -764,6 +831,7 @@ impl Worker for Service {
         &self,
         request: Request<ServeInferRequest>,
     ) -> Result<Response<ServeInferReply>, Status> {
+        let t0 = Instant::now();
         let r = request.into_inner();
         let held = self.0.resident.snapshot(&r.model, &r.shards);
         if held.is_empty() {
@@ -772,37 +840,15 @@ impl Worker for Service {
                 r.model, self.0.name
             )));
         }
-        let batch = read_ipc_batch(&r.batch_ipc)
-            .map_err(|e| Status::invalid_argument(format!("the batch does not read: {e}")))?;
-        let pool = self.0.pool.clone();
-        let answered =
-            tokio::task::spawn_blocking(move || pool.install(|| Resident::predict(&held, &batch)))
-                .await
-                .map_err(|e| Status::internal(format!("the prediction stopped: {e}")))?
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if self.0.kill.dead() {
-            return Err(stopped());
+        let shards: Vec<String> = held.iter().map(|h| h.shard.clone()).collect();
+        let answered = self.answer(&r.batch_ipc, held).await;
+        // A call cut by a kill is not counted: its answer never left.
+        if !self.0.kill.dead() {
+            self.0
+                .serving
+                .record(&r.model, &shards, t0.elapsed(), answered.is_ok());
         }
-        let answers = answered
-            .into_iter()
-            .map(|(h, p)| {
-                let mut a = ShardAnswer {
-                    shard: h.shard.clone(),
-                    shard_index: h.index,
-                    version: h.version(),
-                    ..Default::default()
-                };
-                match p {
-                    Prediction::Classes { proba, classes } => {
-                        a.proba = proba;
-                        a.classes = classes;
-                    }
-                    Prediction::Values(v) => a.values = v,
-                }
-                a
-            })
-            .collect();
-        Ok(Response::new(ServeInferReply { answers }))
+        answered.map(Response::new)
     }
 
     async fn drop_partitions(
@@ -1085,6 +1131,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<WorkerHandle, ClusterError> {
         worker_id: Mutex::new(None),
         resident: resident.clone(),
         watch: (cfg.watch && confine.is_some()).then(Arc::default),
+        serving: ServingStats::default(),
     });
     let check = Gate {
         check: Check::new(cfg.token.as_deref()),
@@ -1313,6 +1360,7 @@ async fn heartbeat_loop(
                     partitions: state.store.partitions().try_into().unwrap_or(u32::MAX),
                     busy_threads: running.min(threads),
                     threads,
+                    serving: serving_stats(&state),
                 };
                 match tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(req)).await {
                     Ok(Ok(r)) if !r.get_ref().known => {

@@ -229,14 +229,9 @@ async fn counters(State(app): State<Arc<App>>) -> Response {
     Json(snapshot(&app).counters).into_response()
 }
 
-/// Serving does not report to the scheduler yet.
-async fn serving() -> Response {
-    Json(serde_json::json!({
-        "status": "not yet",
-        "why": "model servers (dagml serve) do not report to the scheduler yet; see docs/dashboard.md",
-        "models": [],
-    }))
-    .into_response()
+/// The served models, from the workers' heartbeats.
+async fn serving(State(app): State<Arc<App>>) -> Response {
+    Json(serde_json::json!({ "models": snapshot(&app).serving })).into_response()
 }
 
 async fn plan_svg(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {

@@ -4,11 +4,14 @@
 //! tasks started/finished/failed, retries, lost workers, bytes moved between
 //! workers), the task-duration histogram, tasks of the kept runs by state, and
 //! per-worker gauges from the heartbeats (memory, limit, thresholds, spilled
-//! bytes, partitions, threads).
+//! bytes, partitions, threads); per served shard model and worker, the
+//! `ServeInfer` calls it answered, those that failed, its latency histogram
+//! and its version.
 //! Must not: invent a value nobody measured (a worker that has not sent a
 //! heartbeat yet reports zeros it says are zeros: `dagml_worker_up`).
 
 use crate::cluster::observe::{DURATION_BUCKETS, Snapshot, TaskState};
+use crate::cluster::serving_stats::LATENCY_BUCKETS;
 use std::fmt::Write;
 
 /// A label value, escaped as the format wants (`\\`, `\"`, `\n`).
@@ -195,5 +198,76 @@ pub fn render(s: &Snapshot) -> String {
         "Bytes spilled by the known workers, in all.",
     );
     let _ = writeln!(out, "dagml_spilled_bytes_total {spilled}");
+    serving(&mut out, s);
     out
+}
+
+/// Per served shard model on each live worker.
+fn serving(out: &mut String, s: &Snapshot) {
+    let held: Vec<(String, &crate::cluster::observe::ShardHolderView)> = s
+        .serving
+        .iter()
+        .flat_map(|m| {
+            m.shards.iter().filter(|h| h.alive).map(move |h| {
+                let labels = format!(
+                    "model=\"{}\",shard=\"{}\",worker=\"{}\"",
+                    label(&m.model),
+                    label(&h.shard),
+                    label(&h.worker)
+                );
+                (labels, h)
+            })
+        })
+        .collect();
+    type Get = fn(&crate::cluster::observe::ShardHolderView) -> f64;
+    let simple: [(&str, &str, &str, Get); 4] = [
+        (
+            "dagml_serving_requests_total",
+            "counter",
+            "ServeInfer calls a shard model answered on a worker (since it started).",
+            |h| h.requests as f64,
+        ),
+        (
+            "dagml_serving_errors_total",
+            "counter",
+            "ServeInfer calls for a shard model that failed on a worker.",
+            |h| h.errors as f64,
+        ),
+        (
+            "dagml_serving_version",
+            "gauge",
+            "The version of the shard model a worker holds.",
+            |h| h.version as f64,
+        ),
+        (
+            "dagml_serving_requests_per_second",
+            "gauge",
+            "Calls answered per second over the last heartbeats.",
+            |h| h.requests_per_s,
+        ),
+    ];
+    for (name, kind, help, get) in simple {
+        head(out, name, kind, help);
+        for (l, h) in &held {
+            let _ = writeln!(out, "{name}{{{l}}} {}", get(h));
+        }
+    }
+    let name = "dagml_serving_latency_seconds";
+    head(
+        out,
+        name,
+        "histogram",
+        "A worker's time to answer a ServeInfer call, per shard model it answered.",
+    );
+    for (l, h) in &held {
+        let mut cumulative = 0;
+        for (i, ub) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += h.latency_buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{ub}\"}} {cumulative}");
+        }
+        let count: u64 = h.latency_buckets.iter().sum();
+        let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.latency_sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{l}}} {count}");
+    }
 }

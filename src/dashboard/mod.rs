@@ -1,5 +1,6 @@
 //! The live dashboard of a cluster: a web page (workers, the current run's plan
-//! coloured by task state, the task stream, progress, failures, results), its
+//! coloured by task state, the task stream, progress, failures, results, the
+//! served shard models with their versions, requests/s, latency, errors), its
 //! JSON API under `/api/`, server-sent events, and `/metrics` in the Prometheus
 //! text format.
 //!

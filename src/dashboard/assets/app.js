@@ -116,6 +116,7 @@
     renderProgress(run);
     renderFailures();
     renderResults();
+    renderServing();
   }
 
   function renderHeader(run) {
@@ -322,12 +323,25 @@
     }).join("");
   }
 
-  async function renderServing() {
-    try {
-      const r = await api("/api/serving");
-      const s = await r.json();
-      $("serving").textContent = s.status === "not yet" ? "not yet: " + s.why : JSON.stringify(s);
-    } catch (e) { /* the state refresh reports it */ }
+  function lat(v) { return v === null || v === undefined ? "—" : v < 10 ? v.toFixed(2) + " ms" : secs(Math.round(v)); }
+
+  // One row per shard model per worker holding it (the newest version of a
+  // shard among live workers is the one front doors ask first: `current`).
+  function renderServing() {
+    const rows = [];
+    (state.serving || []).forEach((m) => {
+      m.shards.forEach((h, i) => {
+        const cls = (h.alive ? "" : "lost ") + (h.current ? "current" : "older");
+        rows.push('<tr class="' + cls + '" data-model="' + esc(m.model) + '" data-shard="' + esc(h.shard) + '" data-holder="' + esc(h.worker) +
+          '" data-version="' + h.version + '" data-requests="' + h.requests + '">' +
+          "<td>" + (i === 0 ? esc(m.model) : "") + "</td><td>" + esc(h.shard) + "</td><td>" + h.version + (h.current ? "" : " (older)") + "</td>" +
+          '<td class="state">' + esc(h.worker) + (h.alive ? "" : " (lost)") + "</td><td>" + h.versions + "</td>" +
+          "<td>" + h.requests + "</td><td>" + h.requests_per_s.toFixed(1) + "</td><td>" + lat(h.p50_ms) + "</td><td>" + lat(h.p99_ms) +
+          "</td><td>" + lat(h.mean_ms) + '</td><td class="' + (h.errors ? "error" : "") + '">' + h.errors + "</td></tr>");
+      });
+    });
+    $("serving").tBodies[0].innerHTML = rows.join("") ||
+      '<tr><td colspan="11" class="muted">no shard model is served (dagml serve PIPELINE --scheduler trains and serves one)</td></tr>';
   }
 
   // `?events=off`: poll /api/state every second instead of holding an event
@@ -337,7 +351,6 @@
 
   function start() {
     refresh();
-    renderServing();
     if (polling) setConn("polling", "live");
     else connect();
   }
