@@ -20,6 +20,7 @@ use crate::frontend::pipeline::{
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MlError {
@@ -78,6 +79,43 @@ impl Prediction {
 pub struct Forest {
     pub bins: BinMap,
     pub trees: Vec<Tree>,
+    /// Its layout for prediction, made at the first prediction and kept
+    /// (a served model predicts many small batches); not in the model file.
+    #[serde(skip)]
+    pub flat: FlatCache,
+}
+
+/// A forest's [`FlatForest`], once made. Equal to any other (it is derived
+/// from the trees); never serialized.
+#[derive(Clone, Default)]
+pub struct FlatCache(std::sync::OnceLock<Arc<FlatForest>>);
+
+impl PartialEq for FlatCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for FlatCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlatCache")
+    }
+}
+
+impl Forest {
+    /// The prediction layout for `width` values per row: the kept one, or a
+    /// new one (kept if none is yet).
+    fn flat(&self, width: usize) -> Arc<FlatForest> {
+        let made = self
+            .flat
+            .0
+            .get_or_init(|| Arc::new(FlatForest::new(&self.trees, width)));
+        if made.width == width {
+            made.clone()
+        } else {
+            Arc::new(FlatForest::new(&self.trees, width))
+        }
+    }
 }
 
 /// Part of a forest fitted by one task: trees `first..first + trees.len()`.
@@ -424,6 +462,7 @@ pub fn fit_tree_range(
             Body::Forest(Forest {
                 bins: d.map.clone(),
                 trees,
+                flat: FlatCache::default(),
             }),
         ),
     })
@@ -439,7 +478,11 @@ pub fn combine_forest(mut parts: Vec<ForestPart>) -> Result<TrainedModel, MlErro
     let mut model = first.model;
     for p in it {
         match (&mut model.body, p.model.body) {
-            (Body::Forest(f), Body::Forest(g)) => f.trees.extend(g.trees),
+            (Body::Forest(f), Body::Forest(g)) => {
+                f.trees.extend(g.trees);
+                // A layout made before would lack the new trees.
+                f.flat = FlatCache::default();
+            }
             _ => return Err(MlError::Invalid("forest parts of different kinds".into())),
         }
     }
@@ -574,7 +617,7 @@ impl Model for TrainedModel {
                     Problem::Classification => self.classes.len().max(1),
                     Problem::Regression => 1,
                 };
-                let out = FlatForest::new(&f.trees, width).predict(&binned);
+                let out = f.flat(width).predict(&binned);
                 Ok(match self.task {
                     Problem::Classification => Prediction::Classes {
                         proba: out,
@@ -611,7 +654,7 @@ const LANES: usize = 8;
 /// A forest laid out for prediction, built from the stored trees when it
 /// predicts (the model file is unchanged): every tree's nodes in one array, a
 /// leaf pointing straight at its values in one array of all the leaf values.
-struct FlatForest {
+pub struct FlatForest {
     /// `(feature, bin, left, right)`; a leaf has `left == LEAF` and `right` the
     /// offset of its `width` values in `values`. Children are absolute indices.
     nodes: Vec<FlatNode>,
