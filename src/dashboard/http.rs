@@ -285,7 +285,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 /// Every observation event as one SSE message (`data:` its JSON; a watcher
-/// that fell behind gets `{"type":"lagged"}` and reads the snapshot again).
+/// that fell behind gets `{"type":"lagged"}` and reads the snapshot again),
+/// after a first `{"type":"connected"}`.
 async fn events(State(app): State<Arc<App>>) -> Response {
     let rx = app.obs.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -299,7 +300,12 @@ async fn events(State(app): State<Arc<App>>) -> Response {
             rx,
         ))
     });
-    Sse::new(stream)
+    // A first message at once: a browser's EventSource is open (and the page
+    // says `live`) only once bytes arrive, and a quiet cluster sends none.
+    let hello = futures::stream::once(async {
+        Ok::<_, std::convert::Infallible>(Event::default().data(r#"{"type":"connected"}"#))
+    });
+    Sse::new(futures::StreamExt::chain(hello, stream))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
