@@ -76,55 +76,51 @@ pub fn run(a: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let tls = auth::Tls::from_env();
-    let tls = match (tls.cert, tls.key) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        _ => {
-            eprintln!(
-                "error: TLS needs both {} and {}",
-                auth::TLS_CERT_ENV,
-                auth::TLS_KEY_ENV
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let cfg = http::ServerConfig {
-        listen: a.listen,
-        token: auth::token_from_env(),
-        max_body: a.max_body,
-        max_concurrency: a.max_concurrency,
-        tls,
+    let tls = match https() {
+        Ok(t) => t,
+        Err(code) => return code,
     };
     let Ok(rt) = super::cluster::runtime() else {
         eprintln!("error: cannot start the async runtime");
         return ExitCode::from(1);
     };
-    rt.block_on(async move {
-        let names: Vec<String> = {
-            use dagml::serve::Backend;
-            backend
-                .models()
-                .iter()
-                .map(|m| format!("{} ({})", m.name, m.versions.last().map_or("", |v| v)))
-                .collect()
-        };
-        let server = match http::start(cfg, backend).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        println!("dagml serve listening on {}", server.address);
-        eprintln!("serving {} over {scheme}", names.join(", "));
-        let _ = std::io::stdout().flush();
-        shutdown_signal().await;
-        eprintln!("stopping: finishing the requests in flight");
-        server.stop().await;
-        ExitCode::SUCCESS
-    })
+    rt.block_on(serve_until_signal(&a, tls, backend))
+}
+
+/// Serve `backend` over HTTP(S) as `a` says until Ctrl-C or SIGTERM, then
+/// finish the requests in flight.
+async fn serve_until_signal<B: Backend>(
+    a: &Args,
+    tls: Option<(PathBuf, PathBuf)>,
+    backend: Arc<B>,
+) -> ExitCode {
+    let names: Vec<String> = backend
+        .models()
+        .iter()
+        .map(|m| format!("{} ({})", m.name, m.versions.last().map_or("", |v| v)))
+        .collect();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let cfg = http::ServerConfig {
+        listen: a.listen.clone(),
+        token: auth::token_from_env(),
+        max_body: a.max_body,
+        max_concurrency: a.max_concurrency,
+        tls,
+    };
+    let server = match http::start(cfg, backend).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("dagml serve listening on {}", server.address);
+    eprintln!("serving {} over {scheme}", names.join(", "));
+    let _ = std::io::stdout().flush();
+    shutdown_signal().await;
+    eprintln!("stopping: finishing the requests in flight");
+    server.stop().await;
+    ExitCode::SUCCESS
 }
 
 /// Train a pipeline on a cluster with its shard models kept resident, then
@@ -262,34 +258,7 @@ async fn train_then_serve(
         eprintln!("error: {e}");
         return ExitCode::from(1);
     }
-    let backend = Arc::new(Shared(models));
-    let names: Vec<String> = backend
-        .models()
-        .iter()
-        .map(|m| format!("{} ({})", m.name, m.versions.last().map_or("", |v| v)))
-        .collect();
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let cfg = http::ServerConfig {
-        listen: a.listen.clone(),
-        token: auth::token_from_env(),
-        max_body: a.max_body,
-        max_concurrency: a.max_concurrency,
-        tls,
-    };
-    let server = match http::start(cfg, backend).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    println!("dagml serve listening on {}", server.address);
-    eprintln!("serving {} over {scheme}", names.join(", "));
-    let _ = std::io::stdout().flush();
-    shutdown_signal().await;
-    eprintln!("stopping: finishing the requests in flight");
-    server.stop().await;
-    ExitCode::SUCCESS
+    serve_until_signal(a, tls, Arc::new(Shared(models))).await
 }
 
 /// Ctrl-C or SIGTERM.
