@@ -12,8 +12,7 @@ mod common;
 
 use arrow::record_batch::RecordBatch;
 use common::Procs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use common::http::read_arrow;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -91,18 +90,6 @@ fn dagml_in(dir: &Path) -> Command {
     c
 }
 
-fn read_arrow(bytes: &[u8]) -> RecordBatch {
-    let batches: Vec<RecordBatch> =
-        match arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None) {
-            Ok(r) => r.collect::<Result<_, _>>().expect("batches"),
-            Err(_) => arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
-                .expect("an Arrow file or stream")
-                .collect::<Result<_, _>>()
-                .expect("batches"),
-        };
-    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
-}
-
 /// `dagml predict` of the ensemble's model file on test.csv (inputs and
 /// prediction), from the model file in `dir`.
 fn predicted(dir: &Path) -> RecordBatch {
@@ -117,51 +104,9 @@ fn predicted(dir: &Path) -> RecordBatch {
 }
 
 fn http(addr: &str, method: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    let _ = s.write_all(&bytes);
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    let split = got
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&got)));
-    let head = String::from_utf8_lossy(&got[..split]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let mut body = got[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
+    let (status, _, body) =
+        common::http::http(addr, method, path, &[("Content-Type", ctype)], body);
     (status, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(end) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..end]).trim(), 16).unwrap_or(0);
-        if n == 0 || b.len() < end + 2 + n {
-            return out;
-        }
-        out.extend_from_slice(&b[end + 2..end + 2 + n]);
-        b = &b[(end + 4 + n).min(b.len())..];
-    }
 }
 
 /// The Arrow body of the model's inputs, from predict's output rows.

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod http;
 pub mod netns;
 pub mod python;
 
