@@ -213,19 +213,17 @@ fn tritonclient_needs_the_token_and_works_with_it() {
     check_against_predict(&conformance(Some("serve-s3cret")));
 }
 
-#[test]
-fn an_arrow_ipc_body_scores_in_bulk_with_the_same_predictions() {
-    let mut procs = Procs::default();
-    let addr = serve(&mut procs, &[], &[]);
+/// The forest's input rows as `dagml predict` read them (without its
+/// prediction columns), in the order of the served model's inputs.
+fn forest_inputs(addr: &str) -> RecordBatch {
     let want = trained().predicted("forest");
-    // The input rows as predict read them, without its prediction columns.
     let keep: Vec<usize> = (0..want.num_columns())
         .filter(|&i| {
             !["prediction", "probability"].contains(&want.schema().field(i).name().as_str())
         })
         .collect();
     let meta: serde_json::Value = {
-        let (s, _, b) = http(&addr, "GET", "/v2/models/forest", &[], b"");
+        let (s, _, b) = http(addr, "GET", "/v2/models/forest", &[], b"");
         assert_eq!(s, 200);
         serde_json::from_slice(&b).expect("JSON")
     };
@@ -240,29 +238,119 @@ fn an_arrow_ipc_body_scores_in_bulk_with_the_same_predictions() {
         .iter()
         .map(|f| input.schema().index_of(f).expect("feature in test.csv"))
         .collect();
-    let input = input.project(&idx).expect("project");
+    input.project(&idx).expect("project")
+}
+
+fn ipc(batch: &RecordBatch) -> Vec<u8> {
     let mut body = Vec::new();
     {
         let mut w =
-            arrow::ipc::writer::StreamWriter::try_new(&mut body, &input.schema()).expect("writer");
-        w.write(&input).expect("write");
+            arrow::ipc::writer::StreamWriter::try_new(&mut body, &batch.schema()).expect("writer");
+        w.write(batch).expect("write");
         w.finish().expect("finish");
     }
+    body
+}
+
+/// POST rows as an Arrow body; the answer's prediction columns.
+fn infer_arrow(addr: &str, rows: &RecordBatch) -> RecordBatch {
     let (status, head, got) = http(
-        &addr,
+        addr,
         "POST",
         "/v2/models/forest/infer",
         &[("Content-Type", "application/vnd.apache.arrow.stream")],
-        &body,
+        &ipc(rows),
     );
     assert_eq!(status, 200, "{head} {}", String::from_utf8_lossy(&got));
-    let got = read_arrow(&got);
-    assert_eq!(got.num_rows(), want.num_rows());
+    read_arrow(&got)
+}
+
+fn assert_rows_of_predict(got: &RecordBatch, offset: usize) {
+    let want = trained().predicted("forest");
+    let want = want.slice(offset, got.num_rows());
     for name in ["prediction", "probability"] {
         let g = got.column_by_name(name).expect("column").to_data();
         let w = want.column_by_name(name).expect("column").to_data();
-        assert_eq!(g, w, "{name} differs from dagml predict's");
+        assert_eq!(
+            g, w,
+            "{name} of rows {offset}.. differs from dagml predict's"
+        );
     }
+}
+
+#[test]
+fn an_arrow_ipc_body_scores_in_bulk_with_the_same_predictions() {
+    let mut procs = Procs::default();
+    let addr = serve(&mut procs, &[], &[]);
+    let input = forest_inputs(&addr);
+    let got = infer_arrow(&addr, &input);
+    assert_eq!(got.num_rows(), trained().predicted("forest").num_rows());
+    assert_rows_of_predict(&got, 0);
+}
+
+/// Concurrent requests of different rows, from `clients` threads, each
+/// checked against `dagml predict`'s answers for its rows; then the model's
+/// statistics (the protocol's statistics extension).
+fn concurrent_requests(addr: &str, rounds: usize, clients: usize) -> serde_json::Value {
+    let input = forest_inputs(addr);
+    let n = input.num_rows();
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let input = &input;
+            s.spawn(move || {
+                for r in 0..rounds {
+                    // Requests of 1 to 17 rows at different offsets.
+                    let len = 1 + (c * 7 + r * 3) % 17;
+                    let offset = (c * 131 + r * 57) % (n - len);
+                    let got = infer_arrow(addr, &input.slice(offset, len));
+                    assert_rows_of_predict(&got, offset);
+                }
+            });
+        }
+    });
+    let (status, _, body) = http(addr, "GET", "/v2/models/forest/stats", &[], b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let s = v["model_stats"][0].clone();
+    assert_eq!(s["name"], "forest", "{v}");
+    // Every request counted once, in exactly one execution.
+    assert_eq!(s["inference_count"], (rounds * clients) as u64, "{v}");
+    let batches = s["batch_stats"].as_array().expect("batch_stats");
+    let requests: u64 = batches
+        .iter()
+        .map(|b| {
+            b["batch_size"].as_u64().unwrap_or(0)
+                * b["compute_infer"]["count"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    let executions: u64 = batches
+        .iter()
+        .map(|b| b["compute_infer"]["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(requests, (rounds * clients) as u64, "{v}");
+    assert_eq!(s["execution_count"], executions, "{v}");
+    s
+}
+
+#[test]
+fn concurrent_requests_each_get_the_answers_of_their_own_rows_batched_or_not() {
+    // 16 clients at once. Which requests share a call depends on timing (a
+    // model file predicts in a few milliseconds, so few wait here; the shard
+    // ensemble's broadcast is where they pile up, tests/serve_cluster.rs):
+    // every answer is checked against predict's rows either way, and the
+    // statistics count each request in exactly one call.
+    let mut procs = Procs::default();
+    let addr = serve(&mut procs, &[], &[]);
+    let s = concurrent_requests(&addr, 8, 16);
+    assert!(
+        s["execution_count"].as_u64() <= s["inference_count"].as_u64(),
+        "{s}"
+    );
+    // Batching off: one call per request.
+    let mut procs = Procs::default();
+    let addr = serve(&mut procs, &["--max-batch", "1"], &[]);
+    let s = concurrent_requests(&addr, 4, 8);
+    assert_eq!(s["execution_count"], s["inference_count"], "{s}");
 }
 
 fn infer_body(inputs: serde_json::Value) -> serde_json::Value {

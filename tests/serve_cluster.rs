@@ -258,6 +258,49 @@ fn on_the_embedded_cluster_the_served_shards_answer_what_the_model_file_predicts
         meta["parameters"]["shards"]["B"]["history"][0]["version"], 1,
         "{meta}"
     );
+
+    // Concurrent requests: while both executors broadcast, the next ones
+    // wait and go out together, one broadcast for several requests; each
+    // still gets predict's answers for its own rows. Which ones share a call
+    // depends on timing: rounds until one has (at most 4).
+    let stats = || -> serde_json::Value {
+        let (s, b) = http(&addr, "GET", "/v2/models/ensemble/stats", "", b"");
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        let v: serde_json::Value = serde_json::from_slice(&b).expect("JSON");
+        v["model_stats"][0].clone()
+    };
+    let n = want.num_rows();
+    let mut merged = false;
+    for round in 0..4 {
+        let before = stats();
+        std::thread::scope(|s| {
+            for c in 0..16usize {
+                let (addr, want) = (&addr, &want);
+                s.spawn(move || {
+                    for r in 0..8usize {
+                        let len = 1 + (c * 5 + r * 3 + round) % 23;
+                        let offset = (c * 89 + r * 41) % (n - len);
+                        let rows = want.slice(offset, len);
+                        let got = infer(addr, &body_of(addr, &rows));
+                        assert_equals_predict(&got, &rows, &format!("rows {offset}+{len}"));
+                    }
+                });
+            }
+        });
+        let after = stats();
+        let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+        assert_eq!(delta("inference_count"), 128, "{after}");
+        assert!(delta("execution_count") <= 128, "{after}");
+        if delta("execution_count") < 128 {
+            merged = true;
+            break;
+        }
+    }
+    assert!(
+        merged,
+        "no two concurrent requests shared a broadcast: {}",
+        stats()
+    );
 }
 
 /// A scheduler and workers `w0..w2` sharing `root` as their data root, `w0`

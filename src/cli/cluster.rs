@@ -100,6 +100,7 @@ async fn front_door(
         max_body: 64 << 20,
         max_concurrency: 64,
         tls: tls.cert.zip(tls.key),
+        batch: Default::default(),
     };
     dagml::serve::http::start(cfg, Arc::new(Shared(models)))
         .await

@@ -33,9 +33,13 @@ pub struct Args {
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_body: usize,
-    /// Requests predicted at once; more wait their turn.
+    /// Requests in flight at once; more wait their turn.
     #[arg(long, default_value_t = 64)]
     max_concurrency: usize,
+    /// Requests to one model that wait while it is busy are predicted
+    /// together, up to this many rows in one call (1: each alone).
+    #[arg(long, value_name = "ROWS", default_value_t = 4096)]
+    max_batch: usize,
 }
 
 fn is_pipeline(p: &str) -> bool {
@@ -106,6 +110,10 @@ async fn serve_until_signal<B: Backend>(
         max_body: a.max_body,
         max_concurrency: a.max_concurrency,
         tls,
+        batch: http::BatchConfig {
+            max_rows: a.max_batch,
+            ..Default::default()
+        },
     };
     let server = match http::start(cfg, backend).await {
         Ok(s) => s,

@@ -1,5 +1,6 @@
-//! The model server's HTTP side (axum): the Open Inference Protocol's routes,
-//! the bearer token, body and concurrency limits, graceful shutdown.
+//! The model server's HTTP side (axum): the Open Inference Protocol's routes
+//! (with the statistics extension), the bearer token, body and concurrency
+//! limits, requests batched through [`super::batch`], graceful shutdown.
 //!
 //! In: a [`Backend`] and a [`ServerConfig`]. Out: a running server and its
 //! address; every answer is the protocol's JSON (or JSON + binary tensors, or
@@ -8,6 +9,8 @@
 //! Must not: answer anything but health without the token when one is set;
 //! drop a request in flight on shutdown.
 
+pub use super::batch::BatchConfig;
+use super::batch::{Batcher, ModelStats};
 use super::protocol::{self, HEADER_LENGTH, InferResponse, ServerMetadata};
 use super::{Answer, Backend, ServeError, StartError};
 use arrow::array::ArrayRef;
@@ -45,6 +48,8 @@ pub struct ServerConfig {
     pub max_concurrency: usize,
     /// PEM certificate and key: serve HTTPS instead of HTTP.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// How concurrent requests to one model are predicted together.
+    pub batch: BatchConfig,
 }
 
 impl Default for ServerConfig {
@@ -55,12 +60,14 @@ impl Default for ServerConfig {
             max_body: 64 << 20,
             max_concurrency: 64,
             tls: None,
+            batch: BatchConfig::default(),
         }
     }
 }
 
 struct App<B> {
     backend: Arc<B>,
+    batcher: Arc<Batcher<B>>,
     token: Option<String>,
     max_body: usize,
     slots: Semaphore,
@@ -152,6 +159,7 @@ pub async fn start<B: Backend>(cfg: ServerConfig, backend: Arc<B>) -> Result<Run
 /// The routes, for a server or a test.
 pub fn router<B: Backend>(cfg: ServerConfig, backend: Arc<B>) -> Router {
     let app = Arc::new(App {
+        batcher: Batcher::new(backend.clone(), cfg.batch),
         backend,
         token: cfg.token.filter(|t| !t.is_empty()),
         max_body: cfg.max_body,
@@ -165,6 +173,12 @@ pub fn router<B: Backend>(cfg: ServerConfig, backend: Arc<B>) -> Router {
         .route("/v2/models/{name}", get(model_metadata::<B>))
         .route("/v2/models/{name}/ready", get(model_ready::<B>))
         .route("/v2/models/{name}/infer", post(infer::<B>))
+        .route("/v2/models/stats", get(all_stats::<B>))
+        .route("/v2/models/{name}/stats", get(model_stats::<B>))
+        .route(
+            "/v2/models/{name}/versions/{version}/stats",
+            get(model_stats_v::<B>),
+        )
         .route(
             "/v2/models/{name}/versions/{version}",
             get(model_metadata_v::<B>),
@@ -231,7 +245,11 @@ async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata {
         name: "dagml".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: vec!["binary_tensor_data".into(), "model_repository".into()],
+        extensions: vec![
+            "binary_tensor_data".into(),
+            "model_repository".into(),
+            "statistics".into(),
+        ],
     })
 }
 
@@ -463,7 +481,52 @@ async fn run<B: Backend>(
         .acquire()
         .await
         .map_err(|_| ServeError::Unavailable("the server is stopping".into()))?;
-    app.backend.infer(name, batch).await
+    app.batcher.infer(name, batch).await
+}
+
+/// The statistics extension's figures of the models named (all when
+/// `None`): a model not called yet has zeros.
+fn stats_of<B: Backend>(app: &App<B>, models: Vec<super::ModelInfo>) -> Json<Value> {
+    let counted = app.batcher.stats(None);
+    let list: Vec<ModelStats> = models
+        .into_iter()
+        .map(|m| {
+            counted
+                .iter()
+                .find(|s| s.name == m.name)
+                .cloned()
+                .unwrap_or_else(|| ModelStats {
+                    name: m.name.clone(),
+                    version: m.versions.last().cloned().unwrap_or_default(),
+                    ..Default::default()
+                })
+        })
+        .collect();
+    Json(serde_json::json!({ "model_stats": list }))
+}
+
+async fn all_stats<B: Backend>(State(app): State<Arc<App<B>>>) -> Json<Value> {
+    stats_of(&app, app.backend.models())
+}
+
+async fn model_stats<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    Path(name): Path<String>,
+) -> Response {
+    match find(&app, &name, None) {
+        Ok(i) => stats_of(&app, vec![i]).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+async fn model_stats_v<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    match find(&app, &name, Some(&version)) {
+        Ok(i) => stats_of(&app, vec![i]).into_response(),
+        Err(e) => error(e),
+    }
 }
 
 fn read_arrow(body: &[u8]) -> Result<Vec<(String, ArrayRef)>, ServeError> {

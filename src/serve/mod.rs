@@ -8,9 +8,13 @@
 //! model; serve a request past the body and concurrency limits.
 //!
 //! Rooms: [`protocol`] (messages and tensors), [`models`] (what is served, and
-//! how a request's columns are made to fit a model's features), [`http`] (the
-//! axum server: routes, limits, the token, graceful shutdown), [`tls`].
+//! how a request's columns are made to fit a model's features), [`batch`]
+//! (concurrent requests to one model predicted together, and their
+//! statistics), [`http`] (the axum server: routes, limits, the token,
+//! graceful shutdown), [`cluster`] (shard models on a cluster's workers),
+//! [`tls`].
 
+pub mod batch;
 pub mod cluster;
 pub mod http;
 pub mod models;
@@ -37,6 +41,19 @@ pub enum ServeError {
 }
 
 impl ServeError {
+    /// The same error again (for each request of a batch that got it).
+    pub fn same(&self) -> ServeError {
+        let m = self.to_string();
+        match self {
+            ServeError::BadRequest(_) => ServeError::BadRequest(m),
+            ServeError::NotFound(_) => ServeError::NotFound(m),
+            ServeError::Unauthorized(_) => ServeError::Unauthorized(m),
+            ServeError::TooLarge(_) => ServeError::TooLarge(m),
+            ServeError::Unavailable(_) => ServeError::Unavailable(m),
+            ServeError::Internal(_) => ServeError::Internal(m),
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
             ServeError::BadRequest(_) => 400,
