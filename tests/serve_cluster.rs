@@ -771,3 +771,111 @@ fn a_watching_worker_refits_its_shard_when_its_rows_change_not_when_only_touched
         "the answers did not change after b's rows did"
     );
 }
+
+#[test]
+fn a_worker_that_joins_with_a_new_shard_adds_its_model_to_the_served_ensemble_once_trained() {
+    let w = ByWorker::new();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut procs = Procs::default();
+    let sched = procs.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &[]);
+    let start = |procs: &mut Procs, name: &str, root: &Path| {
+        let root = root.to_string_lossy().into_owned();
+        let args = [
+            "worker",
+            &sched,
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-root",
+            &root,
+        ];
+        procs.serve_logging(
+            name,
+            &args,
+            &[],
+            Some(&logs.path().join(format!("{name}.log"))),
+        );
+    };
+    for name in ByWorker::NAMES {
+        start(&mut procs, name, &w.data_root(name));
+    }
+    let mut cmd = dagml_in(&w.run_dir());
+    cmd.args([
+        "serve",
+        "pipeline.toml",
+        "--scheduler",
+        &sched,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let front = procs.serve_command("serve", cmd, Some(&logs.path().join("serve.log")));
+    let three = predicted(&w.run_dir());
+    let body = body_of(&front, &three);
+    assert_equals_predict(&infer(&front, &body), &three, "three shards");
+    // Worker d joins with rows of its own (its data root is the run folder,
+    // so the run folder is inside it too), and the pipeline names it.
+    let d_root = w.run_dir();
+    let text = std::fs::read_to_string(TRAIN).expect("train.csv");
+    let d_rows: Vec<&str> = text.lines().take(1 + 300).collect();
+    std::fs::write(d_root.join("train.csv"), d_rows.join("\n") + "\n").expect("write d");
+    start(&mut procs, "d", &d_root);
+    let pipeline = w.run_dir().join("pipeline.toml");
+    let four = std::fs::read_to_string(&pipeline)
+        .expect("pipeline")
+        .replace(
+            "names = [\"a\", \"b\", \"c\"]",
+            "names = [\"a\", \"b\", \"c\", \"d\"]",
+        );
+    assert!(four.contains("\"d\"]"));
+    std::fs::write(&pipeline, four).expect("write pipeline");
+    // Until d's model is trained the front door serves the three.
+    let shards_now = || -> Vec<String> {
+        shards(&infer(&front, &body))
+            .into_iter()
+            .map(|(s, _, _)| s)
+            .collect()
+    };
+    assert_eq!(shards_now(), ["a", "b", "c"]);
+    // Training d's shard alone, on d: the front door adds it by itself.
+    let out = dagml_in(&w.run_dir())
+        .args([
+            "run",
+            "pipeline.toml",
+            "--scheduler",
+            &sched,
+            "--only",
+            "ensemble.d",
+            "--events",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("dagml run --only");
+    assert!(out.status.success(), "{}", common::text(&out));
+    let events = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.starts_with("started fit:ensemble/shard-d on d")),
+        "{events}"
+    );
+    wait_until("d's model serves", Duration::from_secs(20), || {
+        shards_now() == ["a", "b", "c", "d"]
+    });
+    // The four answer as the model file of the four-shard pipeline does (its
+    // members are fitted from the same seed and rows).
+    let out = dagml_in(&w.run_dir())
+        .args(["run", "pipeline.toml", "--scheduler", &sched, "--quiet"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("dagml run");
+    assert!(out.status.success(), "{}", common::text(&out));
+    let four = predicted(&w.run_dir());
+    let got = infer(&front, &body);
+    assert_equals_predict(&got, &four, "four shards");
+    assert_eq!(
+        got.parameters["shards"]["d"]["worker"], "d",
+        "{}",
+        got.parameters
+    );
+}

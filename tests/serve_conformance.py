@@ -112,6 +112,18 @@ def main():
         check(len(js["prediction"]) == len(sub), f"{name}: {len(sub)} JSON predictions")
         report[name] = {"binary": binary, "json_rows": full, "json": js}
 
+    # The statistics extension: each model was asked twice (binary, JSON).
+    check("statistics" in sm["extensions"], "server metadata names statistics")
+    stats = c.get_inference_statistics(headers=h())["model_stats"]
+    for name in names:
+        s = [m for m in stats if m["name"] == name]
+        check(len(s) == 1, f"{name}: one statistics entry")
+        s = s[0]
+        check(int(s["inference_count"]) == 2, f"{name}: 2 requests counted ({s})")
+        check(int(s["inference_stats"]["success"]["count"]) == 2, f"{name}: 2 successes ({s})")
+    one = c.get_inference_statistics(names[0], headers=h())["model_stats"]
+    check([m["name"] for m in one] == [names[0]], f"statistics of one model: {one}")
+
     try:
         c.infer("no_such_model", [], headers=h())
         check(False, "an unknown model is an error")
