@@ -116,6 +116,15 @@ pub fn same_token(given: &[u8], expected: &[u8]) -> bool {
     bool::from(given.ct_eq(expected))
 }
 
+/// Whether an `Authorization` header's value is `Bearer TOKEN` for the token
+/// `expected` (in constant time): the HTTP servers' check (model serving and
+/// the dashboard), as [`Check`] is gRPC's.
+pub fn bearer_is(authorization: Option<&str>, expected: &str) -> bool {
+    authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same_token(given.as_bytes(), expected.as_bytes()))
+}
+
 /// Server side: refuses calls without the token (lets everything through when
 /// no token is configured).
 #[derive(Clone)]

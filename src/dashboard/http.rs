@@ -162,14 +162,11 @@ fn percent_decode(s: &str) -> Vec<u8> {
 /// Whether the request carries `token`: `Authorization: Bearer TOKEN` or the
 /// page's cookie.
 fn carries(headers: &HeaderMap, token: &str) -> bool {
-    use crate::cluster::auth::same_token;
-    let bearer = headers
+    use crate::cluster::auth::{bearer_is, same_token};
+    let authorization = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if let Some(b) = bearer
-        && same_token(b.as_bytes(), token.as_bytes())
-    {
+        .and_then(|v| v.to_str().ok());
+    if bearer_is(authorization, token) {
         return true;
     }
     headers

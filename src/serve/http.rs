@@ -27,7 +27,6 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, oneshot};
 
 /// How long a stopping server waits for the requests in flight.
@@ -216,13 +215,11 @@ async fn authorize<B: Backend>(
     if let Some(token) = &app.token
         && !req.uri().path().starts_with("/v2/health/")
     {
-        let given = req
+        let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            .and_then(|v| v.to_str().ok());
+        if !crate::cluster::auth::bearer_is(authorization, token) {
             return error(ServeError::Unauthorized(
                 "this server needs `Authorization: Bearer TOKEN` (the cluster's DAGML_TOKEN)"
                     .into(),
