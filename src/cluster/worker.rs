@@ -500,10 +500,11 @@ fn serving_stats(state: &State) -> Vec<ServingStat> {
         .collect()
 }
 
-fn combine_name(c: crate::frontend::pipeline::Combine) -> &'static str {
+fn combine_rule(c: crate::frontend::pipeline::Combine) -> super::proto::CombineRule {
+    use super::proto::CombineRule;
     match c {
-        crate::frontend::pipeline::Combine::Average => "average",
-        crate::frontend::pipeline::Combine::Vote => "vote",
+        crate::frontend::pipeline::Combine::Average => CombineRule::Average,
+        crate::frontend::pipeline::Combine::Vote => CombineRule::Vote,
     }
 }
 
@@ -807,7 +808,7 @@ impl Worker for Service {
                 shard: h.shard.clone(),
                 shard_index: h.index,
                 version: h.version(),
-                combine: combine_name(h.combine).into(),
+                combine: combine_rule(h.combine).into(),
                 header_json: serde_json::to_string(&h.header).unwrap_or_default(),
                 history: h
                     .history

@@ -15,7 +15,9 @@ use super::ServeError;
 use super::models::{Answer, Backend, ModelInfo};
 use crate::cluster::auth::Attach;
 use crate::cluster::proto::worker_client::WorkerClient;
-use crate::cluster::proto::{ClusterStatusRequest, ServeInferRequest, ServingModelsRequest};
+use crate::cluster::proto::{
+    ClusterStatusRequest, CombineRule, ServeInferRequest, ServingModelsRequest,
+};
 use crate::frontend::pipeline::{Combine, Problem};
 use crate::ml::model::{self, Prediction};
 use crate::ml::model_file::ModelHeader;
@@ -51,7 +53,7 @@ struct Shard {
     name: String,
     index: u32,
     header: ModelHeader,
-    combine: String,
+    combine: Combine,
     /// Best first: the newest version, then by worker name.
     holders: Vec<Holder>,
     /// `(version, run, fitted at)` of the best holder's history.
@@ -174,7 +176,7 @@ impl ClusterModels {
                     .or_insert_with(|| ShardAcc {
                         index: m.shard_index,
                         header: header.clone(),
-                        combine: m.combine.clone(),
+                        combine: combine_of(m.combine()),
                         holders: Vec::new(),
                         history: Vec::new(),
                     });
@@ -182,7 +184,7 @@ impl ClusterModels {
                 if m.version > best {
                     acc.header = header;
                     acc.index = m.shard_index;
-                    acc.combine = m.combine.clone();
+                    acc.combine = combine_of(m.combine());
                     acc.history = m
                         .history
                         .iter()
@@ -212,7 +214,7 @@ impl ClusterModels {
                 shards.entry(sh.name.clone()).or_insert_with(|| ShardAcc {
                     index: sh.index,
                     header: sh.header.clone(),
-                    combine: sh.combine.clone(),
+                    combine: sh.combine,
                     holders: Vec::new(),
                     history: sh.history.clone(),
                 });
@@ -255,9 +257,17 @@ impl ClusterModels {
 struct ShardAcc {
     index: u32,
     header: ModelHeader,
-    combine: String,
+    combine: Combine,
     holders: Vec<Holder>,
     history: Vec<Value>,
+}
+
+/// The ensemble's rule from the wire (an unset rule is the default, average).
+fn combine_of(r: CombineRule) -> Combine {
+    match r {
+        CombineRule::Vote => Combine::Vote,
+        CombineRule::Average | CombineRule::Unspecified => Combine::Average,
+    }
 }
 
 /// The model the shards of `name` make together, as clients see it.
@@ -267,10 +277,7 @@ fn served(name: &str, shards: BTreeMap<String, ShardAcc>) -> Option<Served> {
         "classification" => Problem::Classification,
         _ => Problem::Regression,
     };
-    let combine = match first.combine.as_str() {
-        "vote" => Combine::Vote,
-        _ => Combine::Average,
-    };
+    let combine = first.combine;
     let classes = model::ensemble_classes(shards.values().map(|s| s.header.classes.as_slice()));
     let mut header = first.header.clone();
     header.model = name.to_string();
