@@ -9,8 +9,9 @@
 //! predict. Out: per-shard predictions, each with the version that made it;
 //! the list of what is resident with its version history.
 //! Must not: answer one request with two versions of a shard; drop the old
-//! version before the new one is in place; panic or stop on a damaged file
-//! (it is skipped, and said so).
+//! version before the new one is in place; hold the registry's lock while
+//! writing a file; panic or stop on a damaged file (it is skipped, and said
+//! so).
 
 use crate::frontend::pipeline::Combine;
 use crate::ml::model::{Model, Prediction, TrainedModel};
@@ -22,7 +23,7 @@ use sha2::Digest;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Versions kept in a shard model's history.
 const HISTORY: usize = 50;
@@ -84,6 +85,9 @@ pub struct Resident {
     /// `DATA_ROOT/serving/WORKER`, when the worker has a data root.
     dir: Option<PathBuf>,
     held: RwLock<BTreeMap<(String, String), Arc<Held>>>,
+    /// Installs one at a time (each reads the history it extends), without
+    /// holding `held` while the file is written.
+    installing: Mutex<()>,
 }
 
 /// A file-name-safe form of a model or shard name: itself when it is made of
@@ -121,6 +125,7 @@ impl Resident {
         Resident {
             dir: None,
             held: RwLock::default(),
+            installing: Mutex::new(()),
         }
     }
 
@@ -144,6 +149,7 @@ impl Resident {
         Resident {
             dir: Some(dir),
             held: RwLock::new(held),
+            installing: Mutex::new(()),
         }
     }
 
@@ -152,11 +158,16 @@ impl Resident {
     /// version. The file is written before the swap, so a failed write leaves
     /// the old version answering.
     pub fn install(&self, m: ShardModel, run_id: &str, version: u64) -> Result<u64, ResidentError> {
+        // The header alone (checked with the file's checksum): the model
+        // itself is `m.trained`.
         let (header, _) =
-            model_file::read(&m.file).map_err(|e| ResidentError::Model(e.to_string()))?;
+            model_file::decode(&m.file).map_err(|e| ResidentError::Model(e.to_string()))?;
         let key = (m.model.clone(), m.shard.clone());
-        let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
-        let mut history = held
+        let _one = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = self
+            .held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .map(|h| h.history.clone())
             .unwrap_or_default();
@@ -182,6 +193,9 @@ impl Resident {
             };
             save(dir, &saved)?;
         }
+        // Requests take the registry's read side only to clone what they
+        // predict with: the swap is held up by no file write.
+        let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
         held.insert(
             key,
             Arc::new(Held {
