@@ -23,42 +23,10 @@ const START: Duration = Duration::from_secs(60);
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 const BROWSER_LIMIT: Duration = Duration::from_secs(90);
 
-/// A status and a body from `GET path` (HTTP/1.1, one request, bounded).
+/// A status and a body (as text) from `GET path`.
 fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (status, if chunked { unchunk(body) } else { body.into() })
-}
-
-fn unchunk(mut b: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = b.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        b = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    let (status, _, body) = common::http::http(addr, "GET", path, headers, b"");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn state(addr: &str) -> serde_json::Value {
@@ -820,57 +788,9 @@ path = "out/ensemble.model"
 
 /// `POST path` with `body`: the status and the body's bytes.
 fn post(addr: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("send");
-    s.write_all(body).expect("send the body");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = &raw[split + 4..];
-    let body = if head.contains("transfer-encoding: chunked") {
-        // Binary chunks: sizes in hex, each chunk then CRLF.
-        let mut out = Vec::new();
-        let mut b = body;
-        while let Some(end) = b.windows(2).position(|w| w == b"\r\n") {
-            let n =
-                usize::from_str_radix(String::from_utf8_lossy(&b[..end]).trim(), 16).unwrap_or(0);
-            if n == 0 || b.len() < end + 2 + n {
-                break;
-            }
-            out.extend_from_slice(&b[end + 2..end + 2 + n]);
-            b = &b[(end + 4 + n).min(b.len())..];
-        }
-        out
-    } else {
-        body.to_vec()
-    };
+    let (status, _, body) =
+        common::http::http(addr, "POST", path, &[("Content-Type", ctype)], body);
     (status, body)
-}
-
-fn arrow_batch(bytes: &[u8]) -> arrow::record_batch::RecordBatch {
-    let batches: Vec<arrow::record_batch::RecordBatch> =
-        match arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None) {
-            Ok(r) => r.collect::<Result<_, _>>().expect("batches"),
-            Err(_) => arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
-                .expect("an Arrow file or stream")
-                .collect::<Result<_, _>>()
-                .expect("batches"),
-        };
-    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
 }
 
 #[test]
@@ -947,7 +867,7 @@ fn served_shard_models_show_their_versions_request_counts_and_latency() {
         .output()
         .expect("dagml predict");
     assert!(out.status.success(), "{}", common::text(&out));
-    let rows = arrow_batch(&std::fs::read(&predicted).expect("read"));
+    let rows = common::http::read_arrow(&std::fs::read(&predicted).expect("read"));
     let (code, meta) = get(&front, "/v2/models/ensemble", &[]);
     assert_eq!(code, 200, "{meta}");
     let meta: serde_json::Value = serde_json::from_str(&meta).expect("JSON");
@@ -982,7 +902,7 @@ fn served_shard_models_show_their_versions_request_counts_and_latency() {
             "request {i}: {}",
             String::from_utf8_lossy(&answer)
         );
-        let params = arrow_batch(&answer)
+        let params = common::http::read_arrow(&answer)
             .schema()
             .metadata()
             .get("parameters")
