@@ -5,7 +5,9 @@
 # cell), in one sitting, on loopback only. Prints requests/s, p50 and p99 for
 # 1-row and 1,000-row requests, and dagml's ratios; and the same for the
 # 3-shard ensemble of bench/serve_shards.toml served from an embedded cluster
-# (`dagml serve PIPELINE`: each request broadcast to three workers).
+# (`dagml serve PIPELINE`: each request broadcast to three workers), with
+# concurrent requests batched (the default) and with `--max-batch 1` (each
+# request its own broadcast), to show what batching gives.
 #
 # Needs wrk (apt-get install wrk) and python3 with venv; installs mlserver,
 # mlserver-sklearn and scikit-learn into target/bench-mlserver-venv once.
@@ -51,11 +53,16 @@ PIDS+=($!)
 cp bench/serve_shards.toml "$WORK/shards.toml"
 (cd "$WORK" && exec "$OLDPWD/target/release/dagml" serve shards.toml --listen 127.0.0.1:18010 >/dev/null 2>"$WORK/shards.log") &
 PIDS+=($!)
+# Its own folder: both train the same pipeline at once.
+mkdir -p "$WORK/unbatched" && cp bench/serve_shards.toml "$WORK/train.csv" "$WORK/unbatched/"
+(cd "$WORK/unbatched" && exec "$OLDPWD/target/release/dagml" serve serve_shards.toml --max-batch 1 --listen 127.0.0.1:18020 >/dev/null 2>"$WORK/unbatched.log") &
+PIDS+=($!)
 (cd "$WORK/mlserver" && exec "$OLDPWD/$VENV/bin/mlserver" start . >"$WORK/mlserver.log" 2>&1) &
 PIDS+=($!)
 wait_ready http://127.0.0.1:18000/v2/health/ready "$WORK/dagml.log"
 wait_ready http://127.0.0.1:18081/v2/models/forest/ready "$WORK/mlserver.log"
 wait_ready http://127.0.0.1:18010/v2/models/forest/ready "$WORK/shards.log"
+wait_ready http://127.0.0.1:18020/v2/models/forest/ready "$WORK/unbatched.log"
 
 # wrk's "Latency Distribution" value in ms.
 ms() { awk -v p="$1" '$1 == p { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
@@ -76,11 +83,15 @@ for n in 1 1000; do
   read -r d_rps d_p50 d_p99 d_err < <(load "dagml_$n" http://127.0.0.1:18000/v2/models/forest/infer "$WORK/dagml_$n.json")
   read -r m_rps m_p50 m_p99 m_err < <(load "mlserver_$n" http://127.0.0.1:18081/v2/models/forest/infer "$WORK/mlserver_$n.json")
   read -r s_rps s_p50 s_p99 s_err < <(load "shards_$n" http://127.0.0.1:18010/v2/models/forest/infer "$WORK/dagml_$n.json")
+  read -r u_rps u_p50 u_p99 u_err < <(load "unbatched_$n" http://127.0.0.1:18020/v2/models/forest/infer "$WORK/dagml_$n.json")
   printf '%-8s %-9s %12s %10s %10s %7s\n' "$n" dagml "$d_rps" "$d_p50" "$d_p99" "$d_err"
   printf '%-8s %-9s %12s %10s %10s %7s\n' "$n" "3 shards" "$s_rps" "$s_p50" "$s_p99" "$s_err"
+  printf '%-8s %-9s %12s %10s %10s %7s\n' "$n" "3 unbatch" "$u_rps" "$u_p50" "$u_p99" "$u_err"
   printf '%-8s %-9s %12s %10s %10s %7s\n' "$n" mlserver "$m_rps" "$m_p50" "$m_p99" "$m_err"
   awk -v a="$d_rps" -v b="$m_rps" -v c="$d_p99" -v d="$m_p99" -v n="$n" \
     'BEGIN { printf "%-8s dagml/mlserver throughput %.1fx, p99 %.2fx (goal: >= 5x single-row throughput, lower p99)\n", n, a / b, c / d }'
   awk -v a="$s_rps" -v b="$m_rps" -v c="$s_p99" -v d="$m_p99" -v n="$n" \
     'BEGIN { printf "%-8s 3-shard ensemble/mlserver throughput %.1fx, p99 %.2fx\n", n, a / b, c / d }'
+  awk -v a="$s_rps" -v b="$u_rps" -v c="$s_p99" -v d="$u_p99" -v n="$n" \
+    'BEGIN { printf "%-8s 3-shard ensemble batched/unbatched throughput %.2fx, p99 %.2fx\n", n, a / b, c / d }'
 done
