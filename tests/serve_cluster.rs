@@ -647,6 +647,32 @@ fn shards_by_worker_train_where_their_rows_are_and_only_models_travel() {
     }
     // 3 reads, 3 transforms, 3 splits, 3 fits, 3 scorings.
     assert_eq!(checked, 15, "{stderr}");
+    // The rows never travel: no task that reads them fetches an input from
+    // another worker (the driver names every fetch in the events). Only the
+    // models do (to the ensemble's model and to be scored on the other
+    // shards' validation parts) and the scores (to the tally): those tasks
+    // do fetch, which shows the count is there to see.
+    let fetches = |prefix: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("started {prefix}")))
+            .filter(|l| l.contains("input bytes from other workers"))
+            .count()
+    };
+    for rows in [
+        "source:houses",
+        "transform:prepared",
+        "split:shards",
+        "fit:ensemble/shard-",
+    ] {
+        assert_eq!(fetches(rows), 0, "{rows} fetched rows:\n{stderr}");
+    }
+    for models in ["fit:ensemble/out", "evaluate:matrix"] {
+        assert!(
+            fetches(models) > 0,
+            "{models} fetches models or scores:\n{stderr}"
+        );
+    }
     // Three different models: on one shard's validation rows they score
     // differently.
     let stdout = String::from_utf8_lossy(&out.stdout);

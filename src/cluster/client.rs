@@ -129,7 +129,14 @@ pub async fn run_file(
         match ev {
             Event::Started(s) => {
                 if opts.log_events {
-                    eprintln!("started {} on {} (attempt {})", s.task, s.worker, s.attempt);
+                    if s.fetched_bytes > 0 {
+                        eprintln!(
+                            "started {} on {} (attempt {}, fetching {} input bytes from other workers)",
+                            s.task, s.worker, s.attempt, s.fetched_bytes
+                        );
+                    } else {
+                        eprintln!("started {} on {} (attempt {})", s.task, s.worker, s.attempt);
+                    }
                 }
                 if let Some(t) = by_id.get(s.task.as_str()) {
                     observer.started(t);

@@ -497,6 +497,7 @@ impl Run<'_, '_> {
                 task: self.g.name(t).to_string(),
                 worker: w.name.clone(),
                 attempt: self.g.attempts(t),
+                fetched_bytes: moved,
             }))
             .await;
         let req = RunTaskRequest {
