@@ -584,6 +584,39 @@ impl ByWorker {
     fn run_dir(&self) -> std::path::PathBuf {
         self.root.path().join("b/c/run")
     }
+
+    /// `dagml serve` of the pipeline on the cluster of `sched`: the front
+    /// door's address.
+    fn serve(&self, procs: &mut Procs, sched: &str, logs: &Path) -> String {
+        let mut cmd = dagml_in(&self.run_dir());
+        cmd.args([
+            "serve",
+            "pipeline.toml",
+            "--scheduler",
+            sched,
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        procs.serve_command("serve", cmd, Some(&logs.join("serve.log")))
+    }
+
+    /// Worker `name` of the scheduler `sched`, with `root` as its data root,
+    /// logging to `logs/NAME.log`.
+    fn start(procs: &mut Procs, sched: &str, name: &str, root: &Path, logs: &Path, extra: &[&str]) {
+        let root = root.to_string_lossy().into_owned();
+        let mut args = vec![
+            "worker",
+            sched,
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-root",
+            &root,
+        ];
+        args.extend_from_slice(extra);
+        procs.serve_logging(name, &args, &[], Some(&logs.join(format!("{name}.log"))));
+    }
 }
 
 #[test]
@@ -593,22 +626,13 @@ fn shards_by_worker_train_where_their_rows_are_and_only_models_travel() {
     let mut procs = Procs::default();
     let sched = procs.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &[]);
     for name in ByWorker::NAMES {
-        let root = w.data_root(name).to_string_lossy().into_owned();
-        let args = [
-            "worker",
+        ByWorker::start(
+            &mut procs,
             &sched,
-            "--name",
             name,
-            "--listen",
-            "127.0.0.1:0",
-            "--data-root",
-            &root,
-        ];
-        procs.serve_logging(
-            name,
-            &args,
+            &w.data_root(name),
+            logs.path(),
             &[],
-            Some(&logs.path().join(format!("{name}.log"))),
         );
     }
     let out = dagml_in(&w.run_dir())
@@ -693,16 +717,7 @@ fn shards_by_worker_train_where_their_rows_are_and_only_models_travel() {
         "the shard models are not different: {rmse:?}"
     );
     // Served from where they were trained, they answer as the model file.
-    let mut cmd = dagml_in(&w.run_dir());
-    cmd.args([
-        "serve",
-        "pipeline.toml",
-        "--scheduler",
-        &sched,
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let front = procs.serve_command("serve", cmd, Some(&logs.path().join("serve.log")));
+    let front = w.serve(&mut procs, &sched, logs.path());
     let want = predicted(&w.run_dir());
     let got = infer(&front, &body_of(&front, &want));
     assert_equals_predict(&got, &want, "shards by worker");
@@ -723,35 +738,16 @@ fn a_watching_worker_refits_its_shard_when_its_rows_change_not_when_only_touched
     let mut procs = Procs::default();
     let sched = procs.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &[]);
     for name in ByWorker::NAMES {
-        let root = w.data_root(name).to_string_lossy().into_owned();
-        let args = [
-            "worker",
+        ByWorker::start(
+            &mut procs,
             &sched,
-            "--name",
             name,
-            "--listen",
-            "127.0.0.1:0",
-            "--data-root",
-            &root,
-            "--watch",
-        ];
-        procs.serve_logging(
-            name,
-            &args,
-            &[],
-            Some(&logs.path().join(format!("{name}.log"))),
+            &w.data_root(name),
+            logs.path(),
+            &["--watch"],
         );
     }
-    let mut cmd = dagml_in(&w.run_dir());
-    cmd.args([
-        "serve",
-        "pipeline.toml",
-        "--scheduler",
-        &sched,
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let front = procs.serve_command("serve", cmd, Some(&logs.path().join("serve.log")));
+    let front = w.serve(&mut procs, &sched, logs.path());
     let want = predicted(&w.run_dir());
     let body = body_of(&front, &want);
     let versions = || -> Vec<(String, u64)> {
@@ -805,37 +801,12 @@ fn a_worker_that_joins_with_a_new_shard_adds_its_model_to_the_served_ensemble_on
     let mut procs = Procs::default();
     let sched = procs.serve("scheduler", &["scheduler", "--listen", "127.0.0.1:0"], &[]);
     let start = |procs: &mut Procs, name: &str, root: &Path| {
-        let root = root.to_string_lossy().into_owned();
-        let args = [
-            "worker",
-            &sched,
-            "--name",
-            name,
-            "--listen",
-            "127.0.0.1:0",
-            "--data-root",
-            &root,
-        ];
-        procs.serve_logging(
-            name,
-            &args,
-            &[],
-            Some(&logs.path().join(format!("{name}.log"))),
-        );
+        ByWorker::start(procs, &sched, name, root, logs.path(), &[]);
     };
     for name in ByWorker::NAMES {
         start(&mut procs, name, &w.data_root(name));
     }
-    let mut cmd = dagml_in(&w.run_dir());
-    cmd.args([
-        "serve",
-        "pipeline.toml",
-        "--scheduler",
-        &sched,
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let front = procs.serve_command("serve", cmd, Some(&logs.path().join("serve.log")));
+    let front = w.serve(&mut procs, &sched, logs.path());
     let three = predicted(&w.run_dir());
     let body = body_of(&front, &three);
     assert_equals_predict(&infer(&front, &body), &three, "three shards");

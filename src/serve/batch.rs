@@ -435,20 +435,25 @@ mod tests {
         c.values().to_vec()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiting_requests_are_predicted_together_and_each_gets_its_own_rows() {
+    /// A batcher with one executor over a [`Doubler`] whose gate is shut.
+    fn gated(max_rows: usize) -> (Arc<Gauge>, Arc<Batcher<Doubler>>) {
         let gauge = Arc::new(Gauge {
             calls: AtomicUsize::new(0),
             gate: tokio::sync::Semaphore::new(0),
         });
-        let backend = Arc::new(Doubler(gauge.clone()));
         let b = Batcher::new(
-            backend,
+            Arc::new(Doubler(gauge.clone())),
             BatchConfig {
-                max_rows: 100,
+                max_rows,
                 executors: 1,
             },
         );
+        (gauge, b)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_requests_are_predicted_together_and_each_gets_its_own_rows() {
+        let (gauge, b) = gated(100);
         // The first request takes the one executor and blocks at the gate;
         // the next nine queue behind it.
         let mut calls = Vec::new();
@@ -474,18 +479,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bad_request_fails_alone_and_max_rows_bounds_a_batch() {
-        let gauge = Arc::new(Gauge {
-            calls: AtomicUsize::new(0),
-            gate: tokio::sync::Semaphore::new(0),
-        });
-        let backend = Arc::new(Doubler(gauge.clone()));
-        let b = Batcher::new(
-            backend,
-            BatchConfig {
-                max_rows: 4,
-                executors: 1,
-            },
-        );
+        let (gauge, b) = gated(4);
         let inputs: Vec<Vec<f64>> = vec![
             vec![1.0],
             vec![2.0, 3.0],
