@@ -48,6 +48,15 @@ pub enum TaskKind {
     /// Score one partition of a dataset an evaluation reads whole, where the
     /// partition is: the tally goes to the evaluation, the rows stay put.
     ScorePartition,
+    /// Score one partition of the source `source` (its node id), read again
+    /// here from the source (its files, or its generator) once the model is
+    /// ready: the model's fit read the same partitions, and holding all of them
+    /// until the model could score them would bound memory by the data. The
+    /// partition is the task's `Score { index }`; the tally is a
+    /// [`TaskKind::ScorePartition`]'s.
+    RereadScore {
+        source: String,
+    },
     /// Predict once with a model on a dataset, for every evaluation and
     /// output that needs those predictions.
     Predict,
@@ -661,6 +670,16 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                             continue;
                         }
                         let k = parts.len() as u64;
+                        // A source the model's fit reads too (through any
+                        // steps): its partitions would all be held from their
+                        // read until the model can score them, so each is read
+                        // again where it is scored, after the fit.
+                        let reread = matches!(g[*s].op, LOp::Source { .. })
+                            && g.edges_directed(n, Direction::Incoming)
+                                .filter(|e| matches!(e.weight(), EdgeKind::Model))
+                                .any(|e| {
+                                    petgraph::algo::has_path_connecting(g, *s, e.source(), None)
+                                });
                         for part in parts {
                             let PartitionId::Data { dataset, index } = &part else {
                                 continue;
@@ -673,13 +692,16 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                                 },
                             );
                             scored.push((part.clone(), tid.clone()));
+                            let (kind, data) = if reread {
+                                (TaskKind::RereadScore { source: g[*s].id() }, None)
+                            } else {
+                                (TaskKind::ScorePartition, Some(part.clone()))
+                            };
                             new_tasks.push(Task {
                                 id: tid.clone(),
                                 node: id.clone(),
-                                kind: TaskKind::ScorePartition,
-                                inputs: std::iter::once(part.clone())
-                                    .chain(other_in.iter().cloned())
-                                    .collect(),
+                                kind,
+                                inputs: data.into_iter().chain(other_in.iter().cloned()).collect(),
                                 outputs: vec![tid.into()],
                                 est_rows: rows.map(|r| r / k),
                                 est_bytes: bytes.map(|b| b / k),
