@@ -985,6 +985,86 @@ metrics = ["f1"]
     }
 
     #[test]
+    fn a_source_the_model_was_fitted_on_is_read_again_to_be_scored() {
+        let text = std::fs::read_to_string("pipelines/gauss_linreg.toml").unwrap();
+        let p = physical(optimize::optimize(crate::optimize::testutil::plan(&text)).0);
+        let scores: Vec<&Task> = p
+            .tasks_of("evaluate:fit")
+            .into_iter()
+            .filter(|t| t.id.part != TaskPart::Out)
+            .collect();
+        assert_eq!(scores.len(), 100);
+        let model = PartitionId::from(TaskId::new("fit:linreg", TaskPart::Out));
+        for t in &scores {
+            // The partition is read again by the score task, after the model:
+            // nothing holds the fit's read of it until then.
+            assert_eq!(
+                t.kind,
+                TaskKind::RereadScore {
+                    source: "source:reread".into()
+                }
+            );
+            assert_eq!(t.inputs, vec![model.clone()], "{}", p.display());
+        }
+        // The reads' only reader is then the fit's partial sums.
+        let reads: std::collections::HashSet<PartitionId> = p
+            .tasks_of("source:reread")
+            .iter()
+            .flat_map(|t| t.outputs.clone())
+            .collect();
+        for t in &p.tasks {
+            if t.inputs.iter().any(|i| reads.contains(i)) {
+                assert_eq!(t.kind, TaskKind::PartialStats, "{}", t.id);
+            }
+        }
+    }
+
+    #[test]
+    fn a_source_scored_by_a_model_fitted_elsewhere_is_scored_where_it_is_read() {
+        let text = r#"
+[pipeline]
+name = "other"
+seed = 3
+
+[sources.train]
+kind = "synthetic"
+generator = "regression"
+rows = 400
+features = 2
+partitions = 2
+
+[sources.test]
+kind = "synthetic"
+generator = "regression"
+rows = 400
+features = 2
+partitions = 4
+
+[models.lin]
+estimator = "linear_regression"
+input = "train"
+target = "y"
+
+[evaluations.e]
+model = "lin"
+data = "test"
+metrics = ["r2"]
+"#;
+        let p = physical(optimize::optimize(crate::optimize::testutil::plan(text)).0);
+        let scores: Vec<&Task> = p
+            .tasks_of("evaluate:e")
+            .into_iter()
+            .filter(|t| t.id.part != TaskPart::Out)
+            .collect();
+        assert_eq!(scores.len(), 4, "{}", p.display());
+        for (i, t) in (0u32..).zip(&scores) {
+            // The model does not wait for `test`: reading it once is enough.
+            assert_eq!(t.kind, TaskKind::ScorePartition);
+            assert_eq!(t.inputs[0], PartitionId::data("test", i), "{}", p.display());
+        }
+    }
+
+    #[test]
     fn a_plan_travels_as_json_unchanged() {
         // Workers receive tasks and their operations as data, never code.
         let text = std::fs::read_to_string("pipelines/house_prices_ensemble.toml").unwrap();
