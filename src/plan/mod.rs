@@ -3,6 +3,10 @@
 //!
 //! In: an optimized [`LogicalPlan`]. Out: [`PhysicalPlan`], the list of tasks the
 //! runtime executes, with sorted, stable ids; and its pictures (`dot`, `render`).
+//! Memory stays bounded by the plan's shape: a task that scores a partition
+//! with a model fitted on every partition of the same source does not take the
+//! partition as read for the fit (all of them would be held until the model is
+//! ready); it reads the partition again itself ([`TaskKind::RereadScore`]).
 //! Must not: depend on the machine (core count, clock, randomness): the same file
 //! gives the same plan.
 

@@ -5,7 +5,8 @@
 //! In: the plan's tasks (what each reads and writes, as partition keys), the
 //! partitions to keep to the end, and the attempt bound; then events: a task
 //! started on a worker, finished (with the size of each output), failed (with a
-//! [`FailureKind`]), a worker lost. Out: which tasks are ready, where each
+//! [`FailureKind`]), a worker lost. Out: which tasks are ready (deepest
+//! first, so what was read is consumed before more is read), where each
 //! partition is held, which partitions to release (their last reader is done),
 //! which tasks must run again after a loss, and the run's end: complete, or a
 //! structured [`RunError`].
