@@ -677,13 +677,19 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                         // A source the model's fit reads too (through any
                         // steps): its partitions would all be held from their
                         // read until the model can score them, so each is read
-                        // again where it is scored, after the fit.
-                        let reread = matches!(g[*s].op, LOp::Source { .. })
-                            && g.edges_directed(n, Direction::Incoming)
-                                .filter(|e| matches!(e.weight(), EdgeKind::Model))
-                                .any(|e| {
-                                    petgraph::algo::has_path_connecting(g, *s, e.source(), None)
-                                });
+                        // again where it is scored, after the fit. Not a source
+                        // read on each worker from its own data root: its
+                        // partitions stay where they were read (see `pins`).
+                        let reread = matches!(
+                            g[*s].op,
+                            LOp::Source {
+                                on_workers: None,
+                                ..
+                            }
+                        ) && g
+                            .edges_directed(n, Direction::Incoming)
+                            .filter(|e| matches!(e.weight(), EdgeKind::Model))
+                            .any(|e| petgraph::algo::has_path_connecting(g, *s, e.source(), None));
                         for part in parts {
                             let PartitionId::Data { dataset, index } = &part else {
                                 continue;
