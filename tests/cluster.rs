@@ -1027,3 +1027,66 @@ fn a_worker_refuses_a_run_whose_partition_fits_neither_its_memory_nor_its_disk()
     );
     assert!(err.contains("nothing was run"), "{err}");
 }
+
+/// gauss_linreg at a small size: its evaluation reads each partition again
+/// after the fit (`RereadScore`), on whichever worker scores it.
+fn small_gauss(dir: &Path) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pipelines/gauss_linreg.toml"
+    ))
+    .expect("read gauss_linreg.toml");
+    let text = text
+        .replace("rows = 100_000_000", "rows = 60_000")
+        .replace("partitions = 100", "partitions = 6");
+    assert!(text.contains("rows = 60_000") && text.contains("partitions = 6"));
+    std::fs::write(dir.join("pipeline.toml"), text).expect("write pipeline");
+}
+
+#[test]
+fn a_source_read_again_to_be_scored_gives_the_in_process_metrics_on_every_kind_of_run() {
+    let files = [
+        "out/gauss_linreg/metrics.json",
+        "out/gauss_linreg/linreg.model",
+    ];
+    let bytes = |d: &Path| -> Vec<Vec<u8>> {
+        files
+            .iter()
+            .map(|f| std::fs::read(d.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+            .collect()
+    };
+    let reference = tempfile::tempdir().expect("tempdir");
+    small_gauss(reference.path());
+    let out = dagml_run(reference.path(), &["--in-process"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = bytes(reference.path());
+    let want_stdout = out.stdout;
+    let mut procs = Procs::default();
+    let sched = procs.cluster(2, None);
+    let runs: [&[&str]; 3] = [
+        &["--workers", "2"],
+        &["--workers", "1"],
+        &["--scheduler", &sched],
+    ];
+    for extra in runs {
+        let d = tempfile::tempdir().expect("tempdir");
+        small_gauss(d.path());
+        let out = dagml_run(d.path(), extra, None);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&want_stdout),
+            "{extra:?}"
+        );
+        assert!(bytes(d.path()) == want, "{extra:?}: the outputs differ");
+    }
+    drop(procs);
+}

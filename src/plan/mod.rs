@@ -3,6 +3,10 @@
 //!
 //! In: an optimized [`LogicalPlan`]. Out: [`PhysicalPlan`], the list of tasks the
 //! runtime executes, with sorted, stable ids; and its pictures (`dot`, `render`).
+//! Memory stays bounded by the plan's shape: a task that scores a partition
+//! with a model fitted on every partition of the same source does not take the
+//! partition as read for the fit (all of them would be held until the model is
+//! ready); it reads the partition again itself ([`TaskKind::RereadScore`]).
 //! Must not: depend on the machine (core count, clock, randomness): the same file
 //! gives the same plan.
 
@@ -48,6 +52,15 @@ pub enum TaskKind {
     /// Score one partition of a dataset an evaluation reads whole, where the
     /// partition is: the tally goes to the evaluation, the rows stay put.
     ScorePartition,
+    /// Score one partition of the source `source` (its node id), read again
+    /// here from the source (its files, or its generator) once the model is
+    /// ready: the model's fit read the same partitions, and holding all of them
+    /// until the model could score them would bound memory by the data. The
+    /// partition is the task's `Score { index }`; the tally is a
+    /// [`TaskKind::ScorePartition`]'s.
+    RereadScore {
+        source: String,
+    },
     /// Predict once with a model on a dataset, for every evaluation and
     /// output that needs those predictions.
     Predict,
@@ -661,6 +674,22 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                             continue;
                         }
                         let k = parts.len() as u64;
+                        // A source the model's fit reads too (through any
+                        // steps): its partitions would all be held from their
+                        // read until the model can score them, so each is read
+                        // again where it is scored, after the fit. Not a source
+                        // read on each worker from its own data root: its
+                        // partitions stay where they were read (see `pins`).
+                        let reread = matches!(
+                            g[*s].op,
+                            LOp::Source {
+                                on_workers: None,
+                                ..
+                            }
+                        ) && g
+                            .edges_directed(n, Direction::Incoming)
+                            .filter(|e| matches!(e.weight(), EdgeKind::Model))
+                            .any(|e| petgraph::algo::has_path_connecting(g, *s, e.source(), None));
                         for part in parts {
                             let PartitionId::Data { dataset, index } = &part else {
                                 continue;
@@ -673,13 +702,16 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
                                 },
                             );
                             scored.push((part.clone(), tid.clone()));
+                            let (kind, data) = if reread {
+                                (TaskKind::RereadScore { source: g[*s].id() }, None)
+                            } else {
+                                (TaskKind::ScorePartition, Some(part.clone()))
+                            };
                             new_tasks.push(Task {
                                 id: tid.clone(),
                                 node: id.clone(),
-                                kind: TaskKind::ScorePartition,
-                                inputs: std::iter::once(part.clone())
-                                    .chain(other_in.iter().cloned())
-                                    .collect(),
+                                kind,
+                                inputs: data.into_iter().chain(other_in.iter().cloned()).collect(),
                                 outputs: vec![tid.into()],
                                 est_rows: rows.map(|r| r / k),
                                 est_bytes: bytes.map(|b| b / k),
@@ -960,6 +992,86 @@ metrics = ["f1"]
         assert_eq!(files[7], "out/gauss_linreg/line/part-00007.parquet");
         // The linear fit reduces partial sums of the 100 partitions read back.
         assert_eq!(p.tasks_of("fit:linreg").len(), 101);
+    }
+
+    #[test]
+    fn a_source_the_model_was_fitted_on_is_read_again_to_be_scored() {
+        let text = std::fs::read_to_string("pipelines/gauss_linreg.toml").unwrap();
+        let p = physical(optimize::optimize(crate::optimize::testutil::plan(&text)).0);
+        let scores: Vec<&Task> = p
+            .tasks_of("evaluate:fit")
+            .into_iter()
+            .filter(|t| t.id.part != TaskPart::Out)
+            .collect();
+        assert_eq!(scores.len(), 100);
+        let model = PartitionId::from(TaskId::new("fit:linreg", TaskPart::Out));
+        for t in &scores {
+            // The partition is read again by the score task, after the model:
+            // nothing holds the fit's read of it until then.
+            assert_eq!(
+                t.kind,
+                TaskKind::RereadScore {
+                    source: "source:reread".into()
+                }
+            );
+            assert_eq!(t.inputs, vec![model.clone()], "{}", p.display());
+        }
+        // The reads' only reader is then the fit's partial sums.
+        let reads: std::collections::HashSet<PartitionId> = p
+            .tasks_of("source:reread")
+            .iter()
+            .flat_map(|t| t.outputs.clone())
+            .collect();
+        for t in &p.tasks {
+            if t.inputs.iter().any(|i| reads.contains(i)) {
+                assert_eq!(t.kind, TaskKind::PartialStats, "{}", t.id);
+            }
+        }
+    }
+
+    #[test]
+    fn a_source_scored_by_a_model_fitted_elsewhere_is_scored_where_it_is_read() {
+        let text = r#"
+[pipeline]
+name = "other"
+seed = 3
+
+[sources.train]
+kind = "synthetic"
+generator = "regression"
+rows = 400
+features = 2
+partitions = 2
+
+[sources.test]
+kind = "synthetic"
+generator = "regression"
+rows = 400
+features = 2
+partitions = 4
+
+[models.lin]
+estimator = "linear_regression"
+input = "train"
+target = "y"
+
+[evaluations.e]
+model = "lin"
+data = "test"
+metrics = ["r2"]
+"#;
+        let p = physical(optimize::optimize(crate::optimize::testutil::plan(text)).0);
+        let scores: Vec<&Task> = p
+            .tasks_of("evaluate:e")
+            .into_iter()
+            .filter(|t| t.id.part != TaskPart::Out)
+            .collect();
+        assert_eq!(scores.len(), 4, "{}", p.display());
+        for (i, t) in (0u32..).zip(&scores) {
+            // The model does not wait for `test`: reading it once is enough.
+            assert_eq!(t.kind, TaskKind::ScorePartition);
+            assert_eq!(t.inputs[0], PartitionId::data("test", i), "{}", p.display());
+        }
     }
 
     #[test]

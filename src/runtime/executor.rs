@@ -397,6 +397,88 @@ mod tests {
         }
     }
 
+    /// Counts the values alive of tasks whose node starts with `row` (rows
+    /// of data), and the most ever alive at once.
+    struct Rows {
+        alive: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+    struct Counted<'a>(Option<&'a Rows>);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            if let Some(r) = self.0 {
+                r.alive.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+    struct CountRows(&'static Rows);
+    impl Kernels for CountRows {
+        type Value = Counted<'static>;
+        fn run(
+            &self,
+            task: &Task,
+            _: Vec<Arc<Self::Value>>,
+        ) -> Result<Vec<Self::Value>, TaskError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if !task.node.starts_with("row") {
+                return Ok(vec![Counted(None)]);
+            }
+            let now = self.0.alive.fetch_add(1, SeqCst) + 1;
+            self.0.most.fetch_max(now, SeqCst);
+            Ok(vec![Counted(Some(self.0))])
+        }
+    }
+
+    #[test]
+    fn a_read_partitions_readers_run_before_more_partitions_pile_up() {
+        // gauss_linreg's shape over n partitions: generate, transform, write,
+        // read back, partial sums; one reduce; each partition scored after the
+        // model (read again by the score task). Named so that the plan order
+        // alone would generate every partition before transforming any.
+        let n = 40;
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            tasks.push(task(&format!("row-a-gen{i}"), &[]));
+            tasks.push(task(&format!("row-b-line{i}"), &[&format!("row-a-gen{i}")]));
+            tasks.push(task(&format!("write{i}"), &[&format!("row-b-line{i}")]));
+            tasks.push(task(&format!("row-c-read{i}"), &[&format!("write{i}")]));
+            tasks.push(task(&format!("partial{i}"), &[&format!("row-c-read{i}")]));
+            tasks.push(task(&format!("score{i}"), &["reduce"]));
+        }
+        let partials: Vec<String> = (0..n).map(|i| format!("partial{i}")).collect();
+        let partials: Vec<&str> = partials.iter().map(String::as_str).collect();
+        tasks.push(task("reduce", &partials));
+        let scores: Vec<String> = (0..n).map(|i| format!("score{i}")).collect();
+        let scores: Vec<&str> = scores.iter().map(String::as_str).collect();
+        tasks.push(task("evaluate", &scores));
+        tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        let p = plan(tasks);
+        for threads in [1, 2] {
+            let rows: &'static Rows = Box::leak(Box::new(Rows {
+                alive: 0.into(),
+                most: 0.into(),
+            }));
+            run(
+                &p,
+                &CountRows(rows),
+                &Quiet,
+                &Options {
+                    threads,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let most = rows.most.load(std::sync::atomic::Ordering::SeqCst);
+            // Each running task holds its input and its output; a finished
+            // chain's rows are released at once.
+            assert!(
+                most <= 2 * threads + 1,
+                "{most} partitions of rows held at once with {threads} threads"
+            );
+            assert_eq!(rows.alive.load(std::sync::atomic::Ordering::SeqCst), 0);
+        }
+    }
+
     /// Panics on the task named `boom`.
     struct Boom;
     impl Kernels for Boom {

@@ -5,7 +5,8 @@
 //! In: the plan's tasks (what each reads and writes, as partition keys), the
 //! partitions to keep to the end, and the attempt bound; then events: a task
 //! started on a worker, finished (with the size of each output), failed (with a
-//! [`FailureKind`]), a worker lost. Out: which tasks are ready, where each
+//! [`FailureKind`]), a worker lost. Out: which tasks are ready (deepest
+//! first, so what was read is consumed before more is read), where each
 //! partition is held, which partitions to release (their last reader is done),
 //! which tasks must run again after a loss, and the run's end: complete, or a
 //! structured [`RunError`].
@@ -13,6 +14,7 @@
 //! (from an attempt that was given up) change nothing.
 
 use super::failure::{FailureKind, RunError};
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
@@ -101,6 +103,9 @@ struct TaskNode<W> {
     starts: u32,
     /// The last failure: (worker, kind, message).
     last: Option<(Option<W>, FailureKind, String)>,
+    /// Tasks on the longest path to it from a task that reads nothing: the
+    /// ready order prefers deeper tasks (see [`RunGraph::ready`]).
+    depth: u32,
 }
 
 struct PartNode<W> {
@@ -146,7 +151,8 @@ pub enum Finished<W> {
 pub struct RunGraph<W> {
     tasks: Vec<TaskNode<W>>,
     parts: Vec<PartNode<W>>,
-    ready: BTreeSet<TaskIx>,
+    /// Ready tasks, deepest first, then in plan order.
+    ready: BTreeSet<(Reverse<u32>, TaskIx)>,
     done: usize,
     max_attempts: u32,
     failure: Option<RunError>,
@@ -206,6 +212,7 @@ impl<W: Worker> RunGraph<W> {
                 attempts: 0,
                 starts: 0,
                 last: None,
+                depth: 0,
             });
         }
         let mut g = RunGraph {
@@ -216,15 +223,19 @@ impl<W: Worker> RunGraph<W> {
             max_attempts: max_attempts.max(1),
             failure: None,
         };
-        g.check_acyclic()?;
+        let depths = g.check_acyclic()?;
+        for (t, d) in g.tasks.iter_mut().zip(depths) {
+            t.depth = d;
+        }
         for t in 0..g.tasks.len() {
             g.refresh(TaskIx(t));
         }
         Ok(g)
     }
 
-    /// Kahn's algorithm over task dependencies.
-    fn check_acyclic(&self) -> Result<(), GraphError> {
+    /// Kahn's algorithm over task dependencies; each task's depth (the
+    /// longest chain of producers before it).
+    fn check_acyclic(&self) -> Result<Vec<u32>, GraphError> {
         let n = self.tasks.len();
         let mut missing: Vec<usize> = self
             .tasks
@@ -239,6 +250,7 @@ impl<W: Worker> RunGraph<W> {
             .collect();
         let mut queue: Vec<usize> = (0..n).filter(|t| missing[*t] == 0).collect();
         let mut seen = 0;
+        let mut depth = vec![0u32; n];
         while let Some(t) = queue.pop() {
             seen += 1;
             let readers: BTreeSet<TaskIx> = self.tasks[t]
@@ -247,6 +259,7 @@ impl<W: Worker> RunGraph<W> {
                 .flat_map(|p| self.parts[p.0].readers.iter().copied())
                 .collect();
             for r in readers {
+                depth[r.0] = depth[r.0].max(depth[t] + 1);
                 missing[r.0] -= 1;
                 if missing[r.0] == 0 {
                     queue.push(r.0);
@@ -257,7 +270,7 @@ impl<W: Worker> RunGraph<W> {
             let at = (0..n).find(|t| missing[*t] > 0).unwrap_or(0);
             return Err(GraphError::Cycle(self.tasks[at].name.clone()));
         }
-        Ok(())
+        Ok(depth)
     }
 
     pub fn len(&self) -> usize {
@@ -308,11 +321,14 @@ impl<W: Worker> RunGraph<W> {
         }
     }
 
-    /// Tasks that can start now, in plan order.
+    /// Tasks that can start now: the deepest first (a task reading what is
+    /// held before one that starts a new chain, so a read partition's readers
+    /// run, and it is released, before more partitions are read), then in
+    /// plan order.
     pub fn ready(&self) -> impl Iterator<Item = TaskIx> + '_ {
         self.ready
             .iter()
-            .copied()
+            .map(|(_, t)| *t)
             .filter(|_| self.failure.is_none())
     }
 
@@ -407,11 +423,15 @@ impl<W: Worker> RunGraph<W> {
             .all(|p| matches!(self.parts[p.0].state, PartState::Held { .. }));
         if held {
             self.tasks[t.0].state = TaskState::Ready;
-            self.ready.insert(t);
+            self.ready.insert(self.ready_key(t));
         } else {
             self.tasks[t.0].state = TaskState::Waiting;
-            self.ready.remove(&t);
+            self.ready.remove(&self.ready_key(t));
         }
+    }
+
+    fn ready_key(&self, t: TaskIx) -> (Reverse<u32>, TaskIx) {
+        (Reverse(self.tasks[t.0].depth), t)
     }
 
     /// Start a ready task on `worker`; returns the token naming this start
@@ -421,7 +441,7 @@ impl<W: Worker> RunGraph<W> {
         if self.failure.is_some() || self.tasks[t.0].state != TaskState::Ready {
             return Err(Stale);
         }
-        self.ready.remove(&t);
+        self.ready.remove(&self.ready_key(t));
         let node = &mut self.tasks[t.0];
         node.attempts += 1;
         node.starts += 1;
@@ -808,7 +828,7 @@ mod tests {
         for (i, t) in g.tasks.iter().enumerate() {
             match &t.state {
                 TaskState::Ready => {
-                    assert!(g.ready.contains(&TaskIx(i)));
+                    assert!(g.ready.contains(&g.ready_key(TaskIx(i))));
                     for p in &t.inputs {
                         assert!(g.location(*p).is_some(), "ready without input");
                     }
@@ -817,7 +837,7 @@ mod tests {
                     assert!(live.contains(worker), "running on a lost worker");
                     assert!(t.attempts <= g.max_attempts);
                 }
-                _ => assert!(!g.ready.contains(&TaskIx(i))),
+                _ => assert!(!g.ready.contains(&g.ready_key(TaskIx(i)))),
             }
         }
         for p in &g.parts {

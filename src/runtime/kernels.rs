@@ -21,7 +21,7 @@ use crate::frontend::pipeline::{EstimatorKind, OutputKind, Params, Problem, Spli
 use crate::ml::metrics::{self, Scores};
 use crate::ml::model::{self, ForestPart, LinearPart, Model, Prediction, TrainedModel};
 use crate::ml::model_file;
-use crate::plan::{DatasetId, PartitionId, PhysicalPlan, Task, TaskKind, TaskPart};
+use crate::plan::{DatasetId, PartitionId, PhysicalPlan, Task, TaskId, TaskKind, TaskPart};
 use arrow::array::{ArrayRef, Float32Array, Float64Array, StringArray};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -879,6 +879,33 @@ impl PipelineKernels {
                         serde_json::to_vec(&cells).map_err(fail)?,
                     )]);
                 }
+                Ok(vec![encode(&tally(&model, b)?)?])
+            }
+            (TaskKind::RereadScore { source }, LOp::Evaluate { .. }) => {
+                let (_, bytes) = split_inputs(task, inputs)?;
+                let model = model_input(cx, &bytes)?;
+                let TaskPart::Score { index, .. } = &task.id.part else {
+                    return Err(TaskError::internal(format!(
+                        "`{}` names no partition to read again",
+                        task.id
+                    )));
+                };
+                // The source's own read of that partition, run here.
+                let read = Task {
+                    id: TaskId::new(source, TaskPart::Partition(*index)),
+                    node: source.clone(),
+                    kind: TaskKind::Read,
+                    inputs: Vec::new(),
+                    outputs: Vec::new(),
+                    est_rows: None,
+                    est_bytes: None,
+                    worker: None,
+                };
+                let read = self.run_task(&read, &[])?;
+                let b = match read.first() {
+                    Some(Value::Batch(b)) => b,
+                    _ => return Err(TaskError::internal(format!("`{source}` read no rows"))),
+                };
                 Ok(vec![encode(&tally(&model, b)?)?])
             }
             (TaskKind::Evaluate, LOp::Evaluate { evaluation }) => {
