@@ -355,8 +355,10 @@ impl Samples {
 
 /// Nodes with at most this many rows read their codes from the row-major copy
 /// (when present): measured on mnist_rf, 512 cut the forest's fit wall time from
-/// 10.2-12.9 s to 7.8-9.5 s (256 and 1024 were close; 4096 was worse).
-const ROW_MAJOR_NODE: usize = 512;
+/// 10.2-12.9 s to 7.8-9.5 s (256 and 1024 were close; 4096 was worse); on this
+/// machine's 2 MB L2, 1024 took ~9% less CPU than 512 for the same trees
+/// (6 mnist trees, one thread, docs/benchmarks.md).
+const ROW_MAJOR_NODE: usize = 1024;
 
 /// Fit one tree. `weights[r]` is row `r`'s sample weight; rows of weight 0 are not
 /// in the sample.
