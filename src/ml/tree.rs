@@ -916,6 +916,50 @@ mod tests {
     }
 
     #[test]
+    fn whole_number_counts_give_the_trees_of_the_float_histograms() {
+        // Bootstrap counts take the integer path; the same weights halved are
+        // not whole numbers and take the f64 path. Halving scales every sum by
+        // a power of two, so each gain halves exactly, the same splits win, and
+        // the leaves (ratios) and importances (normalised) are the same bits.
+        let n = 4000;
+        let mut rng = SeededRng::new(21, &[]);
+        let cols: Vec<Vec<u8>> = (0..8)
+            .map(|_| (0..n).map(|_| (rng.next_u64() % 200) as u8).collect())
+            .collect();
+        let y: Vec<u32> = (0..n)
+            .map(|i| (u32::from(cols[0][i]) / 50 + u32::from(cols[1][i] > 120)) % 4)
+            .collect();
+        let b = binned(cols).with_row_major();
+        let mut w = vec![0.0f32; n];
+        for _ in 0..n {
+            w[rng.below(n)] += 1.0;
+        }
+        assert!(
+            w.iter().any(|&x| x % 2.0 == 1.0),
+            "some odd count, so halves are fractional"
+        );
+        let half: Vec<f32> = w.iter().map(|&x| x * 0.5).collect();
+        let mut c = cfg(Criterion::Gini);
+        c.max_features = 3;
+        let fit = |w: &[f32]| {
+            fit_tree(
+                &b,
+                Target::Classes(&y, 4),
+                w,
+                &c,
+                &mut SeededRng::new(9, &[]),
+            )
+        };
+        let (a, h) = (fit(&w), fit(&half));
+        assert!(
+            a.nodes.len() > 100,
+            "a tree deep enough to use histograms: {}",
+            a.nodes.len()
+        );
+        assert_eq!(a, h);
+    }
+
+    #[test]
     fn importances_rank_the_informative_features_first() {
         // y depends on features 0 (strongly) and 3 (weakly); 1, 2, 4, 5 are noise.
         let n = 2000;
