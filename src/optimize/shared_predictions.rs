@@ -1,6 +1,9 @@
 //! Shared predictions: when two or more consumers (evaluations, predictions
 //! outputs) need the predictions of one model on one part of a split, a
-//! `predict` node computes them once and each consumer reads them.
+//! `predict` node computes them once and each consumer reads them. An
+//! evaluation of one model on two or more split parts also gets a `predict`
+//! node per part (even as their only consumer), so the parts are predicted by
+//! tasks that run side by side rather than one after the other in its task.
 //!
 //! In: the plan after fan-out. Out: one `predict:<model>@<dataset>` node per
 //! shared (model, dataset), fed by the fit's model and the split part's rows,
@@ -82,9 +85,24 @@ impl Rule for SharedPredictions {
                 }
             }
         }
+        // An evaluation that needs predictions on two or more datasets gets a
+        // predict node for each even when it is their only consumer: the
+        // predictions then run as tasks side by side (on two workers) instead
+        // of one after the other inside the evaluation's task.
+        let mut keys_of: BTreeMap<NodeIndex, usize> = BTreeMap::new();
+        for (_, consumers) in uses.values() {
+            for (c, _) in consumers {
+                if matches!(plan.graph[*c].op, LOp::Evaluate { .. }) {
+                    *keys_of.entry(*c).or_default() += 1;
+                }
+            }
+        }
         let mut changed = false;
         for ((m, split, _), (data, consumers)) in uses {
-            if consumers.len() < 2 {
+            let side_by_side = consumers
+                .iter()
+                .any(|(c, _)| keys_of.get(c).is_some_and(|&k| k >= 2));
+            if consumers.len() < 2 && !side_by_side {
                 continue;
             }
             let model = plan.graph[m].op.name();
@@ -151,8 +169,18 @@ path = "out/p.parquet"
             shown.contains("sink:p (out/p.parquet) <- fit:f, predict:f@s.test, split:s[test]"),
             "{shown}"
         );
-        // The training rows have one consumer: nothing to share.
-        assert!(!shown.contains("predict:f@s.train"), "{shown}");
+        // The training rows have one consumer, but it evaluates two parts:
+        // each part gets its own predict node, to run side by side.
+        assert!(
+            shown.contains(
+                "predict:f@s.train (model f on s.train, shared) <- fit:f, split:s[train]"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("evaluate:e (accuracy) <- fit:f, predict:f@s.test, predict:f@s.train"),
+            "{shown}"
+        );
         // Once is enough.
         assert!(!SharedPredictions.apply(&mut p));
     }
