@@ -102,10 +102,14 @@ pub async fn run_file(
         plan.tasks.iter().map(|t| (t.id.to_string(), t)).collect();
     let mut records = Vec::new();
     let t0 = std::time::Instant::now();
+    // One listener for the whole run: a new `ctrl_c()` per message would
+    // miss a Ctrl-C that lands while a message is being handled.
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
     let result = loop {
         let msg = tokio::select! {
             m = stream.message() => m,
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut interrupt => {
                 return Err(failed(RunFailure::Other(
                     "interrupted: the run's tasks were cancelled".into(),
                 )));
