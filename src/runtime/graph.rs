@@ -6,7 +6,8 @@
 //! partitions to keep to the end, and the attempt bound; then events: a task
 //! started on a worker, finished (with the size of each output), failed (with a
 //! [`FailureKind`]), a worker lost. Out: which tasks are ready (deepest
-//! first, so what was read is consumed before more is read), where each
+//! first, so what was read is consumed before more is read; then the one
+//! with the longest chain after it, so the critical path starts first), where each
 //! partition is held, which partitions to release (their last reader is done),
 //! which tasks must run again after a loss, and the run's end: complete, or a
 //! structured [`RunError`].
@@ -106,6 +107,9 @@ struct TaskNode<W> {
     /// Tasks on the longest path to it from a task that reads nothing: the
     /// ready order prefers deeper tasks (see [`RunGraph::ready`]).
     depth: u32,
+    /// Tasks on the longest path from it to a task nothing reads: among
+    /// tasks of one depth, the one with more work after it goes first.
+    height: u32,
 }
 
 struct PartNode<W> {
@@ -151,8 +155,9 @@ pub enum Finished<W> {
 pub struct RunGraph<W> {
     tasks: Vec<TaskNode<W>>,
     parts: Vec<PartNode<W>>,
-    /// Ready tasks, deepest first, then in plan order.
-    ready: BTreeSet<(Reverse<u32>, TaskIx)>,
+    /// Ready tasks, deepest first, then the longest chain after them, then
+    /// in plan order.
+    ready: BTreeSet<(Reverse<u32>, Reverse<u32>, TaskIx)>,
     done: usize,
     max_attempts: u32,
     failure: Option<RunError>,
@@ -213,6 +218,7 @@ impl<W: Worker> RunGraph<W> {
                 starts: 0,
                 last: None,
                 depth: 0,
+                height: 0,
             });
         }
         let mut g = RunGraph {
@@ -223,9 +229,10 @@ impl<W: Worker> RunGraph<W> {
             max_attempts: max_attempts.max(1),
             failure: None,
         };
-        let depths = g.check_acyclic()?;
-        for (t, d) in g.tasks.iter_mut().zip(depths) {
+        let (depths, heights) = g.check_acyclic()?;
+        for ((t, d), h) in g.tasks.iter_mut().zip(depths).zip(heights) {
             t.depth = d;
+            t.height = h;
         }
         for t in 0..g.tasks.len() {
             g.refresh(TaskIx(t));
@@ -234,8 +241,9 @@ impl<W: Worker> RunGraph<W> {
     }
 
     /// Kahn's algorithm over task dependencies; each task's depth (the
-    /// longest chain of producers before it).
-    fn check_acyclic(&self) -> Result<Vec<u32>, GraphError> {
+    /// longest chain of producers before it) and height (the longest chain
+    /// of readers after it).
+    fn check_acyclic(&self) -> Result<(Vec<u32>, Vec<u32>), GraphError> {
         let n = self.tasks.len();
         let mut missing: Vec<usize> = self
             .tasks
@@ -251,14 +259,18 @@ impl<W: Worker> RunGraph<W> {
         let mut queue: Vec<usize> = (0..n).filter(|t| missing[*t] == 0).collect();
         let mut seen = 0;
         let mut depth = vec![0u32; n];
-        while let Some(t) = queue.pop() {
-            seen += 1;
-            let readers: BTreeSet<TaskIx> = self.tasks[t]
+        let mut order = Vec::with_capacity(n);
+        let readers_of = |t: usize| -> BTreeSet<TaskIx> {
+            self.tasks[t]
                 .outputs
                 .iter()
                 .flat_map(|p| self.parts[p.0].readers.iter().copied())
-                .collect();
-            for r in readers {
+                .collect()
+        };
+        while let Some(t) = queue.pop() {
+            seen += 1;
+            order.push(t);
+            for r in readers_of(t) {
                 depth[r.0] = depth[r.0].max(depth[t] + 1);
                 missing[r.0] -= 1;
                 if missing[r.0] == 0 {
@@ -270,7 +282,16 @@ impl<W: Worker> RunGraph<W> {
             let at = (0..n).find(|t| missing[*t] > 0).unwrap_or(0);
             return Err(GraphError::Cycle(self.tasks[at].name.clone()));
         }
-        Ok(depth)
+        // Readers come after their producers in `order`: heights from the end.
+        let mut height = vec![0u32; n];
+        for &t in order.iter().rev() {
+            height[t] = readers_of(t)
+                .iter()
+                .map(|r| height[r.0] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+        Ok((depth, height))
     }
 
     pub fn len(&self) -> usize {
@@ -323,12 +344,15 @@ impl<W: Worker> RunGraph<W> {
 
     /// Tasks that can start now: the deepest first (a task reading what is
     /// held before one that starts a new chain, so a read partition's readers
-    /// run, and it is released, before more partitions are read), then in
+    /// run, and it is released, before more partitions are read), then the
+    /// one with the longest chain of work after it (so the critical path
+    /// starts first: a forest's training-rows prediction, which an
+    /// evaluation and its report wait on, before writing the model), then in
     /// plan order.
     pub fn ready(&self) -> impl Iterator<Item = TaskIx> + '_ {
         self.ready
             .iter()
-            .map(|(_, t)| *t)
+            .map(|(_, _, t)| *t)
             .filter(|_| self.failure.is_none())
     }
 
@@ -430,8 +454,9 @@ impl<W: Worker> RunGraph<W> {
         }
     }
 
-    fn ready_key(&self, t: TaskIx) -> (Reverse<u32>, TaskIx) {
-        (Reverse(self.tasks[t.0].depth), t)
+    fn ready_key(&self, t: TaskIx) -> (Reverse<u32>, Reverse<u32>, TaskIx) {
+        let node = &self.tasks[t.0];
+        (Reverse(node.depth), Reverse(node.height), t)
     }
 
     /// Start a ready task on `worker`; returns the token naming this start
@@ -676,6 +701,26 @@ mod tests {
             Finished::Done(r) => r,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn among_tasks_of_one_depth_the_one_with_more_work_after_it_is_ready_first() {
+        // fit → {sink (nothing after it), predict → evaluate → report}: the
+        // sink comes first in plan order, the predict first when ready.
+        let mut g = RunGraph::new(
+            vec![
+                spec("fit", &[], &["M"]),
+                spec("sink", &["M"], &["S"]),
+                spec("predict", &["M"], &["P"]),
+                spec("evaluate", &["P"], &["E"]),
+                spec("report", &["E"], &["R"]),
+            ],
+            |k| k == "S" || k == "R",
+            1,
+        )
+        .unwrap();
+        run_one(&mut g, 0, 1);
+        assert_eq!(g.ready().collect::<Vec<_>>(), vec![TaskIx(2), TaskIx(1)]);
     }
 
     #[test]
