@@ -35,6 +35,29 @@ fn state(addr: &str) -> serde_json::Value {
     serde_json::from_str(&body).expect("/api/state is JSON")
 }
 
+/// A scheduler with its dashboard on a free port, logging to `log`, with
+/// `env`: its address and the dashboard's.
+fn scheduler_with_dashboard(
+    procs: &mut Procs,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> (String, String) {
+    let sched = procs.serve_logging(
+        "scheduler",
+        &[
+            "scheduler",
+            "--listen",
+            "127.0.0.1:0",
+            "--dashboard",
+            "127.0.0.1:0",
+        ],
+        env,
+        Some(log),
+    );
+    let board = dashboard_address(log, "dashboard on");
+    (sched, board)
+}
+
 /// Wait (bounded) for a line of `log` that has `http://` after `marker`; the
 /// host:port in it.
 fn dashboard_address(log: &Path, marker: &str) -> String {
@@ -141,19 +164,7 @@ fn a_cluster_dashboard_shows_workers_plan_task_stream_and_metrics_during_and_aft
     let dir = tempfile::tempdir().expect("tempdir");
     slow_forest(dir.path());
     let log = dir.path().join("scheduler.log");
-    let sched = procs.serve_logging(
-        "scheduler",
-        &[
-            "scheduler",
-            "--listen",
-            "127.0.0.1:0",
-            "--dashboard",
-            "127.0.0.1:0",
-        ],
-        &[],
-        Some(&log),
-    );
-    let board = dashboard_address(&log, "dashboard on");
+    let (sched, board) = scheduler_with_dashboard(&mut procs, &log, &[]);
     for name in ["w0", "w1"] {
         procs.serve(
             name,
@@ -412,19 +423,7 @@ fn a_token_protected_dashboard_refuses_the_api_without_the_token() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("scheduler.log");
     let token = "s3cret-t0ken/with=odd&chars";
-    procs.serve_logging(
-        "scheduler",
-        &[
-            "scheduler",
-            "--listen",
-            "127.0.0.1:0",
-            "--dashboard",
-            "127.0.0.1:0",
-        ],
-        &[("DAGML_TOKEN", token)],
-        Some(&log),
-    );
-    let board = dashboard_address(&log, "dashboard on");
+    let (_, board) = scheduler_with_dashboard(&mut procs, &log, &[("DAGML_TOKEN", token)]);
     assert!(
         !std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -530,19 +529,7 @@ fn a_worker_killed_mid_fit_shows_as_lost_with_its_retried_task_and_cause() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(common::FIXTURE, dir.path().join("pipeline.toml")).expect("fixture");
     let log = dir.path().join("scheduler.log");
-    let sched = procs.serve_logging(
-        "scheduler",
-        &[
-            "scheduler",
-            "--listen",
-            "127.0.0.1:0",
-            "--dashboard",
-            "127.0.0.1:0",
-        ],
-        &[],
-        Some(&log),
-    );
-    let board = dashboard_address(&log, "dashboard on");
+    let (sched, board) = scheduler_with_dashboard(&mut procs, &log, &[]);
     for name in ["w0", "w1"] {
         procs.serve(
             name,
@@ -651,19 +638,7 @@ fn workers_past_their_spill_threshold_report_their_spills_and_thresholds() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(common::FIXTURE, dir.path().join("pipeline.toml")).expect("fixture");
     let log = dir.path().join("scheduler.log");
-    let sched = procs.serve_logging(
-        "scheduler",
-        &[
-            "scheduler",
-            "--listen",
-            "127.0.0.1:0",
-            "--dashboard",
-            "127.0.0.1:0",
-        ],
-        &[],
-        Some(&log),
-    );
-    let board = dashboard_address(&log, "dashboard on");
+    let (sched, board) = scheduler_with_dashboard(&mut procs, &log, &[]);
     // The spill test's limit (tests/cluster.rs): every worker spills.
     let limit = "200KB";
     let mut worker_logs = Vec::new();
@@ -742,49 +717,7 @@ fn workers_past_their_spill_threshold_report_their_spills_and_thresholds() {
 
 /// A small per-shard forest on House Prices, three shards by rows (as
 /// tests/serve_cluster.rs serves it).
-const SERVED: &str = r#"
-[pipeline]
-name = "served_shards"
-seed = 7
-
-[sources.houses]
-kind = "csv"
-path = "train.csv"
-na_values = ["NA"]
-columns = { SalePrice = "float" }
-
-[transforms.prepared]
-input = "houses"
-steps = [
-  { op = "derive", column = "log_price", expr = "log(SalePrice)" },
-  { op = "drop", columns = ["Id", "SalePrice"] },
-]
-
-[splits.shards]
-kind = "shards"
-input = "prepared"
-by = "rows"
-names = ["A", "B", "C"]
-validation_fraction = 0.2
-
-[models.ensemble]
-estimator = "random_forest"
-per_shard = true
-combine = "average"
-input = "shards"
-target = "log_price"
-preprocess = [
-  { op = "impute", strategy = "median" },
-  { op = "impute", strategy = "most_frequent" },
-  { op = "ordinal" },
-]
-params = { n_trees = 6, max_features = 0.33, min_samples_leaf = 2 }
-
-[outputs.model]
-kind = "model"
-model = "ensemble"
-path = "out/ensemble.model"
-"#;
+const SERVED: &str = include_str!("fixtures/served_shards.toml");
 
 /// `POST path` with `body`: the status and the body's bytes.
 fn post(addr: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -805,19 +738,7 @@ fn served_shard_models_show_their_versions_request_counts_and_latency() {
     )
     .expect("copy train.csv");
     let log = dir.path().join("scheduler.log");
-    let sched = procs.serve_logging(
-        "scheduler",
-        &[
-            "scheduler",
-            "--listen",
-            "127.0.0.1:0",
-            "--dashboard",
-            "127.0.0.1:0",
-        ],
-        &[],
-        Some(&log),
-    );
-    let board = dashboard_address(&log, "dashboard on");
+    let (sched, board) = scheduler_with_dashboard(&mut procs, &log, &[]);
     let root = dir.path().to_string_lossy().into_owned();
     let workers = ["w0", "w1", "w2"];
     for name in workers {

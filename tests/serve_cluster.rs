@@ -22,58 +22,7 @@ use std::time::{Duration, Instant};
 const TRAIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/house_prices/train.csv");
 const TEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/house_prices/test.csv");
 
-const PIPELINE: &str = r#"
-[pipeline]
-name = "served_shards"
-seed = 7
-
-[sources.houses]
-kind = "csv"
-path = "train.csv"
-na_values = ["NA"]
-columns = { SalePrice = "float" }
-
-[transforms.prepared]
-input = "houses"
-steps = [
-  { op = "derive", column = "log_price", expr = "log(SalePrice)" },
-  { op = "drop", columns = ["Id", "SalePrice"] },
-]
-
-[splits.shards]
-kind = "shards"
-input = "prepared"
-by = "rows"
-names = ["A", "B", "C"]
-validation_fraction = 0.2
-
-[models.ensemble]
-estimator = "random_forest"
-per_shard = true
-combine = "average"
-input = "shards"
-target = "log_price"
-preprocess = [
-  { op = "impute", strategy = "median" },
-  { op = "impute", strategy = "most_frequent" },
-  { op = "ordinal" },
-]
-params = { n_trees = 6, max_features = 0.33, min_samples_leaf = 2 }
-
-[evaluations.matrix]
-model = "ensemble"
-data = "shards"
-metrics = ["rmse"]
-
-[outputs.model]
-kind = "model"
-model = "ensemble"
-path = "out/ensemble.model"
-
-[cluster]
-kind = "local"
-workers = 3
-"#;
+const PIPELINE: &str = include_str!("fixtures/served_shards.toml");
 
 /// A folder with the pipeline and its training data (inside the workers'
 /// data root, which is this folder).

@@ -128,10 +128,6 @@ impl<B: Backend> Batcher<B> {
         })
     }
 
-    pub fn backend(&self) -> &Arc<B> {
-        &self.backend
-    }
-
     fn lane(&self, name: &str) -> Arc<Lane> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         lanes
