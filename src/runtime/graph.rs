@@ -260,17 +260,19 @@ impl<W: Worker> RunGraph<W> {
         let mut seen = 0;
         let mut depth = vec![0u32; n];
         let mut order = Vec::with_capacity(n);
-        let readers_of = |t: usize| -> BTreeSet<TaskIx> {
-            self.tasks[t]
-                .outputs
-                .iter()
-                .flat_map(|p| self.parts[p.0].readers.iter().copied())
-                .collect()
-        };
+        let readers: Vec<BTreeSet<TaskIx>> = (0..n)
+            .map(|t| {
+                self.tasks[t]
+                    .outputs
+                    .iter()
+                    .flat_map(|p| self.parts[p.0].readers.iter().copied())
+                    .collect()
+            })
+            .collect();
         while let Some(t) = queue.pop() {
             seen += 1;
             order.push(t);
-            for r in readers_of(t) {
+            for &r in &readers[t] {
                 depth[r.0] = depth[r.0].max(depth[t] + 1);
                 missing[r.0] -= 1;
                 if missing[r.0] == 0 {
@@ -285,7 +287,7 @@ impl<W: Worker> RunGraph<W> {
         // Readers come after their producers in `order`: heights from the end.
         let mut height = vec![0u32; n];
         for &t in order.iter().rev() {
-            height[t] = readers_of(t)
+            height[t] = readers[t]
                 .iter()
                 .map(|r| height[r.0] + 1)
                 .max()
