@@ -19,12 +19,22 @@ fn wide(n: usize) -> String {
     s
 }
 
+/// The best of three plannings of `wide(n)`: the tests of this file share two
+/// cores with each other (and CI with whatever else runs), so one timing can be
+/// several times another; the best of three is what the planner costs.
 fn plan_time(n: usize) -> (Duration, dagml::plan::PhysicalPlan) {
     let text = wide(n);
-    let t0 = Instant::now();
-    let (_, planned) = plan_bytes("wide.toml", text.as_bytes(), &CheckOptions::default())
-        .unwrap_or_else(|r| panic!("plans: {:?}", r.parsed.diagnostics));
-    (t0.elapsed(), planned.physical)
+    let mut best: Option<(Duration, dagml::plan::PhysicalPlan)> = None;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let (_, planned) = plan_bytes("wide.toml", text.as_bytes(), &CheckOptions::default())
+            .unwrap_or_else(|r| panic!("plans: {:?}", r.parsed.diagnostics));
+        let took = t0.elapsed();
+        if best.as_ref().is_none_or(|(b, _)| took < *b) {
+            best = Some((took, planned.physical));
+        }
+    }
+    best.expect("three plannings")
 }
 
 #[test]
@@ -63,6 +73,10 @@ fn planning_2000_parallel_steps_is_near_linear_and_their_picture_is_collapsed() 
 }
 
 fn many_partitions(p: usize) -> Duration {
+    (0..3).map(|_| many_partitions_once(p)).min().expect("three plannings")
+}
+
+fn many_partitions_once(p: usize) -> Duration {
     let text = format!(
         "[pipeline]\nname = \"big\"\n[sources.rows]\nkind = \"synthetic\"\ngenerator = \"classification\"\nrows = 1_000_000_000_000\nfeatures = 20\ninformative = 5\nclasses = 2\npartitions = {p}\n[models.m]\nestimator = \"logistic_regression\"\ninput = \"rows\"\ntarget = \"y\"\n[evaluations.e]\nmodel = \"m\"\ndata = [\"rows\"]\nmetrics = [\"accuracy\"]\n"
     );

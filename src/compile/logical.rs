@@ -139,7 +139,7 @@ impl LogicalPlan {
     /// Nodes sorted by id: the deterministic order every printer uses.
     pub fn sorted_nodes(&self) -> Vec<NodeIndex> {
         let mut v: Vec<NodeIndex> = self.graph.node_indices().collect();
-        v.sort_by_key(|i| self.graph[*i].id());
+        v.sort_by_cached_key(|i| self.graph[*i].id());
         v
     }
 
@@ -157,7 +157,7 @@ impl LogicalPlan {
             .edges_directed(n, Direction::Incoming)
             .map(|e| (e.source(), e.weight()))
             .collect();
-        v.sort_by_key(|(i, _)| self.graph[*i].id());
+        v.sort_by_cached_key(|(i, _)| self.graph[*i].id());
         v
     }
 

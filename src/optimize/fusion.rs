@@ -5,6 +5,7 @@ use super::Rule;
 use crate::compile::logical::{EdgeKind, LOp, LogicalPlan};
 use crate::frontend::pipeline::Op;
 use petgraph::Direction;
+use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
 pub struct Fusion;
@@ -32,48 +33,79 @@ impl Rule for Fusion {
 
     fn apply(&self, plan: &mut LogicalPlan) -> bool {
         let mut changed = false;
+        // One scan finds every candidate; each is checked again, live, when
+        // its turn comes (an earlier fusion may have changed or removed it).
+        // Rescanning the whole plan after every fusion was quadratic.
         loop {
-            // A row-wise transform whose only input is a row-wise transform with no other consumer.
-            let pair = plan.sorted_nodes().into_iter().find_map(|down| {
-                if !row_wise(&plan.graph[down].op) {
-                    return None;
-                }
-                let ins: Vec<_> = plan
-                    .graph
-                    .edges_directed(down, Direction::Incoming)
-                    .collect();
-                let [e] = ins.as_slice() else { return None };
-                let up = e.source();
-                let plain = matches!(e.weight(), EdgeKind::Data { part: None, .. });
-                let single = plan.graph.edges_directed(up, Direction::Outgoing).count() == 1;
-                (plain && single && row_wise(&plan.graph[up].op)).then_some((up, down))
-            });
-            let Some((up, down)) = pair else { break };
-            let (up_names, up_steps) = match &plan.graph[up].op {
-                LOp::Transform { names, steps } => (names.clone(), steps.clone()),
-                _ => break,
-            };
-            if let LOp::Transform { names, steps } = &mut plan.graph[down].op {
-                let mut n = up_names;
-                n.append(names);
-                *names = n;
-                let mut s = up_steps;
-                s.append(steps);
-                *steps = s;
-            }
-            let ins: Vec<_> = plan
-                .graph
-                .edges_directed(up, Direction::Incoming)
-                .map(|e| (e.source(), e.weight().clone()))
+            let downs: Vec<NodeIndex> = plan
+                .sorted_nodes()
+                .into_iter()
+                .filter(|d| fusable(plan, *d).is_some())
                 .collect();
-            for (s, w) in ins {
-                plan.graph.add_edge(s, down, w);
+            if downs.is_empty() {
+                break;
             }
-            plan.graph.remove_node(up);
-            changed = true;
+            for down in downs {
+                if !plan.graph.contains_node(down) {
+                    continue;
+                }
+                let Some(up) = fusable(plan, down) else {
+                    continue;
+                };
+                fuse(plan, up, down);
+                changed = true;
+            }
         }
         changed
     }
+}
+
+/// The input `down` fuses with: a row-wise transform whose only input is a
+/// plain data edge from a row-wise transform with no other consumer. The
+/// cheap conditions come first: a source read by thousands of transforms is
+/// never counted.
+fn fusable(plan: &LogicalPlan, down: NodeIndex) -> Option<NodeIndex> {
+    if !row_wise(&plan.graph[down].op) {
+        return None;
+    }
+    let mut ins = plan.graph.edges_directed(down, Direction::Incoming);
+    let e = ins.next()?;
+    if ins.next().is_some() {
+        return None;
+    }
+    let up = e.source();
+    let plain = matches!(e.weight(), EdgeKind::Data { part: None, .. });
+    if !plain || !row_wise(&plan.graph[up].op) {
+        return None;
+    }
+    let mut outs = plan.graph.edges_directed(up, Direction::Outgoing);
+    (outs.next().is_some() && outs.next().is_none()).then_some(up)
+}
+
+/// `up`'s steps go in front of `down`'s, `up`'s inputs become `down`'s, and
+/// `up` is removed.
+fn fuse(plan: &mut LogicalPlan, up: NodeIndex, down: NodeIndex) {
+    let (up_names, up_steps) = match &plan.graph[up].op {
+        LOp::Transform { names, steps } => (names.clone(), steps.clone()),
+        _ => return,
+    };
+    if let LOp::Transform { names, steps } = &mut plan.graph[down].op {
+        let mut n = up_names;
+        n.append(names);
+        *names = n;
+        let mut s = up_steps;
+        s.append(steps);
+        *steps = s;
+    }
+    let ins: Vec<_> = plan
+        .graph
+        .edges_directed(up, Direction::Incoming)
+        .map(|e| (e.source(), e.weight().clone()))
+        .collect();
+    for (s, w) in ins {
+        plan.graph.add_edge(s, down, w);
+    }
+    plan.graph.remove_node(up);
 }
 
 #[cfg(test)]

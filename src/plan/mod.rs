@@ -752,8 +752,9 @@ pub fn physical(plan: LogicalPlan) -> PhysicalPlan {
         }
         tasks.extend(new_tasks);
     }
-    // By id as text (what `TaskId`'s order is), as plans always were sorted.
-    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    // By id as text (what `TaskId`'s order is), as plans always were sorted;
+    // each id is printed once, not at every comparison.
+    tasks.sort_by_cached_key(|t| (t.id.to_string(), format!("{:?}", t.id)));
     let mut plan = plan;
     for (n, f) in listed {
         if let LOp::Source { files, .. } = &mut plan.graph[n].op {
