@@ -69,6 +69,14 @@ pub(super) type Ended = Result<(RunResult, BTreeSet<u64>), (RunError, BTreeSet<u
 /// the first placement pass (a model, partial sums, a receipt).
 const LOCAL_ENOUGH: u64 = 1 << 20;
 
+/// Whether a task of chain height `height` waits in the first placement
+/// pass because the `free` threads are all wanted by tasks deferred before
+/// it (their heights `deferred`) with a longer chain after them.
+fn leaves_threads_to(deferred: &[u32], height: u32, free: usize) -> bool {
+    let longer = deferred.iter().filter(|h| **h > height).count();
+    longer > 0 && free <= longer
+}
+
 /// A failed `RunTask` that says the worker (not the task) is gone: the call did
 /// not reach it or got no answer.
 fn is_transport_failure(s: &Status) -> bool {
@@ -390,9 +398,20 @@ impl Run<'_, '_> {
         // inputs (nearly) all at hand, then the rest anywhere free. A worker
         // that frees up thus takes the work whose data it holds, and a
         // partition moves only when there is nothing local left to do.
+        // A local task does not take the last free threads from ready tasks
+        // deferred before it with a longer chain of work after them: after a
+        // forest's fit, writing the model (local to the worker holding it)
+        // waited for the training rows' prediction, which the evaluation
+        // and its report wait on. Tasks of one height (a map over
+        // partitions) keep their locality.
         let ready: Vec<TaskIx> = self.g.ready().collect();
-        let mut later = Vec::new();
+        let mut later: Vec<TaskIx> = Vec::new();
         for t in ready {
+            let deferred: Vec<u32> = later.iter().map(|d| self.g.height(*d)).collect();
+            if leaves_threads_to(&deferred, self.g.height(t), self.free_threads(live)) {
+                later.push(t);
+                continue;
+            }
             // Launched at once, so the next pick sees this worker's new load.
             match self.best_worker(t, live) {
                 Some((wid, remote)) if remote <= LOCAL_ENOUGH => {
@@ -410,6 +429,19 @@ impl Run<'_, '_> {
             };
             self.launch(t, wid, live, etx).await;
         }
+    }
+
+    /// Threads free on the workers that take tasks now.
+    fn free_threads(&self, live: &BTreeMap<u64, WorkerEntry>) -> usize {
+        self.started
+            .keys()
+            .filter_map(|id| live.get(id).map(|w| (*id, w)))
+            .filter(|(_, w)| !w.paused && !w.draining)
+            .map(|(id, w)| {
+                let busy = self.assigned.get(&id).copied().unwrap_or(0);
+                w.threads.saturating_sub(busy) as usize
+            })
+            .sum()
     }
 
     /// The free worker to run `t` on (the one holding most of its input
@@ -899,6 +931,19 @@ pub fn from_wire(f: RunFailed) -> RunError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_task_leaves_the_last_threads_to_longer_chains_deferred_before_it() {
+        // mnist_rf after the fit: both predictions (heights 2 and 1) fetch a
+        // 29 MB model and wait for the second pass; writing the model (height
+        // 0) is local but must not take one of the two free threads.
+        assert!(leaves_threads_to(&[2, 1], 0, 2));
+        // A third free thread is its to take.
+        assert!(!leaves_threads_to(&[2, 1], 0, 3));
+        // Tasks of one height (a map over partitions) keep their locality.
+        assert!(!leaves_threads_to(&[1, 1], 1, 1));
+        assert!(!leaves_threads_to(&[], 0, 0));
+    }
 
     #[test]
     fn a_failure_crosses_the_wire_field_by_field() {

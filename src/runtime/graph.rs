@@ -308,6 +308,12 @@ impl<W: Worker> RunGraph<W> {
         self.max_attempts
     }
 
+    /// The longest chain of tasks that read `t`'s outputs, directly or not
+    /// (0 for a task nothing waits on).
+    pub fn height(&self, t: TaskIx) -> u32 {
+        self.tasks[t.0].height
+    }
+
     pub fn name(&self, t: TaskIx) -> &str {
         &self.tasks[t.0].name
     }
