@@ -160,15 +160,25 @@ pub fn read(dir: &Path, part: Part) -> Result<RecordBatch, DataError> {
             reason: format!("label {bad} is not a digit"),
         });
     }
-    // Row-major images to 784 columns.
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(785);
-    let mut col = vec![0u8; n];
-    for p in 0..784 {
-        for (r, v) in col.iter_mut().enumerate() {
-            *v = pixels[r * 784 + p];
+    // Row-major images to 784 columns, a block of rows at a time: the
+    // block's images stay in cache while every column takes its bytes (a
+    // pass over all rows per column read each image 784 times from memory).
+    const BLOCK: usize = 256;
+    let mut cols: Vec<Vec<u8>> = vec![vec![0u8; n]; 784];
+    for start in (0..n).step_by(BLOCK) {
+        let end = (start + BLOCK).min(n);
+        let block = &pixels[start * 784..end * 784];
+        for (p, col) in cols.iter_mut().enumerate() {
+            for (v, image) in col[start..end].iter_mut().zip(block.chunks_exact(784)) {
+                *v = image[p];
+            }
         }
-        columns.push(Arc::new(UInt8Array::from(col.clone())));
     }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(785);
+    columns.extend(
+        cols.into_iter()
+            .map(|c| Arc::new(UInt8Array::from(c)) as ArrayRef),
+    );
     columns.push(Arc::new(UInt8Array::from(labels)));
     Ok(RecordBatch::try_new(schema(), columns)?)
 }
