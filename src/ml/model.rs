@@ -88,7 +88,7 @@ pub struct Forest {
 /// A forest's [`FlatForest`], once made. Equal to any other (it is derived
 /// from the trees); never serialized.
 #[derive(Clone, Default)]
-pub struct FlatCache(std::sync::OnceLock<Arc<FlatForest>>);
+pub struct FlatCache(std::sync::OnceLock<Option<Arc<FlatForest>>>);
 
 impl PartialEq for FlatCache {
     fn eq(&self, _: &Self) -> bool {
@@ -105,17 +105,34 @@ impl std::fmt::Debug for FlatCache {
 impl Forest {
     /// The prediction layout for `width` values per row: the kept one, or a
     /// new one (kept if none is yet).
-    fn flat(&self, width: usize) -> Arc<FlatForest> {
+    /// `None` for a forest the layout cannot hold (see [`FlatForest::new`]).
+    fn flat(&self, width: usize) -> Option<Arc<FlatForest>> {
         let made = self
             .flat
             .0
-            .get_or_init(|| Arc::new(FlatForest::new(&self.trees, width)));
-        if made.width == width {
-            made.clone()
-        } else {
-            Arc::new(FlatForest::new(&self.trees, width))
+            .get_or_init(|| FlatForest::new(&self.trees, width).map(Arc::new));
+        match made {
+            Some(f) if f.width == width => Some(f.clone()),
+            _ => FlatForest::new(&self.trees, width).map(Arc::new),
         }
     }
+}
+
+/// The mean of the trees' leaf values per row without the prediction layout:
+/// the additions [`FlatForest::predict`] makes, in the same order, so the same
+/// bits.
+fn predict_tree_by_tree(trees: &[Tree], b: &bins::Binned, width: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; b.rows * width];
+    let inv = 1.0 / trees.len().max(1) as f32;
+    for (i, row) in out.chunks_mut(width.max(1)).enumerate() {
+        for t in trees {
+            for (a, v) in row.iter_mut().zip(t.leaf(b, i)) {
+                *a += v;
+            }
+        }
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+    out
 }
 
 /// Part of a forest fitted by one task: trees `first..first + trees.len()`.
@@ -617,7 +634,10 @@ impl Model for TrainedModel {
                     Problem::Classification => self.classes.len().max(1),
                     Problem::Regression => 1,
                 };
-                let out = f.flat(width).predict(&binned);
+                let out = match f.flat(width) {
+                    Some(flat) => flat.predict(&binned),
+                    None => predict_tree_by_tree(&f.trees, &binned, width),
+                };
                 Ok(match self.task {
                     Problem::Classification => Prediction::Classes {
                         proba: out,
@@ -645,10 +665,13 @@ impl Model for TrainedModel {
 }
 
 /// Rows per block of a forest's prediction: their codes (row-major, 784 bytes a
-/// row for MNIST: 400 KB) stay in L2 while every tree walks them, and the more
+/// row for MNIST: 800 KB) stay in L2 while every tree walks them, and the more
 /// rows walk a tree in turn, the more of its nodes they find cached: 512 took
-/// 12-18% less CPU than 64 for the same bits (60,000 mnist rows, 30 trees).
-const PREDICT_BLOCK: usize = 512;
+/// 12-18% less CPU than 64 for the same bits (60,000 mnist rows, 30 trees);
+/// `dagml predict` of the 60,000 training rows through mnist_rf's 100 trees
+/// took 1.65-1.94 s of CPU with 1024 against 1.88-2.11 s with 512 (2048 was
+/// as good as 1024, 4096 and 8192 worse; docs/benchmarks.md).
+const PREDICT_BLOCK: usize = 1024;
 
 /// Rows of a block that walk a tree side by side.
 const LANES: usize = 8;
@@ -657,8 +680,8 @@ const LANES: usize = 8;
 /// predicts (the model file is unchanged): every tree's nodes in one array, a
 /// leaf pointing straight at its values in one array of all the leaf values.
 pub struct FlatForest {
-    /// `(feature, bin, left, right)`; a leaf has `left == LEAF` and `right` the
-    /// offset of its `width` values in `values`. Children are absolute indices.
+    /// 8 bytes a node (was 16), so a walk's two candidate children share a
+    /// cache line and twice the nodes fit in cache.
     nodes: Vec<FlatNode>,
     roots: Vec<u32>,
     /// Values per leaf of each tree (`Tree::width`).
@@ -667,16 +690,32 @@ pub struct FlatForest {
     width: usize,
 }
 
+/// An internal node: `key` is `feature << 8 | bin` and the children are
+/// `next` (left: code <= bin) and `next + 1` (right), absolute indices (a
+/// stored tree's children are side by side: `Tree::validate`). A leaf: `key`
+/// is [`FLAT_LEAF`] and `next` the offset of its values in `values`.
 #[derive(Clone, Copy)]
 struct FlatNode {
-    feature: u32,
-    bin: u32,
-    left: u32,
-    right: u32,
+    key: u32,
+    next: u32,
 }
 
+const FLAT_LEAF: u32 = u32::MAX;
+
+/// Features a [`FlatNode`]'s key can name (`FLAT_LEAF` stays free).
+const FLAT_FEATURES: u32 = (1 << 24) - 1;
+
 impl FlatForest {
-    fn new(trees: &[Tree], width: usize) -> FlatForest {
+    /// `None` when a feature index does not fit a node's key (2^24 - 1
+    /// features or more): such a forest predicts tree by tree.
+    fn new(trees: &[Tree], width: usize) -> Option<FlatForest> {
+        let wide = trees
+            .iter()
+            .flat_map(|t| &t.nodes)
+            .any(|n| n.left != tree::LEAF && n.feature >= FLAT_FEATURES);
+        if wide {
+            return None;
+        }
         let mut nodes = Vec::with_capacity(trees.iter().map(|t| t.nodes.len()).sum());
         let mut values = Vec::with_capacity(trees.iter().map(|t| t.values.len()).sum());
         let mut roots = Vec::with_capacity(trees.len());
@@ -690,17 +729,13 @@ impl FlatForest {
             nodes.extend(t.nodes.iter().map(|n| {
                 if n.left == tree::LEAF {
                     FlatNode {
-                        feature: 0,
-                        bin: 0,
-                        left: tree::LEAF,
-                        right: vbase + n.right * w as u32,
+                        key: FLAT_LEAF,
+                        next: vbase + n.right * w as u32,
                     }
                 } else {
                     FlatNode {
-                        feature: n.feature,
-                        bin: u32::from(n.bin),
-                        left: base + n.left,
-                        right: base + n.right,
+                        key: n.feature << 8 | u32::from(n.bin),
+                        next: base + n.left,
                     }
                 }
             }));
@@ -708,13 +743,13 @@ impl FlatForest {
             // adds only its own values, as `Tree::leaf` zipped them.
             values.extend_from_slice(&t.values);
         }
-        FlatForest {
+        Some(FlatForest {
             nodes,
             roots,
             widths,
             values,
             width,
-        }
+        })
     }
 
     /// The mean of the trees' leaf values per row, `rows × width`, row-major.
@@ -753,21 +788,18 @@ impl FlatForest {
                                     continue;
                                 }
                                 let node = self.nodes[at[l]];
-                                if node.left == tree::LEAF {
+                                if node.key == FLAT_LEAF {
                                     done[l] = true;
                                     live -= 1;
                                     continue;
                                 }
-                                let code = rm[(k0 + l) * cols + node.feature as usize];
-                                at[l] = if u32::from(code) <= node.bin {
-                                    node.left as usize
-                                } else {
-                                    node.right as usize
-                                };
+                                let code = rm[(k0 + l) * cols + (node.key >> 8) as usize];
+                                let right = u32::from(code) > (node.key & 0xff);
+                                at[l] = node.next as usize + usize::from(right);
                             }
                         }
                         for (l, &leaf) in at.iter().enumerate().take(lanes) {
-                            let s = self.nodes[leaf].right as usize;
+                            let s = self.nodes[leaf].next as usize;
                             let acc = &mut o[(k0 + l) * width..(k0 + l + 1) * width];
                             for (a, v) in acc.iter_mut().zip(&self.values[s..s + w]) {
                                 *a += v;
@@ -907,12 +939,38 @@ pub fn ensemble(
 mod tests {
     use super::*;
 
+    /// A feature index the flat layout's keys cannot hold: no layout, and the
+    /// forest predicts tree by tree (see `predict_tree_by_tree`).
+    #[test]
+    fn a_forest_of_too_many_features_has_no_flat_layout() {
+        let node = |feature: u32, left: u32| tree::Node {
+            feature,
+            bin: 0,
+            left,
+            right: left + 1,
+        };
+        let leaf = |v: u32| tree::Node {
+            feature: 0,
+            bin: 0,
+            left: tree::LEAF,
+            right: v,
+        };
+        let t = |feature: u32| Tree {
+            nodes: vec![node(feature, 1), leaf(0), leaf(1)],
+            values: vec![1.0, 0.0],
+            width: 1,
+            importances: Vec::new(),
+        };
+        assert!(FlatForest::new(&[t(FLAT_FEATURES - 1)], 1).is_some());
+        assert!(FlatForest::new(&[t(FLAT_FEATURES)], 1).is_none());
+    }
+
     /// The flat, blocked forest predicts the same bits as adding up
     /// `Tree::leaf` tree after tree, on one thread or four, for a row count
-    /// that is not a multiple of the block.
+    /// that is not a multiple of the block (two blocks and a part).
     #[test]
     fn the_flat_forest_predicts_the_bits_the_trees_do() {
-        let (rows, cols, classes) = (1000usize, 7usize, 3usize);
+        let (rows, cols, classes) = (2500usize, 7usize, 3usize);
         let mut rng = SeededRng::new(7, &[]);
         let codes: Vec<u8> = (0..rows * cols).map(|_| rng.below(8) as u8).collect();
         let b = bins::Binned {
@@ -943,17 +1001,8 @@ mod tests {
                 )
             })
             .collect();
-        let inv = 1.0 / trees.len() as f32;
-        let mut want = vec![0.0f32; rows * classes];
-        for (i, row) in want.chunks_mut(classes).enumerate() {
-            for t in &trees {
-                for (a, v) in row.iter_mut().zip(t.leaf(&b, i)) {
-                    *a += v;
-                }
-            }
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
-        let flat = FlatForest::new(&trees, classes);
+        let want = predict_tree_by_tree(&trees, &b, classes);
+        let flat = FlatForest::new(&trees, classes).expect("7 features fit the layout");
         for threads in [1, 4] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
