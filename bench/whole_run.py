@@ -10,7 +10,7 @@ matrix), write the test predictions (Parquet, when pyarrow is there) and the
 model (pickle). Runs alternate, each `--runs` times; the medians are printed
 with the ratio against the goal (dagml at most a third of scikit-learn).
 
-Usage: python3 bench/whole_run.py [--runs N] [--dagml PATH] [--skip-sklearn]
+Usage: python3 bench/whole_run.py [--runs N] [--dagml PATH] [--baseline PATH] [--skip-sklearn]
 Run from the repository root, with target/release/dagml built.
 """
 
@@ -103,11 +103,12 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dagml", default=os.path.join(ROOT, "target", "release", "dagml"))
     ap.add_argument("--skip-sklearn", action="store_true")
+    ap.add_argument("--baseline", help="another dagml binary, run in turn with --dagml (an A/B in one sitting)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="dagml-whole-")
     for sub in ("data", "pipelines"):
         os.symlink(os.path.join(ROOT, sub), os.path.join(work, sub))
-    ours, theirs, steps = [], [], {}
+    ours, theirs, base, steps = [], [], [], {}
     acc = None
     for i in range(a.runs):
         wall, t, acc = run_dagml(a.dagml, work)
@@ -115,6 +116,10 @@ def main():
         for s in t["steps"]:
             steps.setdefault(s["step"], []).append((s["wall_s"], s.get("busy_s", 0.0)))
         print(f"run {i + 1}: dagml {wall:.2f} s (accuracy {acc:.4f})", flush=True)
+        if a.baseline:
+            bwall, _, bacc = run_dagml(a.baseline, work)
+            base.append(bwall)
+            print(f"run {i + 1}: baseline {bwall:.2f} s (accuracy {bacc:.4f})", flush=True)
         if not a.skip_sklearn:
             sk, line = run_sklearn(work)
             theirs.append(sk)
@@ -126,11 +131,16 @@ def main():
         print(f"  {name:<28} {w:6.2f} s  busy {b:6.2f} s")
     mo = statistics.median(ours)
     print(f"\ndagml whole run: median {mo:.2f} s ({min(ours):.2f}-{max(ours):.2f}), accuracy {acc:.4f}")
+    if base:
+        mb = statistics.median(base)
+        print(f"baseline whole run: median {mb:.2f} s ({min(base):.2f}-{max(base):.2f}); dagml/baseline {mo / mb:.3f}")
     if theirs:
         ms = statistics.median(theirs)
         print(f"scikit-learn whole script: median {ms:.2f} s ({min(theirs):.2f}-{max(theirs):.2f})")
         ratio = mo / ms
         print(f"ratio {ratio:.3f} (goal <= 0.333: {'met' if ratio <= 1 / 3 else 'MISSED'})")
+        if base:
+            print(f"baseline ratio {statistics.median(base) / ms:.3f}")
 
 
 if __name__ == "__main__":
