@@ -73,7 +73,10 @@ fn planning_2000_parallel_steps_is_near_linear_and_their_picture_is_collapsed() 
 }
 
 fn many_partitions(p: usize) -> Duration {
-    (0..3).map(|_| many_partitions_once(p)).min().expect("three plannings")
+    (0..3)
+        .map(|_| many_partitions_once(p))
+        .min()
+        .expect("three plannings")
 }
 
 fn many_partitions_once(p: usize) -> Duration {

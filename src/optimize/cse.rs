@@ -92,7 +92,14 @@ fn key(plan: &LogicalPlan, n: NodeIndex) -> Option<String> {
             columns,
             files,
             on_workers,
-        } => serde_json::json!(["source", source.kind, source.after, columns, files, on_workers]),
+        } => serde_json::json!([
+            "source",
+            source.kind,
+            source.after,
+            columns,
+            files,
+            on_workers
+        ]),
         LOp::Transform { steps, .. } => serde_json::json!(["transform", steps]),
         _ => return None,
     };
@@ -189,8 +196,14 @@ path = "out/c"
         let shown = p.display();
         assert!(shown.contains("sink:ob (out/b) <- transform:ta"), "{shown}");
         assert!(shown.contains("sink:oc (out/c) <- transform:tc"), "{shown}");
-        assert!(shown.contains("transform:tc (derive) <- source:a"), "{shown}");
-        assert!(!shown.contains("source:b") && !shown.contains("transform:tb"), "{shown}");
+        assert!(
+            shown.contains("transform:tc (derive) <- source:a"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("source:b") && !shown.contains("transform:tb"),
+            "{shown}"
+        );
     }
 
     #[test]
