@@ -683,6 +683,9 @@ pub struct FlatForest {
     /// 8 bytes a node (was 16), so a walk's two candidate children share a
     /// cache line and twice the nodes fit in cache.
     nodes: Vec<FlatNode>,
+    /// Per node: where a leaf's values start in `values` (0 for an internal
+    /// node); read once per row and tree, after the walk.
+    leaf_values: Vec<u32>,
     roots: Vec<u32>,
     /// Values per leaf of each tree (`Tree::width`).
     widths: Vec<usize>,
@@ -692,22 +695,26 @@ pub struct FlatForest {
 
 /// An internal node: `key` is `feature << 8 | bin` and the children are
 /// `next` (left: code <= bin) and `next + 1` (right), absolute indices (a
-/// stored tree's children are side by side: `Tree::validate`). A leaf: `key`
-/// is [`FLAT_LEAF`] and `next` the offset of its values in `values`.
+/// stored tree's children are side by side and after their parent:
+/// `Tree::validate`). A leaf is [`FlatNode::LEAF_KEY`] (feature 0, bin 255:
+/// every code goes "left") with `next` its own index, so a walk that reached
+/// it stays there: rows walk without asking whether they are at a leaf.
 #[derive(Clone, Copy)]
 struct FlatNode {
     key: u32,
     next: u32,
 }
 
-const FLAT_LEAF: u32 = u32::MAX;
+impl FlatNode {
+    const LEAF_KEY: u32 = 0xff;
+}
 
-/// Features a [`FlatNode`]'s key can name (`FLAT_LEAF` stays free).
-const FLAT_FEATURES: u32 = (1 << 24) - 1;
+/// Features a [`FlatNode`]'s key can name.
+const FLAT_FEATURES: u32 = 1 << 24;
 
 impl FlatForest {
-    /// `None` when a feature index does not fit a node's key (2^24 - 1
-    /// features or more): such a forest predicts tree by tree.
+    /// `None` when a feature index does not fit a node's key (2^24 features
+    /// or more): such a forest predicts tree by tree.
     fn new(trees: &[Tree], width: usize) -> Option<FlatForest> {
         let wide = trees
             .iter()
@@ -717,6 +724,7 @@ impl FlatForest {
             return None;
         }
         let mut nodes = Vec::with_capacity(trees.iter().map(|t| t.nodes.len()).sum());
+        let mut leaf_values = Vec::with_capacity(nodes.capacity());
         let mut values = Vec::with_capacity(trees.iter().map(|t| t.values.len()).sum());
         let mut roots = Vec::with_capacity(trees.len());
         let mut widths = Vec::with_capacity(trees.len());
@@ -726,25 +734,28 @@ impl FlatForest {
             let w = t.width as usize;
             roots.push(base);
             widths.push(w);
-            nodes.extend(t.nodes.iter().map(|n| {
+            for (i, n) in (0u32..).zip(&t.nodes) {
                 if n.left == tree::LEAF {
-                    FlatNode {
-                        key: FLAT_LEAF,
-                        next: vbase + n.right * w as u32,
-                    }
+                    nodes.push(FlatNode {
+                        key: FlatNode::LEAF_KEY,
+                        next: base + i,
+                    });
+                    leaf_values.push(vbase + n.right * w as u32);
                 } else {
-                    FlatNode {
+                    nodes.push(FlatNode {
                         key: n.feature << 8 | u32::from(n.bin),
                         next: base + n.left,
-                    }
+                    });
+                    leaf_values.push(0);
                 }
-            }));
+            }
             // A tree narrower than the forest (it never saw the last classes)
             // adds only its own values, as `Tree::leaf` zipped them.
             values.extend_from_slice(&t.values);
         }
         Some(FlatForest {
             nodes,
+            leaf_values,
             roots,
             widths,
             values,
@@ -758,6 +769,8 @@ impl FlatForest {
     /// result is the same bits on any number of threads.
     fn predict(&self, b: &bins::Binned) -> Vec<f32> {
         let (rows, cols, width) = (b.rows, b.cols, self.width);
+        // A leaf reads feature 0 of its row: a row has at least one code.
+        let stride = cols.max(1);
         let mut out = vec![0.0f32; rows * width];
         let inv = 1.0 / self.roots.len().max(1) as f32;
         out.par_chunks_mut(width * PREDICT_BLOCK)
@@ -766,40 +779,39 @@ impl FlatForest {
                 let start = chunk * PREDICT_BLOCK;
                 let n = o.len() / width.max(1);
                 // This block's codes, row-major.
-                let mut rm = vec![0u8; n * cols];
+                let mut rm = vec![0u8; n * stride];
                 for j in 0..cols {
                     let col = &b.codes[j * rows + start..j * rows + start + n];
                     for (r, &c) in col.iter().enumerate() {
-                        rm[r * cols + j] = c;
+                        rm[r * stride + j] = c;
                     }
                 }
                 for (&root, &w) in self.roots.iter().zip(&self.widths) {
-                    // LANES rows walk the tree together: their node loads are
-                    // independent, so their cache misses overlap instead of
-                    // queueing one after another.
+                    // LANES rows walk the tree together, one level per round
+                    // and without a branch per row: their node loads are
+                    // independent, so their cache misses overlap, and no
+                    // mispredicted "is it a leaf" empties the pipeline. A
+                    // row at its leaf stays there (see `FlatNode`) until
+                    // a round moves no row.
                     for k0 in (0..n).step_by(LANES) {
                         let lanes = LANES.min(n - k0);
                         let mut at = [root as usize; LANES];
-                        let mut live = lanes;
-                        let mut done = [false; LANES];
-                        while live > 0 {
-                            for l in 0..lanes {
-                                if done[l] {
-                                    continue;
-                                }
-                                let node = self.nodes[at[l]];
-                                if node.key == FLAT_LEAF {
-                                    done[l] = true;
-                                    live -= 1;
-                                    continue;
-                                }
-                                let code = rm[(k0 + l) * cols + (node.key >> 8) as usize];
+                        loop {
+                            let mut moved = false;
+                            for (l, a) in at.iter_mut().enumerate().take(lanes) {
+                                let node = self.nodes[*a];
+                                let code = rm[(k0 + l) * stride + (node.key >> 8) as usize];
                                 let right = u32::from(code) > (node.key & 0xff);
-                                at[l] = node.next as usize + usize::from(right);
+                                let next = node.next as usize + usize::from(right);
+                                moved |= next != *a;
+                                *a = next;
+                            }
+                            if !moved {
+                                break;
                             }
                         }
                         for (l, &leaf) in at.iter().enumerate().take(lanes) {
-                            let s = self.nodes[leaf].next as usize;
+                            let s = self.leaf_values[leaf] as usize;
                             let acc = &mut o[(k0 + l) * width..(k0 + l + 1) * width];
                             for (a, v) in acc.iter_mut().zip(&self.values[s..s + w]) {
                                 *a += v;
@@ -962,6 +974,21 @@ mod tests {
             importances: Vec::new(),
         };
         assert!(FlatForest::new(&[t(FLAT_FEATURES - 1)], 1).is_some());
+        // A forest of one leaf over rows of no feature: the walk reads no code.
+        let lone = Tree {
+            nodes: vec![leaf(0)],
+            values: vec![0.5],
+            width: 1,
+            importances: Vec::new(),
+        };
+        let none = bins::Binned {
+            rows: 3,
+            cols: 0,
+            codes: Vec::new(),
+            row_major: Vec::new(),
+        };
+        let flat = FlatForest::new(std::slice::from_ref(&lone), 1).expect("a layout");
+        assert_eq!(flat.predict(&none), vec![0.5; 3]);
         assert!(FlatForest::new(&[t(FLAT_FEATURES)], 1).is_none());
     }
 
