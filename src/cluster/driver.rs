@@ -71,10 +71,18 @@ const LOCAL_ENOUGH: u64 = 1 << 20;
 
 /// Whether a task of chain height `height` waits in the first placement
 /// pass because the `free` threads are all wanted by tasks deferred before
-/// it (their heights `deferred`) with a longer chain after them.
-fn leaves_threads_to(deferred: &[u32], height: u32, free: usize) -> bool {
-    let longer = deferred.iter().filter(|h| **h > height).count();
-    longer > 0 && free <= longer
+/// it with a longer chain after them (`deferred`: how many were deferred at
+/// each height). `free` is asked only when some such task was deferred.
+fn leaves_threads_to(
+    deferred: &BTreeMap<u32, usize>,
+    height: u32,
+    free: impl FnOnce() -> usize,
+) -> bool {
+    let longer: usize = deferred
+        .range(height.saturating_add(1)..)
+        .map(|(_, n)| n)
+        .sum();
+    longer > 0 && free() <= longer
 }
 
 /// A failed `RunTask` that says the worker (not the task) is gone: the call did
@@ -404,23 +412,32 @@ impl Run<'_, '_> {
         // waited for the training rows' prediction, which the evaluation
         // and its report wait on. Tasks of one height (a map over
         // partitions) keep their locality.
+        // Deferred tasks are counted by height as they are deferred, so a
+        // long ready list (a map over thousands of partitions) is not
+        // scanned again for each task.
         let ready: Vec<TaskIx> = self.g.ready().collect();
         let mut later: Vec<TaskIx> = Vec::new();
+        let mut deferred: BTreeMap<u32, usize> = BTreeMap::new();
         for t in ready {
-            let deferred: Vec<u32> = later.iter().map(|d| self.g.height(*d)).collect();
-            if leaves_threads_to(&deferred, self.g.height(t), self.free_threads(live)) {
-                later.push(t);
-                continue;
-            }
+            let height = self.g.height(t);
+            let wait = leaves_threads_to(&deferred, height, || self.free_threads(live));
+            let pick = if wait {
+                None
+            } else {
+                self.best_worker(t, live)
+            };
             // Launched at once, so the next pick sees this worker's new load.
-            match self.best_worker(t, live) {
-                Some((wid, remote)) if remote <= LOCAL_ENOUGH => {
+            match (wait, pick) {
+                (false, Some((wid, remote))) if remote <= LOCAL_ENOUGH => {
                     self.launch(t, wid, live, etx).await
                 }
-                Some(_) => later.push(t),
+                (true, _) | (false, Some(_)) => {
+                    later.push(t);
+                    *deferred.entry(height).or_default() += 1;
+                }
                 // No free worker for it (a pinned task's may be busy): the
                 // others may still have one.
-                None => continue,
+                (false, None) => continue,
             }
         }
         for t in later {
@@ -431,16 +448,21 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Threads free on the workers that take tasks now.
+    /// Threads free on worker `id` for this run's tasks (none while it is
+    /// paused or draining).
+    fn free_on(&self, id: u64, w: &WorkerEntry) -> u32 {
+        if w.paused || w.draining {
+            return 0;
+        }
+        let busy = self.assigned.get(&id).copied().unwrap_or(0);
+        w.threads.saturating_sub(busy)
+    }
+
+    /// Threads free on all the workers that have the run.
     fn free_threads(&self, live: &BTreeMap<u64, WorkerEntry>) -> usize {
         self.started
             .keys()
-            .filter_map(|id| live.get(id).map(|w| (*id, w)))
-            .filter(|(_, w)| !w.paused && !w.draining)
-            .map(|(id, w)| {
-                let busy = self.assigned.get(&id).copied().unwrap_or(0);
-                w.threads.saturating_sub(busy) as usize
-            })
+            .filter_map(|id| live.get(id).map(|w| self.free_on(*id, w) as usize))
             .sum()
     }
 
@@ -458,12 +480,7 @@ impl Run<'_, '_> {
         self.started
             .keys()
             .filter_map(|id| live.get(id).map(|w| (*id, w)))
-            .filter(|(id, w)| {
-                !w.paused
-                    && !w.draining
-                    && self.assigned.get(id).copied().unwrap_or(0) < w.threads
-                    && pin.is_none_or(|p| *p == w.name)
-            })
+            .filter(|(id, w)| self.free_on(*id, w) > 0 && pin.is_none_or(|p| *p == w.name))
             .map(|(id, _)| {
                 let held: Vec<u64> = self
                     .g
@@ -937,12 +954,22 @@ mod tests {
         // mnist_rf after the fit: both predictions (heights 2 and 1) fetch a
         // 29 MB model and wait for the second pass; writing the model (height
         // 0) is local but must not take one of the two free threads.
-        assert!(leaves_threads_to(&[2, 1], 0, 2));
+        let heights = |hs: &[u32]| {
+            let mut m = BTreeMap::new();
+            for h in hs {
+                *m.entry(*h).or_insert(0usize) += 1;
+            }
+            m
+        };
+        assert!(leaves_threads_to(&heights(&[2, 1]), 0, || 2));
         // A third free thread is its to take.
-        assert!(!leaves_threads_to(&[2, 1], 0, 3));
+        assert!(!leaves_threads_to(&heights(&[2, 1]), 0, || 3));
         // Tasks of one height (a map over partitions) keep their locality.
-        assert!(!leaves_threads_to(&[1, 1], 1, 1));
-        assert!(!leaves_threads_to(&[], 0, 0));
+        assert!(!leaves_threads_to(&heights(&[1, 1]), 1, || 1));
+        assert!(!leaves_threads_to(&heights(&[]), 0, || 0));
+        // Only the longer chains count: one of two deferred is longer.
+        assert!(leaves_threads_to(&heights(&[3, 1]), 1, || 1));
+        assert!(!leaves_threads_to(&heights(&[3, 1]), 1, || 2));
     }
 
     #[test]

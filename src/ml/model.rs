@@ -713,14 +713,19 @@ impl FlatNode {
 const FLAT_FEATURES: u32 = 1 << 24;
 
 impl FlatForest {
-    /// `None` when a feature index does not fit a node's key (2^24 features
-    /// or more): such a forest predicts tree by tree.
+    /// `None` when a tree does not fit the layout: a feature index beyond a
+    /// node's key (2^24 features or more), or children not side by side and
+    /// after their parent (what `Tree::validate` requires of a file and
+    /// `fit_tree` always makes; the walk relies on it to end). Such a forest
+    /// predicts tree by tree.
     fn new(trees: &[Tree], width: usize) -> Option<FlatForest> {
-        let wide = trees
-            .iter()
-            .flat_map(|t| &t.nodes)
-            .any(|n| n.left != tree::LEAF && n.feature >= FLAT_FEATURES);
-        if wide {
+        let fits = trees.iter().all(|t| {
+            (0u32..).zip(&t.nodes).all(|(i, n)| {
+                n.left == tree::LEAF
+                    || (n.feature < FLAT_FEATURES && n.left > i && n.right == n.left + 1)
+            })
+        });
+        if !fits {
             return None;
         }
         let mut nodes = Vec::with_capacity(trees.iter().map(|t| t.nodes.len()).sum());
@@ -951,8 +956,9 @@ pub fn ensemble(
 mod tests {
     use super::*;
 
-    /// A feature index the flat layout's keys cannot hold: no layout, and the
-    /// forest predicts tree by tree (see `predict_tree_by_tree`).
+    /// A tree the flat layout cannot hold (a feature index beyond its keys,
+    /// children apart or not after their parent): no layout, and the forest
+    /// predicts tree by tree (see `predict_tree_by_tree`).
     #[test]
     fn a_forest_of_too_many_features_has_no_flat_layout() {
         let node = |feature: u32, left: u32| tree::Node {
@@ -990,6 +996,15 @@ mod tests {
         let flat = FlatForest::new(std::slice::from_ref(&lone), 1).expect("a layout");
         assert_eq!(flat.predict(&none), vec![0.5; 3]);
         assert!(FlatForest::new(&[t(FLAT_FEATURES)], 1).is_none());
+        // Children apart, or not after their parent: no layout either.
+        let mut apart = t(0);
+        apart.nodes.push(leaf(1));
+        apart.nodes[0].right = 3;
+        assert!(FlatForest::new(&[apart], 1).is_none());
+        let mut back = t(0);
+        back.nodes[0].left = 0;
+        back.nodes[0].right = 1;
+        assert!(FlatForest::new(&[back], 1).is_none());
     }
 
     /// The flat, blocked forest predicts the same bits as adding up
