@@ -494,15 +494,17 @@ pub fn fit_tree(
     // A second pair of counting histograms for large nodes (`count_in_two`).
     let mut hist_n2 = vec![0u32; if counts { 256 * width } else { 0 }];
     let mut cnt2 = vec![0u32; 256];
-    let mut scratch_pos: Vec<(u8, u32)> = Vec::new();
+    let mut sorted: Vec<u16> = Vec::new();
     let mut tmp_rows = Vec::new();
     let mut tmp_w = Vec::new();
     let mut tmp_wn = Vec::new();
     let mut tmp_c = Vec::new();
     let mut tmp_v = Vec::new();
     let mut left = vec![0.0f64; width];
-    let mut left_n = vec![0u64; if counts { width } else { 0 }];
-    let mut tot_n: Vec<u64> = Vec::new();
+    // Counts fit `u32` (their total is below COUNTS_LIMIT); their squares
+    // are summed in `u64`.
+    let mut left_n = vec![0u32; if counts { width } else { 0 }];
+    let mut tot_n: Vec<u32> = Vec::new();
     let mut stack = vec![Work {
         start: 0,
         end: n,
@@ -516,7 +518,7 @@ pub fn fit_tree(
         let count = wk.end - wk.start;
         if counts {
             tot_n.clear();
-            tot_n.extend(wk.stats.iter().map(|&x| x as u64));
+            tot_n.extend(wk.stats.iter().map(|&x| x as u32));
         }
         let pure = if classes {
             let tot: f64 = wk.stats.iter().sum();
@@ -576,26 +578,45 @@ pub fn fit_tree(
                 f_i -= 1;
                 feats.swap(f_i, f_j);
                 if count <= SMALL_NODE {
-                    scratch_pos.clear();
-                    scratch_pos.extend(
+                    // Sort the node's positions by code: one `u16` each, the
+                    // code above the position in the node (below 256), so
+                    // equal codes keep their positions' order.
+                    sorted.clear();
+                    sorted.extend(
                         codes
                             .iter()
                             .enumerate()
-                            .map(|(k, &c)| (c, (wk.start + k) as u32)),
+                            .map(|(k, &c)| u16::from(c) << 8 | k as u16),
                     );
-                    scratch_pos.sort_unstable_by_key(|x| x.0);
-                    left.iter_mut().for_each(|x| *x = 0.0);
+                    sorted.sort_unstable();
+                    let gini_counts = counts && cfg.criterion == Criterion::Gini;
+                    if gini_counts {
+                        left_n.iter_mut().for_each(|x| *x = 0);
+                    } else {
+                        left.iter_mut().for_each(|x| *x = 0.0);
+                    }
                     for k in 0..count - 1 {
-                        let (code, p) = scratch_pos[k];
-                        sm.add(p as usize, &mut left, classes);
-                        if scratch_pos[k + 1].0 == code {
+                        let (code, p) = (
+                            (sorted[k] >> 8) as u8,
+                            wk.start + (sorted[k] & 0xff) as usize,
+                        );
+                        if gini_counts {
+                            left_n[sm.cls[p] as usize] += sm.wn[p];
+                        } else {
+                            sm.add(p, &mut left, classes);
+                        }
+                        if (sorted[k + 1] >> 8) as u8 == code {
                             continue;
                         }
                         let nl = k + 1;
                         if nl < min_leaf || count - nl < min_leaf {
                             continue;
                         }
-                        consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
+                        if gini_counts {
+                            consider_gini_counts(&tot_n, &left_n, f, code, &mut best);
+                        } else {
+                            consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
+                        }
                     }
                 } else {
                     let node_w = &sm.w[wk.start..wk.end];
@@ -638,10 +659,29 @@ pub fn fit_tree(
                     left.iter_mut().for_each(|x| *x = 0.0);
                     left_n.iter_mut().for_each(|x| *x = 0);
                     let mut nl = 0usize;
+                    let gini_counts = counts && cfg.criterion == Criterion::Gini;
+                    if gini_counts {
+                        let scan = match width {
+                            2 => scan_gini_counts::<2>,
+                            3 => scan_gini_counts::<3>,
+                            10 => scan_gini_counts::<10>,
+                            _ => scan_gini_counts::<0>,
+                        };
+                        let hist = (&mut cnt[..], &mut hist_n[..]);
+                        scan(
+                            hist,
+                            &tot_n,
+                            &mut left_n,
+                            (lo, hi),
+                            (count, min_leaf),
+                            f,
+                            &mut best,
+                        );
+                    }
                     // Each bin read is cleared for the next feature as it is
                     // read (empty bins are clear already), not in a pass
                     // over all of `lo..=hi` afterwards.
-                    for code in lo..hi {
+                    for code in (lo..hi).filter(|_| !gini_counts) {
                         let c = cnt[code as usize] as usize;
                         if c == 0 {
                             continue;
@@ -651,7 +691,7 @@ pub fn fit_tree(
                         let at = code as usize * width..(code as usize + 1) * width;
                         if counts {
                             for (l, x) in left_n.iter_mut().zip(&mut hist_n[at]) {
-                                *l += u64::from(*x);
+                                *l += *x;
                                 *x = 0;
                             }
                         } else {
@@ -661,10 +701,6 @@ pub fn fit_tree(
                             }
                         }
                         if nl < min_leaf || count - nl < min_leaf {
-                            continue;
-                        }
-                        if counts && cfg.criterion == Criterion::Gini {
-                            consider_gini_counts(&tot_n, &left_n, f, code, &mut best);
                             continue;
                         }
                         if counts {
@@ -808,29 +844,122 @@ pub fn fit_tree(
 /// in `u64` and in `f64`.
 const COUNTS_LIMIT: f64 = (1u64 << 26) as f64;
 
+/// Scan a node's class counts by code (`cnt`: rows, `hist`: `N` classes a
+/// code; `N` = 0: as many as `total` has) for gini's best threshold between
+/// `lo` and `hi`, clearing each code read (all but `hi`'s). `left` starts
+/// clear. One copy per common class count, so the per-code loops over the
+/// classes are unrolled.
+fn scan_gini_counts<const N: usize>(
+    (cnt, hist): (&mut [u32], &mut [u32]),
+    total: &[u32],
+    left: &mut [u32],
+    (lo, hi): (u8, u8),
+    (count, min_leaf): (usize, usize),
+    f: usize,
+    best: &mut Option<Best>,
+) {
+    let width = if N == 0 { total.len() } else { N };
+    let (total, left) = (&total[..width], &mut left[..width]);
+    let mut nl = 0usize;
+    for code in lo..hi {
+        let c = cnt[code as usize] as usize;
+        if c == 0 {
+            continue;
+        }
+        cnt[code as usize] = 0;
+        nl += c;
+        let row = &mut hist[code as usize * width..][..width];
+        for (l, x) in left.iter_mut().zip(row) {
+            *l += *x;
+            *x = 0;
+        }
+        if nl < min_leaf || count - nl < min_leaf {
+            continue;
+        }
+        let (wl, sl, wr, sr) = gini_sums::<N>(total, left);
+        keep_gini(best, (wl, sl, wr, sr), f, code, left);
+    }
+}
+
 /// [`consider`] for gini on whole-number counts: the sums are exact integers,
 /// so `sum of squares / weight` is the same `f64` as the float path's and the
 /// same split wins.
 #[inline]
-fn consider_gini_counts(total: &[u64], left: &[u64], f: usize, code: u8, best: &mut Option<Best>) {
+fn consider_gini_counts(total: &[u32], left: &[u32], f: usize, code: u8, best: &mut Option<Best>) {
+    let (wl, sl, wr, sr) = match total.len() {
+        2 => gini_sums::<2>(total, left),
+        3 => gini_sums::<3>(total, left),
+        4 => gini_sums::<4>(total, left),
+        5 => gini_sums::<5>(total, left),
+        10 => gini_sums::<10>(total, left),
+        _ => gini_sums::<0>(total, left),
+    };
+    keep_gini(best, (wl, sl, wr, sr), f, code, left);
+}
+
+/// [`keep`] the split of gini sums `(Σl, Σl², Σr, Σr²)`.
+#[inline]
+fn keep_gini(
+    best: &mut Option<Best>,
+    (wl, sl, wr, sr): (u64, u64, u64, u64),
+    f: usize,
+    code: u8,
+    left: &[u32],
+) {
+    // Every sum is below 2^52 (COUNTS_LIMIT): exact as `i64` and as `f64`
+    // (a signed conversion is one instruction, an unsigned one is not).
+    let pl = if wl == 0 {
+        0.0
+    } else {
+        sl as i64 as f64 / wl as i64 as f64
+    };
+    let pr = if wr == 0 {
+        0.0
+    } else {
+        sr as i64 as f64 / wr as i64 as f64
+    };
+    keep(best, pl + pr, f, code, left.iter().map(|&x| f64::from(x)));
+}
+
+/// Weight and sum of squared counts on each side: `(Σl, Σl², Σr, Σr²)` with
+/// `r = total − left`, over `N` classes (`N` = 0: as many as `total` has).
+/// A fixed `N` lets the loop be unrolled: the common class counts are
+/// dispatched to their own copy (`consider_gini_counts`).
+#[inline]
+fn gini_sums<const N: usize>(total: &[u32], left: &[u32]) -> (u64, u64, u64, u64) {
+    let n = if N == 0 { total.len() } else { N };
+    let (total, left) = (&total[..n], &left[..n]);
     let (mut wl, mut sl, mut wr, mut sr) = (0u64, 0u64, 0u64, 0u64);
     for (&t, &l) in total.iter().zip(left) {
-        let r = t - l;
+        let (l, r) = (u64::from(l), u64::from(t - l));
         wl += l;
         sl += l * l;
         wr += r;
         sr += r * r;
     }
-    let pl = if wl == 0 { 0.0 } else { sl as f64 / wl as f64 };
-    let pr = if wr == 0 { 0.0 } else { sr as f64 / wr as f64 };
-    let gain = pl + pr;
-    if best.as_ref().is_none_or(|b| gain > b.gain) {
-        *best = Some(Best {
-            gain,
-            feature: f,
-            bin: code,
-            left: left.iter().map(|&x| x as f64).collect(),
-        });
+    (wl, sl, wr, sr)
+}
+
+/// Make (`gain`, `f`, `code`, `left`) the node's best split if its gain is
+/// greater than the best's so far (the first of equal gains stays), reusing
+/// the best's buffer.
+#[inline]
+fn keep(best: &mut Option<Best>, gain: f64, f: usize, code: u8, left: impl Iterator<Item = f64>) {
+    match best {
+        Some(b) if gain > b.gain => {
+            (b.gain, b.feature, b.bin) = (gain, f, code);
+            b.left.clear();
+            b.left.extend(left);
+        }
+        Some(_) => {}
+        None => {
+            *best = Some(Best {
+                gain,
+                feature: f,
+                bin: code,
+                left: left.collect(),
+            })
+        }
     }
 }
 
@@ -879,15 +1008,7 @@ fn consider(
             }
         }
     };
-    let gain = pl + pr;
-    if best.as_ref().is_none_or(|b| gain > b.gain) {
-        *best = Some(Best {
-            gain,
-            feature: f,
-            bin: code,
-            left: left.to_vec(),
-        });
-    }
+    keep(best, pl + pr, f, code, left.iter().copied());
 }
 
 #[cfg(test)]
