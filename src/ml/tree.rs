@@ -506,6 +506,7 @@ pub fn fit_tree(
     let mut feats: Vec<u32> = (0..d as u32).collect();
     let mut const_feats: Vec<u32> = feats.clone();
     let mut codes: Vec<u8> = Vec::new();
+    let mut best_codes: Vec<u8> = Vec::new();
     // Class histograms count in integers when every weight is a whole number
     // (bootstrap counts, no class weights) and their total is below
     // COUNTS_LIMIT: sums of whole numbers are exact in f64 as well, so the
@@ -773,6 +774,12 @@ pub fn fit_tree(
                         hist[hi * width..(hi + 1) * width].fill(0.0);
                     }
                 }
+                // Features are not drawn twice in a node: a best on `f` was
+                // found just now. Its codes partition the node's rows.
+                if best.as_ref().is_some_and(|b| b.feature == f) {
+                    best_codes.clear();
+                    best_codes.extend_from_slice(&codes);
+                }
             }
             // The known prefix must be the same set for the sibling and every
             // descendant: undo the swaps among known constants, record new ones.
@@ -804,17 +811,18 @@ pub fn fit_tree(
             };
             continue;
         };
-        // Stable partition of the node's positions: left rows first.
-        let col = b.column(bst.feature);
+        // Stable partition of the node's positions: left rows first, by the
+        // best feature's codes kept from its scan (not gathered again).
+        debug_assert_eq!(best_codes.len(), count);
         tmp_rows.clear();
         tmp_w.clear();
         tmp_wn.clear();
         tmp_c.clear();
         tmp_v.clear();
         let mut write = wk.start;
-        for p in wk.start..wk.end {
+        for (p, &code) in (wk.start..wk.end).zip(&best_codes) {
             let r = sm.rows[p];
-            if col[r as usize] <= bst.bin {
+            if code <= bst.bin {
                 sm.rows[write] = r;
                 sm.w[write] = sm.w[p];
                 if counts {
