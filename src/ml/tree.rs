@@ -439,6 +439,9 @@ fn count_in_two<const CNT: bool>(
     }
 }
 
+type CountInTwo = fn(&[u8], &[u32], &[u32], usize, (u8, u8), [&mut [u32]; 2], [&mut [u32]; 2]);
+type CountInOne = fn(&[u8], &[u32], &[u32], usize, &mut [u32], &mut [u32]);
+
 /// [`count_in_two`] with one pair of histograms.
 fn count_in_one<const CNT: bool>(
     codes: &[u8],
@@ -665,32 +668,22 @@ pub fn fit_tree(
                         let node_wn = &sm.wn[wk.start..wk.end];
                         let cs = [&mut cnt[..], &mut cnt2[..]];
                         let hs = [&mut hist_n[..], &mut hist_n2[..]];
-                        let rows = (&codes[..], node_c, node_wn, width);
-                        match (count >= TWO_HISTOGRAMS, rows_per_code) {
-                            (true, true) => count_in_two::<true>(
-                                rows.0,
-                                rows.1,
-                                rows.2,
-                                rows.3,
-                                (lo, hi),
-                                cs,
-                                hs,
-                            ),
-                            (true, false) => count_in_two::<false>(
-                                rows.0,
-                                rows.1,
-                                rows.2,
-                                rows.3,
-                                (lo, hi),
-                                cs,
-                                hs,
-                            ),
-                            (false, true) => {
-                                count_in_one::<true>(rows.0, rows.1, rows.2, rows.3, cs[0], hs[0])
-                            }
-                            (false, false) => {
-                                count_in_one::<false>(rows.0, rows.1, rows.2, rows.3, cs[0], hs[0])
-                            }
+                        if count >= TWO_HISTOGRAMS {
+                            let count_rows: CountInTwo = if rows_per_code {
+                                count_in_two::<true>
+                            } else {
+                                count_in_two::<false>
+                            };
+                            count_rows(&codes, node_c, node_wn, width, (lo, hi), cs, hs);
+                        } else {
+                            let count_rows: CountInOne = if rows_per_code {
+                                count_in_one::<true>
+                            } else {
+                                count_in_one::<false>
+                            };
+                            let [cnt, _] = cs;
+                            let [hist, _] = hs;
+                            count_rows(&codes, node_c, node_wn, width, cnt, hist);
                         }
                     } else if classes {
                         let node_c = &sm.cls[wk.start..wk.end];
