@@ -293,6 +293,8 @@ impl Tree {
 
 /// Nodes at most this large are split by sorting codes instead of histograms.
 const SMALL_NODE: usize = 96;
+// The sort packs a position in the node below a code into one `u16`.
+const _: () = assert!(SMALL_NODE <= 256);
 
 /// Impurity proxy of a child from its statistics: larger is purer. The best split
 /// maximizes the sum over both children (equivalent to minimizing the weighted
@@ -710,6 +712,8 @@ pub fn fit_tree(
                         let scan = match width {
                             2 => scan_gini_counts::<2>,
                             3 => scan_gini_counts::<3>,
+                            4 => scan_gini_counts::<4>,
+                            5 => scan_gini_counts::<5>,
                             10 => scan_gini_counts::<10>,
                             _ => scan_gini_counts::<0>,
                         };
@@ -903,8 +907,9 @@ const COUNTS_LIMIT: f64 = (1u64 << 26) as f64;
 /// code; `N` = 0: as many as `total` has) for gini's best threshold between
 /// `lo` and `hi`, clearing each code read (all but `hi`'s). `left` starts
 /// clear. Without `cnt` (one row a leaf at least: every threshold leaves a
-/// row on each side), empty codes are those with no class counts. One copy per common class count, so the per-code loops over the
-/// classes are unrolled.
+/// row on each side), empty codes are those with no class counts. One copy
+/// per common class count, so the per-code loops over the classes are
+/// unrolled.
 fn scan_gini_counts<const N: usize>(
     (mut cnt, hist): (Option<&mut [u32]>, &mut [u32]),
     total: &[u32],
