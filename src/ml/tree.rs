@@ -524,6 +524,8 @@ pub fn fit_tree(
     if counts {
         sm.wn.extend(sm.w.iter().map(|&w| w as u32));
     }
+    // Gini on counts scans in integers, with one copy per common class count.
+    let gini_counts = counts && cfg.criterion == Criterion::Gini;
     let mut hist = vec![0.0f64; if counts { 0 } else { 256 * width }];
     let mut hist_n = vec![0u32; if counts { 256 * width } else { 0 }];
     let mut cnt = vec![0u32; 256];
@@ -577,8 +579,7 @@ pub fn fit_tree(
         // where one count is cheaper to test than a row of class counts.
         // Elsewhere the histograms take one increment a row, not two (the
         // row counts' increments of a frequent code wait on each other).
-        let rows_per_code = !(counts && cfg.criterion == Criterion::Gini && min_leaf == 1)
-            || count < UNCOUNTED_NODE;
+        let rows_per_code = !(gini_counts && min_leaf == 1) || count < UNCOUNTED_NODE;
         let n_known = wk.n_const;
         let mut n_total = n_known;
         if !stop {
@@ -634,7 +635,6 @@ pub fn fit_tree(
                             .map(|(k, &c)| u16::from(c) << 8 | k as u16),
                     );
                     sorted.sort_unstable();
-                    let gini_counts = counts && cfg.criterion == Criterion::Gini;
                     if gini_counts {
                         left_n.iter_mut().for_each(|x| *x = 0);
                     } else {
@@ -668,14 +668,14 @@ pub fn fit_tree(
                     if counts {
                         let node_c = &sm.cls[wk.start..wk.end];
                         let node_wn = &sm.wn[wk.start..wk.end];
-                        let cs = [&mut cnt[..], &mut cnt2[..]];
-                        let hs = [&mut hist_n[..], &mut hist_n2[..]];
                         if count >= TWO_HISTOGRAMS {
                             let count_rows: CountInTwo = if rows_per_code {
                                 count_in_two::<true>
                             } else {
                                 count_in_two::<false>
                             };
+                            let cs = [&mut cnt[..], &mut cnt2[..]];
+                            let hs = [&mut hist_n[..], &mut hist_n2[..]];
                             count_rows(&codes, node_c, node_wn, width, (lo, hi), cs, hs);
                         } else {
                             let count_rows: CountInOne = if rows_per_code {
@@ -683,9 +683,7 @@ pub fn fit_tree(
                             } else {
                                 count_in_one::<false>
                             };
-                            let [cnt, _] = cs;
-                            let [hist, _] = hs;
-                            count_rows(&codes, node_c, node_wn, width, cnt, hist);
+                            count_rows(&codes, node_c, node_wn, width, &mut cnt, &mut hist_n);
                         }
                     } else if classes {
                         let node_c = &sm.cls[wk.start..wk.end];
@@ -706,59 +704,54 @@ pub fn fit_tree(
                     }
                     left.iter_mut().for_each(|x| *x = 0.0);
                     left_n.iter_mut().for_each(|x| *x = 0);
-                    let mut nl = 0usize;
-                    let gini_counts = counts && cfg.criterion == Criterion::Gini;
                     if gini_counts {
-                        let scan = match width {
-                            2 => scan_gini_counts::<2>,
-                            3 => scan_gini_counts::<3>,
-                            4 => scan_gini_counts::<4>,
-                            5 => scan_gini_counts::<5>,
-                            10 => scan_gini_counts::<10>,
-                            _ => scan_gini_counts::<0>,
-                        };
                         let hist = (rows_per_code.then_some(&mut cnt[..]), &mut hist_n[..]);
-                        scan(
-                            hist,
-                            &tot_n,
-                            &mut left_n,
-                            (lo, hi),
-                            (count, min_leaf),
-                            f,
-                            &mut best,
+                        by_class_count!(
+                            width,
+                            scan_gini_counts(
+                                hist,
+                                &tot_n,
+                                &mut left_n,
+                                (lo, hi),
+                                (count, min_leaf),
+                                f,
+                                &mut best
+                            )
                         );
-                    }
-                    // Each bin read is cleared for the next feature as it is
-                    // read (empty bins are clear already), not in a pass
-                    // over all of `lo..=hi` afterwards.
-                    for code in (lo..hi).filter(|_| !gini_counts) {
-                        let c = cnt[code as usize] as usize;
-                        if c == 0 {
-                            continue;
-                        }
-                        cnt[code as usize] = 0;
-                        nl += c;
-                        let at = code as usize * width..(code as usize + 1) * width;
-                        if counts {
-                            for (l, x) in left_n.iter_mut().zip(&mut hist_n[at]) {
-                                *l += *x;
-                                *x = 0;
+                    } else {
+                        let mut nl = 0usize;
+                        // Each bin read is cleared for the next feature as it is
+                        // read (empty bins are clear already), not in a pass
+                        // over all of `lo..=hi` afterwards.
+                        for code in lo..hi {
+                            let c = cnt[code as usize] as usize;
+                            if c == 0 {
+                                continue;
                             }
-                        } else {
-                            for (l, x) in left.iter_mut().zip(&mut hist[at]) {
-                                *l += *x;
-                                *x = 0.0;
+                            cnt[code as usize] = 0;
+                            nl += c;
+                            let at = code as usize * width..(code as usize + 1) * width;
+                            if counts {
+                                for (l, x) in left_n.iter_mut().zip(&mut hist_n[at]) {
+                                    *l += *x;
+                                    *x = 0;
+                                }
+                            } else {
+                                for (l, x) in left.iter_mut().zip(&mut hist[at]) {
+                                    *l += *x;
+                                    *x = 0.0;
+                                }
                             }
-                        }
-                        if nl < min_leaf || count - nl < min_leaf {
-                            continue;
-                        }
-                        if counts {
-                            for (l, &x) in left.iter_mut().zip(&left_n) {
-                                *l = x as f64;
+                            if nl < min_leaf || count - nl < min_leaf {
+                                continue;
                             }
+                            if counts {
+                                for (l, &x) in left.iter_mut().zip(&left_n) {
+                                    *l = x as f64;
+                                }
+                            }
+                            consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
                         }
-                        consider(cfg.criterion, &wk.stats, &left, f, code, &mut best);
                     }
                     // The last bin is never a threshold (all rows would go left).
                     let hi = hi as usize;
@@ -898,6 +891,23 @@ pub fn fit_tree(
     tree
 }
 
+/// Call `f::<N>(args)` for `width` classes: its own copy for the common class
+/// counts (2-5 and 10), else the copy for any count (`N` = 0). The calls are
+/// direct, so each copy can be inlined.
+macro_rules! by_class_count {
+    ($width:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $width {
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            10 => $f::<10>($($arg),*),
+            _ => $f::<0>($($arg),*),
+        }
+    };
+}
+use by_class_count;
+
 /// Whole-number weights at most this large in total: each count, each
 /// square of a count and each sum of squares is then below 2^52, exact both
 /// in `u64` and in `f64`.
@@ -952,15 +962,8 @@ fn scan_gini_counts<const N: usize>(
 /// same split wins.
 #[inline]
 fn consider_gini_counts(total: &[u32], left: &[u32], f: usize, code: u8, best: &mut Option<Best>) {
-    let (wl, sl, wr, sr) = match total.len() {
-        2 => gini_sums::<2>(total, left),
-        3 => gini_sums::<3>(total, left),
-        4 => gini_sums::<4>(total, left),
-        5 => gini_sums::<5>(total, left),
-        10 => gini_sums::<10>(total, left),
-        _ => gini_sums::<0>(total, left),
-    };
-    keep_gini(best, (wl, sl, wr, sr), f, code, left);
+    let sums = by_class_count!(total.len(), gini_sums(total, left));
+    keep_gini(best, sums, f, code, left);
 }
 
 /// [`keep`] the split of gini sums `(Σl, Σl², Σr, Σr²)`.
@@ -989,8 +992,8 @@ fn keep_gini(
 
 /// Weight and sum of squared counts on each side: `(Σl, Σl², Σr, Σr²)` with
 /// `r = total − left`, over `N` classes (`N` = 0: as many as `total` has).
-/// A fixed `N` lets the loop be unrolled: the common class counts are
-/// dispatched to their own copy (`consider_gini_counts`).
+/// A fixed `N` lets the loop be unrolled: callers pick the copy for their
+/// class count with [`by_class_count`].
 #[inline]
 fn gini_sums<const N: usize>(total: &[u32], left: &[u32]) -> (u64, u64, u64, u64) {
     let n = if N == 0 { total.len() } else { N };
